@@ -1,0 +1,87 @@
+"""EfficientConfig: every option of Sparse Window Routing (SWR) and Sparse Memory Retrieval (SMR).
+
+Defaults are the paper's (Efficient-SAM2, ICLR 2026, section 3 and 4.1). The paper's symbol is given for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["EfficientConfig", "SHORTCUT_VARIANTS", "MEMORY_SELECTIONS", "PADDING_MODES"]
+
+SHORTCUT_VARIANTS = ("bottleneck", "ffn", "attention", "identity")
+MEMORY_SELECTIONS = ("topk", "random", "uniform", "mempool")
+PADDING_MODES = ("zero", "official")
+
+
+@dataclass(frozen=True)
+class EfficientConfig:
+    """Options of the accelerated video predictor.
+
+    Sparse Window Routing (image encoder):
+        swr: route the windowed blocks of the stride-16 Hiera stage (SWR on/off).
+        tau: cumulative decoder-attention mass of the saliency fallback windows (tau, 0.7).
+        theta_obj: object-score threshold below which the saliency fallback fires (theta_obj, 5).
+        dilation: side of the square dilation applied to the previous masks, in pixels at 256 x 256 mask
+            resolution (scaled with the image size); 1 = no dilation (5).
+        all_masks: take the union of all three multimask outputs (the paper's "All Pred."); False uses the
+            chosen mask only.
+        dense_frames: the first `dense_frames` frames of every propagation keep every window (2: frames 0 and 1).
+        shortcut: the branch that processes background windows: "bottleneck" (paper, Eq. 13), "ffn",
+            "attention" or "identity" (Table 3).
+        padding: "zero" re-zeroes window padding as the dense model does, so keeping every window equals the
+            dense model; "official" keeps padded tokens alive between routed blocks like the official code
+            (base_plus only differs), for its shipped shortcut weights.
+    Sparse Memory Retrieval (memory attention):
+        smr: prune the memory frames t-m .. t-2 in every memory-attention layer's cross-attention.
+        sparsity: fraction of a memory frame's K tokens dropped (s, 0.95); floor((1 - s) K) are kept.
+        memory_selection: "topk" (paper: by query-averaged attention at the frame's first recollection),
+            "random" (SMR-random), "uniform" (SMR-uniform), or "mempool" (2x2 average pooling of the memory
+            keys and values of every spatial memory frame, the MemPool baseline).
+        mempool_kernel: pooling kernel of the MemPool baseline (2).
+        seed: seed of SMR-random.
+    """
+
+    swr: bool = True
+    tau: float = 0.7
+    theta_obj: float = 5.0
+    dilation: int = 5
+    all_masks: bool = True
+    dense_frames: int = 2
+    shortcut: str = "bottleneck"
+    padding: str = "zero"
+    smr: bool = True
+    sparsity: float = 0.95
+    memory_selection: str = "topk"
+    mempool_kernel: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if self.dilation < 1:
+            raise ValueError(f"dilation must be >= 1 (1 = none), got {self.dilation}")
+        if self.dense_frames < 1:
+            raise ValueError(f"dense_frames must be >= 1, got {self.dense_frames}")
+        if self.shortcut not in SHORTCUT_VARIANTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUT_VARIANTS}, got {self.shortcut!r}")
+        if self.padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {PADDING_MODES}, got {self.padding!r}")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.memory_selection not in MEMORY_SELECTIONS:
+            raise ValueError(f"memory_selection must be one of {MEMORY_SELECTIONS}, got {self.memory_selection!r}")
+        if self.mempool_kernel < 1:
+            raise ValueError(f"mempool_kernel must be >= 1, got {self.mempool_kernel}")
+
+    def replace(self, **changes) -> "EfficientConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def dense(cls) -> "EfficientConfig":
+        """Both mechanisms off (the efficient predictor then computes exactly the dense model)."""
+        return cls(swr=False, smr=False)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,327 @@
+"""Hiera trunk of the SAM 2 image encoder (the "HieraDet" variant).
+
+Pixels (B, 3, S, S) are embedded into a stride-4 token grid kept channels-last, (B, H, W, C), for the whole
+trunk. Four stages of pre-norm transformer blocks follow; the first block of stages 2-4 halves the grid by
+max-pooling its queries ("Q-pooling") and doubles the width. Blocks attend inside non-overlapping windows
+except for a few global-attention blocks in stage 3.
+
+The pieces are kept separate so that Sparse Window Routing can run a block on a gathered subset of windows:
+
+    x_norm = block.norm1(x)
+    windows, padded_hw = window_partition(x_norm, block.window_size)    # (B*nW, w, w, C)
+    out = block.attention(windows[kept])                                 # any subset of windows
+    ...                                                                  # scatter / shortcut
+    x = block.mlp_residual(x)                                            # any token layout (..., C)
+
+`Hiera.forward` is the dense path: every window of every block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from efficient_sam2.configs import HieraConfig
+from efficient_sam2.modeling.common import MLP
+
+__all__ = ["Hiera", "HieraBlock", "WindowedAttention", "PatchEmbed", "window_partition", "window_unpartition",
+           "max_pool_tokens"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token-grid helpers (channels-last)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place version counter of `t`; inference tensors have none (and cannot be changed outside inference
+    mode), so they count as version -1."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
+def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Split a token grid into non-overlapping square windows.
+
+    Args:
+        x: (B, H, W, C) tokens. The bottom / right border is zero-padded up to a multiple of `window`.
+        window: window side w.
+    Returns:
+        windows: (B * nW, w, w, C), ordered batch-major, then window rows, then window columns (row-major),
+            where nW = (Hp / w) * (Wp / w).
+        (Hp, Wp): the padded grid size.
+    """
+    B, H, W, C = x.shape
+    pad_h = -H % window
+    pad_w = -W % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    x = x.reshape(B, Hp // window, window, Wp // window, window, C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, C)
+    return windows, (Hp, Wp)
+
+
+def window_unpartition(windows: torch.Tensor, padded_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `window_partition`: reassemble windows into a grid and crop the padding.
+
+    Args:
+        windows: (B * nW, w, w, C); the window side w is read from the tensor.
+        padded_hw: (Hp, Wp), the padded grid size (multiples of w).
+        hw: (H, W) <= (Hp, Wp), the size to crop to.
+    Returns:
+        (B, H, W, C) tokens (a view of a fresh tensor when cropping was needed).
+    """
+    Hp, Wp = padded_hw
+    H, W = hw
+    window, C = windows.shape[1], windows.shape[-1]
+    nh, nw = Hp // window, Wp // window
+    x = windows.reshape(-1, nh, nw, window, window, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
+    if Hp != H or Wp != W:
+        x = x[:, :H, :W, :]
+    return x
+
+
+def max_pool_tokens(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Non-overlapping max-pool of a channels-last grid (floor mode: incomplete border rows/cols are dropped).
+
+    Args:
+        x: (N, H, W, *C) with any number of trailing feature dims (pooled independently).
+        stride: (sh, sw), kernel = stride.
+    Returns:
+        (N, H // sh, W // sw, *C).
+    """
+    N, H, W = x.shape[:3]
+    feat = x.shape[3:]
+    pooled = F.max_pool2d(x.reshape(N, H, W, -1).permute(0, 3, 1, 2), kernel_size=stride, stride=stride)
+    return pooled.permute(0, 2, 3, 1).reshape(N, pooled.shape[-2], pooled.shape[-1], *feat)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    """7x7 stride-4 convolution: (B, 3, S, S) -> (B, S/4, S/4, C) channels-last (a permuted view)."""
+
+    def __init__(self, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class WindowedAttention(nn.Module):
+    """Multi-head self-attention over each item of a batch of token sets, optionally with Q-pooling.
+
+    The input width `dim` is projected to `dim_out` for q, k and v. With `q_stride`, the queries (only) are
+    max-pooled over the item's 2-D grid, so the output grid is smaller than the input grid.
+    """
+
+    def __init__(self, dim: int, dim_out: int, num_heads: int, q_stride: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        if dim_out % num_heads:
+            raise ValueError(f"dim_out={dim_out} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim_out // num_heads
+        self.q_stride = q_stride
+        self.qkv = nn.Linear(dim, 3 * dim_out)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, h, w, dim) grids, or (N, L, dim) flat token sets when there is no Q-pooling.
+
+        Returns (N, h', w', dim_out) with (h', w') = (h, w) // q_stride, or (N, L, dim_out).
+        """
+        nh, hd = self.num_heads, self.head_dim
+        N = x.shape[0]
+        grid = x.shape[1:-1]
+        qkv = self.qkv(x).view(*x.shape[:-1], 3, nh, hd)
+        q, k, v = qkv.unbind(-3)  # each (N, *grid, nh, hd)
+        if self.q_stride is not None:
+            if len(grid) != 2:
+                raise ValueError("Q-pooling needs (N, h, w, C) grids, got flat tokens")
+            q = max_pool_tokens(q, self.q_stride)
+            grid = q.shape[1:3]
+        q = q.reshape(N, -1, nh, hd).transpose(1, 2)
+        k = k.reshape(N, -1, nh, hd).transpose(1, 2)
+        v = v.reshape(N, -1, nh, hd).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, nh, Lq, hd)
+        out = out.transpose(1, 2).reshape(N, *grid, nh * hd)
+        return self.proj(out)
+
+
+class HieraBlock(nn.Module):
+    """Pre-norm transformer block: (windowed) attention with an optional stage transition, then an MLP.
+
+    On a stage-transition block (dim != dim_out) the residual branch is maxpool(proj(norm1(x))) and the queries
+    are pooled by `q_stride`, halving the grid. `window_size` 0 means global attention.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        window_size: int,
+        q_stride: tuple[int, int] | None = None,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if q_stride is not None and window_size > 0 and (window_size % q_stride[0] or window_size % q_stride[1]):
+            raise ValueError(f"window {window_size} is not divisible by the Q-pool stride {q_stride}")
+        if q_stride is not None and window_size > 0 and q_stride[0] != q_stride[1]:
+            raise ValueError(f"windowed Q-pooling needs a square stride, got {q_stride}")
+        self.dim = dim
+        self.dim_out = dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = WindowedAttention(dim, dim_out, num_heads, q_stride)
+        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, num_layers=2, activation=nn.GELU)
+        self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
+
+    @property
+    def out_window_size(self) -> int:
+        """Window side of the attention output (window_size / q_stride on Q-pool blocks)."""
+        if self.q_stride is None or self.window_size == 0:
+            return self.window_size
+        return self.window_size // self.q_stride[0]
+
+    def shortcut(self, x: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
+        """Residual branch: x (B, H, W, dim) itself, or maxpool(proj(x_norm)) (B, H', W', dim_out) on transitions."""
+        if self.proj is None:
+            return x
+        s = self.proj(x_norm)
+        return max_pool_tokens(s, self.q_stride) if self.q_stride is not None else s
+
+    def attention(self, x_norm: torch.Tensor) -> torch.Tensor:
+        """Attention on already-normalised token sets: windows (N, w, w, dim) -> (N, w', w', dim_out), or
+        flat sets (N, L, dim) -> (N, L, dim_out) for global blocks (no residual added)."""
+        return self.attn(x_norm)
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x + MLP(norm2(x)) for tokens of any leading shape (..., dim_out)."""
+        return x + self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, dim) -> (B, H', W', dim_out), (H', W') = (H, W) // q_stride on Q-pool blocks."""
+        x_norm = self.norm1(x)
+        shortcut = self.shortcut(x, x_norm)
+        if self.window_size > 0:
+            windows, (Hp, Wp) = window_partition(x_norm, self.window_size)
+            out = self.attention(windows)
+            if self.q_stride is not None:
+                Hp, Wp = Hp // self.q_stride[0], Wp // self.q_stride[1]
+            out = window_unpartition(out, (Hp, Wp), shortcut.shape[1:3])
+        else:
+            out = self.attention(x_norm)
+        return self.mlp_residual(shortcut + out)
+
+
+class Hiera(nn.Module):
+    """Hiera trunk: (B, 3, S, S) -> four stage-end maps, channels-first, finest first.
+
+    Outputs for embed_dim C: (B, C, S/4, S/4), (B, 2C, S/8, S/8), (B, 4C, S/16, S/16), (B, 8C, S/32, S/32).
+    S (height and width) must be a multiple of 32.
+    """
+
+    def __init__(self, cfg: HieraConfig) -> None:
+        super().__init__()
+        if len(cfg.window_spec) != len(cfg.stages):
+            raise ValueError(f"window_spec {cfg.window_spec} needs one entry per stage {cfg.stages}")
+        self.cfg = cfg
+        self.stage_ends = list(cfg.stage_ends)
+        self.q_pool_blocks = list(cfg.q_pool_blocks)
+        self.global_att_blocks = list(cfg.global_att_blocks)
+
+        C = cfg.embed_dim
+        self.patch_embed = PatchEmbed(C)
+        self.pos_embed = nn.Parameter(torch.zeros(1, C, *cfg.window_pos_embed_bkg_spatial_size))
+        w0 = cfg.window_spec[0]
+        self.pos_embed_window = nn.Parameter(torch.zeros(1, C, w0, w0))
+
+        # Block i belongs to stage `stage_of[i]`; its window is that of the stage of block i-1, so the first
+        # block of a stage still works on the previous stage's windows (before its queries are pooled).
+        stage_of = [s for s, n in enumerate(cfg.stages) for _ in range(n)]
+        blocks = []
+        dim = C
+        for i in range(cfg.depth):
+            stage = stage_of[i]
+            window_stage = stage_of[i - 1] if i > 0 else 0
+            window = 0 if i in self.global_att_blocks else cfg.window_spec[window_stage]
+            dim_out = cfg.stage_dims[stage]
+            blocks.append(
+                HieraBlock(
+                    dim=dim,
+                    dim_out=dim_out,
+                    num_heads=cfg.stage_heads[stage],
+                    window_size=window,
+                    q_stride=tuple(cfg.q_stride) if i in self.q_pool_blocks else None,
+                    mlp_ratio=cfg.mlp_ratio,
+                )
+            )
+            dim = dim_out
+        self.blocks = nn.ModuleList(blocks)
+        # output channels, coarsest first (the neck's `backbone_channel_list`)
+        self.channel_list = [self.blocks[i].dim_out for i in reversed(self.stage_ends)]
+        self._pos_cache: tuple | None = None
+
+    # -- position embedding -------------------------------------------------------------------------------------
+
+    def _compute_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
+        win = self.pos_embed_window
+        pos = pos + win.tile(1, 1, h // win.shape[-2], w // win.shape[-1])
+        return pos.permute(0, 2, 3, 1).contiguous()  # (1, h, w, C)
+
+    def get_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """(1, h, w, C): bicubic-resized background embedding + tiled window embedding.
+
+        Cached across calls when no gradient is needed; the cache is keyed on the parameters' in-place
+        version counters so loading new weights invalidates it.
+        """
+        if torch.is_grad_enabled() and (self.pos_embed.requires_grad or self.pos_embed_window.requires_grad):
+            return self._compute_pos_embed(h, w)
+        # The cache holds the parameter storages alive, so a matching data_ptr cannot belong to a new tensor.
+        params = (self.pos_embed.detach(), self.pos_embed_window.detach())
+        key = (h, w, self.pos_embed.dtype) + tuple((p.data_ptr(), _version(p)) for p in params)
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            with torch.no_grad():
+                self._pos_cache = (key, self._compute_pos_embed(h, w), params)
+        return self._pos_cache[1]
+
+    # -- forward ------------------------------------------------------------------------------------------------
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.patch_embed.proj.in_channels:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        if H % 32 or W % 32 or H == 0 or W == 0:
+            raise ValueError(f"image height and width must be positive multiples of 32, got {H}x{W}")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus absolute position embedding: (B, 3, H, W) -> (B, H/4, W/4, C) contiguous."""
+        self.check_input(x)
+        x = self.patch_embed(x)
+        pos = self.get_pos_embed(x.shape[1], x.shape[2])
+        # `pos` first so that the sum is laid out channels-last contiguous; no cast, so that under autocast the
+        # residual stream stays in the parameters' dtype as in the reference
+        return pos + x
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), (B, 4C, H/16, W/16), (B, 8C, H/32, W/32)]."""
+        x = self.embed(x)
+        outputs = []
+        ends = set(self.stage_ends)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs

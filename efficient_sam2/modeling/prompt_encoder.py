@@ -1,0 +1,181 @@
+"""Prompt encoder: turns clicks, boxes and mask prompts into the decoder's sparse and dense prompt embeddings.
+
+Points and box corners become one token each (a random-Fourier position code plus a learned embedding for the
+prompt kind); a mask prompt becomes a dense (embed_dim, E, E) map via a small strided conv stack, and the absence
+of a mask becomes one learned vector broadcast over the E x E grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d
+
+__all__ = ["RandomFourierPositionEncoding", "PromptEncoder"]
+
+# Point label convention shared with the reference: -1 padding ("not a point"), 0 negative click,
+# 1 positive click, 2 box top-left corner, 3 box bottom-right corner.
+PAD_LABEL = -1
+NUM_POINT_KINDS = 4
+
+
+class RandomFourierPositionEncoding(nn.Module):
+    """Position code from random spatial frequencies (Tancik et al., "Fourier features").
+
+    A normalised coordinate c in [0, 1]^2 is mapped to [sin(f), cos(f)] with f = 2*pi * (2c - 1) @ G, where G is a
+    fixed Gaussian (2, num_pos_feats) matrix. G is a buffer stored in the checkpoint
+    (`positional_encoding_gaussian_matrix`), so it must be loaded, never re-drawn.
+    """
+
+    def __init__(self, num_pos_feats: int = 128, scale: float | None = None) -> None:
+        super().__init__()
+        scale = 1.0 if scale is None or scale <= 0 else scale
+        self.register_buffer("positional_encoding_gaussian_matrix", scale * torch.randn(2, num_pos_feats))
+
+    def encode_unit(self, coords: torch.Tensor) -> torch.Tensor:
+        """(..., 2) coordinates (x, y) in [0, 1] -> (..., 2 * num_pos_feats) code, [sin part, cos part]."""
+        freqs = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
+        freqs = 2 * math.pi * freqs
+        return torch.cat([freqs.sin(), freqs.cos()], dim=-1)
+
+    def encode_pixels(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """(B, N, 2) pixel coordinates (x, y) of an image of size (H, W) -> (B, N, 2 * num_pos_feats)."""
+        height, width = image_size
+        coords = coords.float()
+        return self.encode_unit(coords / coords.new_tensor([width, height]))
+
+    def forward(self, size: tuple[int, int]) -> torch.Tensor:
+        """Code of the cell centres of an (h, w) grid: (2 * num_pos_feats, h, w)."""
+        h, w = size
+        device = self.positional_encoding_gaussian_matrix.device
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+        grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)  # (h, w, 2) as (x, y)
+        return self.encode_unit(grid).permute(2, 0, 1)
+
+
+class PromptEncoder(nn.Module):
+    """Embeds point / box / mask prompts for the mask decoder.
+
+    Args:
+        embed_dim: width of the prompt embeddings (256).
+        image_embedding_size: (E_h, E_w) of the image embedding the decoder attends to (64, 64 at 1024 px).
+        input_image_size: (H, W) of the encoder input, the frame in which prompt coordinates are given.
+        mask_in_chans: hidden channels of the mask-prompt conv stack (16).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
+        mask_in_chans: int = 16,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.image_embedding_size = tuple(image_embedding_size)
+        self.input_image_size = tuple(input_image_size)
+        self.mask_input_size = (4 * self.image_embedding_size[0], 4 * self.image_embedding_size[1])
+
+        self.pe_layer = RandomFourierPositionEncoding(embed_dim // 2)
+        # 0 negative click, 1 positive click, 2 box top-left, 3 box bottom-right
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(NUM_POINT_KINDS))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        # (B, 1, 4E, 4E) -> (B, embed_dim, E, E)
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    def get_dense_pe(self) -> torch.Tensor:
+        """Position code of every image-embedding cell, (1, embed_dim, E_h, E_w)."""
+        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+
+    def _kind_table(self) -> torch.Tensor:
+        """(6, embed_dim) rows indexed by label + 1: not-a-point, the four point kinds, then zeros (unknown label)."""
+        rows = [self.not_a_point_embed.weight] + [e.weight for e in self.point_embeddings]
+        rows.append(torch.zeros_like(self.not_a_point_embed.weight))
+        return torch.cat(rows, dim=0)
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        """(B, N, 2) pixel coords + (B, N) labels -> (B, N + pad, embed_dim) point tokens.
+
+        With `pad`, one not-a-point token at (0, 0) is appended (the reference does so whenever no box is given).
+        Padding tokens carry only `not_a_point_embed`; the others are position code + their kind's embedding.
+        """
+        coords = coords.float() + 0.5  # pixel centres
+        labels = labels.long()
+        if pad:
+            b = coords.shape[0]
+            coords = torch.cat([coords, coords.new_zeros(b, 1, 2)], dim=1)
+            labels = torch.cat([labels, labels.new_full((b, 1), PAD_LABEL)], dim=1)
+        pe = self.pe_layer.encode_pixels(coords, self.input_image_size)
+        is_pad = (labels == PAD_LABEL).unsqueeze(-1)
+        known = (labels >= PAD_LABEL) & (labels < NUM_POINT_KINDS)
+        kind = torch.where(known, labels + 1, NUM_POINT_KINDS + 1)
+        return torch.where(is_pad, torch.zeros_like(pe), pe) + self._kind_table()[kind]
+
+    def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """(B, 4) boxes (x0, y0, x1, y1) in pixels -> (B, 2, embed_dim) corner tokens."""
+        corners = boxes.float().reshape(-1, 2, 2) + 0.5
+        pe = self.pe_layer.encode_pixels(corners, self.input_image_size)
+        corner_kind = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
+        return pe + corner_kind
+
+    def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) mask logits -> (B, embed_dim, E_h, E_w); resized to 4E x 4E (antialiased) if needed."""
+        if tuple(masks.shape[-2:]) != self.mask_input_size:
+            masks = F.interpolate(masks.float(), size=self.mask_input_size, mode="bilinear", align_corners=False,
+                                  antialias=True)
+        return self.mask_downscaling(masks.to(self.no_mask_embed.weight.dtype))
+
+    def forward(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed the prompts of a batch.
+
+        Args:
+            points: (coords (B, N, 2) as (x, y) in input-image pixels, labels (B, N) int) or None.
+            boxes: (B, 4) as (x0, y0, x1, y1) in input-image pixels, or None.
+            masks: (B, 1, h, w) mask logits, or None.
+
+        Returns:
+            sparse: (B, N', embed_dim) tokens, points first (+1 padding token when boxes is None) then 2 box corners.
+            dense: (B, embed_dim, E_h, E_w).
+        """
+        if points is not None:
+            batch = points[0].shape[0]
+        elif boxes is not None:
+            batch = boxes.shape[0]
+        elif masks is not None:
+            batch = masks.shape[0]
+        else:
+            batch = 1
+        weight = self.no_mask_embed.weight
+
+        tokens = [weight.new_empty(batch, 0, self.embed_dim)]
+        if points is not None:
+            tokens.append(self.embed_points(points[0], points[1], pad=boxes is None))
+        if boxes is not None:
+            tokens.append(self.embed_boxes(boxes))
+        sparse = torch.cat(tokens, dim=1)
+
+        if masks is not None:
+            dense = self.embed_masks(masks)
+        else:
+            eh, ew = self.image_embedding_size
+            dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
+        return sparse, dense

@@ -1,0 +1,160 @@
+"""Image predictor: embed an image once, then predict masks from points, boxes and low-res mask inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io.frames import load_image
+from ..modeling.sam2 import SAM2Model
+from .video import PromptError
+
+__all__ = ["ImagePredictor"]
+
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+class ImagePredictor:
+    """SAM 2 on single images (the reference image predictor's behaviour, without torchvision).
+
+    Preprocessing: RGB uint8 -> [0, 1] -> antialiased bilinear resize to S x S -> ImageNet normalisation.
+    """
+
+    def __init__(self, model: SAM2Model, mask_threshold: float = 0.0) -> None:
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self._features: dict | None = None
+        self._orig_hw: tuple[int, int] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def preprocess(self, image) -> torch.Tensor:
+        """(1, 3, S, S) normalised tensor for an RGB image (HxWx3 uint8 array, PIL image or path)."""
+        rgb = load_image(image)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)
+        S = self.model.image_size
+        x = F.interpolate(x[None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)[0]
+        x = (x - _MEAN) / _STD
+        return x[None].to(self.device)
+
+    @torch.inference_mode()
+    def set_image(self, image) -> None:
+        """Compute and keep the image embedding of `image`."""
+        rgb = load_image(image)
+        self._orig_hw = rgb.shape[:2]
+        feats = self.model.forward_image(self.preprocess(rgb))
+        C = self.model.hidden_dim
+        embed = feats.vision + self.model.no_mem_embed.reshape(1, C, 1, 1)
+        self._features = {"image_embed": embed, "high_res_feats": feats.high_res}
+
+    def reset_predictor(self) -> None:
+        self._features = None
+        self._orig_hw = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """(1, C, E, E) embedding of the current image."""
+        self._require_image()
+        return self._features["image_embed"]
+
+    def _require_image(self) -> None:
+        if self._features is None:
+            raise RuntimeError("no image is set: call set_image(image) before predicting")
+
+    def _to_model_coords(self, xy: np.ndarray, normalize_coords: bool) -> np.ndarray:
+        h, w = self._orig_hw
+        S = self.model.image_size
+        if normalize_coords:
+            return xy / np.array([w, h], np.float32) * S
+        return xy * S
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ):
+        """Masks for one prompt set on the current image.
+
+        point_coords (N, 2) (x, y) in image pixels (or [0, 1] with normalize_coords=False), point_labels (N,)
+        1 = positive, 0 = negative; box (4,) x0 y0 x1 y1; mask_input (1, 4E, 4E) low-res logits from an earlier
+        call. Returns masks (C, H, W) bool (logits with return_logits), scores (C,), low-res logits (C, 4E, 4E) as
+        numpy arrays; C = 3 with multimask_output, else 1.
+        """
+        self._require_image()
+        h, w = self._orig_hw
+        lim_w, lim_h = (w, h) if normalize_coords else (1.0, 1.0)
+        coords, labels = [], []
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels must be given together")
+        if box is not None:
+            b = np.asarray(box, np.float32).reshape(-1)
+            if b.shape[0] != 4 or not np.isfinite(b).all():
+                raise PromptError(f"a box is (x0, y0, x1, y1), got {box!r}")
+            self._check_inside(b.reshape(2, 2), lim_w, lim_h, "box corner")
+            coords.append(b.reshape(2, 2))
+            labels.append(np.array([2, 3]))
+        if point_coords is not None:
+            p = np.asarray(point_coords, np.float32).reshape(-1, 2)
+            lab = np.asarray(point_labels).reshape(-1)
+            if p.shape[0] != lab.shape[0]:
+                raise PromptError(f"got {p.shape[0]} points but {lab.shape[0]} labels")
+            if lab.size and not np.isin(lab, (-1, 0, 1)).all():
+                raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
+            self._check_inside(p, lim_w, lim_h, "point")
+            coords.append(p)
+            labels.append(lab)
+        points = None
+        if coords and sum(len(c) for c in coords) > 0:
+            xy = self._to_model_coords(np.concatenate(coords, 0), normalize_coords)
+            points = (torch.from_numpy(xy)[None].to(self.device),
+                      torch.from_numpy(np.concatenate(labels).astype(np.int32))[None].to(self.device))
+        mask = None
+        if mask_input is not None:
+            mask = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)
+            if mask.dim() == 2:
+                mask = mask[None]
+            if mask.dim() == 3:
+                mask = mask[None]
+            if mask.dim() != 4 or mask.shape[:2] != (1, 1):
+                raise PromptError(f"mask_input must be (1, H, W) low-res logits, got shape {tuple(mask.shape)}")
+        if points is None and mask is None:
+            raise PromptError("empty prompt: give points (with labels), a box, or a mask_input")
+
+        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
+        low_res, ious, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=self._features["image_embed"],
+            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=False,
+            high_res_features=self._features["high_res_feats"],
+        )
+        low_res = low_res.float()
+        masks = F.interpolate(low_res, size=(h, w), mode="bilinear", align_corners=False)
+        low_res = low_res.clamp(-32.0, 32.0)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks[0].cpu().numpy(), ious[0].float().cpu().numpy(), low_res[0].cpu().numpy()
+
+    @staticmethod
+    def _check_inside(pts: np.ndarray, w: float, h: float, what: str) -> None:
+        if not np.isfinite(pts).all():
+            raise PromptError(f"{what} coordinates must be finite numbers")
+        bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+        if bad.any():
+            x, y = pts[bad][0].tolist()
+            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the image (x in [0, {w:g}], y in [0, {h:g}])")

@@ -1,0 +1,541 @@
+"""Video predictor with the reference SAM 2 API (per-object memory semantics of the Dec-2024 predictor).
+
+All per-video state lives in an `InferenceState`; the predictor's methods are thin and the model is stateless.
+Frames are decoded lazily through a bounded cache, so a long video never sits in memory as S x S float tensors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..io.frames import VideoFrames
+from ..modeling.sam2 import (
+    NO_OBJ_SCORE,
+    BackboneFeatures,
+    MemoryFrame,
+    ObjectPointer,
+    PointPrompt,
+    SAM2Model,
+    StepOutput,
+    select_memory_frames,
+    select_object_pointers,
+)
+from .postprocess import fill_holes, non_overlap
+
+__all__ = ["VideoPredictor", "InferenceState", "FrameOutput", "PromptError"]
+
+
+class PromptError(ValueError):
+    """A prompt (points, box, mask, frame index, object id) that cannot be used."""
+
+
+@dataclass
+class FrameOutput:
+    """What is kept of one object on one frame.
+
+    maskmem_features (1, Cm, E, E) bf16 (None until encoded); pred_masks (1, 1, 4E, 4E) fp32 logits;
+    obj_ptr (1, C); object_score_logits (1, 1).
+    """
+
+    pred_masks: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    maskmem_features: torch.Tensor | None = None
+
+
+@dataclass
+class ObjectState:
+    """Prompts and outputs of one object. Frame dicts are keyed by frame index."""
+
+    obj_id: int
+    point_inputs: dict[int, PointPrompt] = field(default_factory=dict)
+    mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
+    non_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
+    temp_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
+    temp_non_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
+    frames_tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+
+    def clear_results(self) -> None:
+        for d in (self.point_inputs, self.mask_inputs, self.cond_outputs, self.non_cond_outputs,
+                  self.temp_cond_outputs, self.temp_non_cond_outputs, self.frames_tracked):
+            d.clear()
+
+    def output_on(self, frame_idx: int) -> FrameOutput | None:
+        for d in (self.temp_cond_outputs, self.temp_non_cond_outputs, self.cond_outputs, self.non_cond_outputs):
+            out = d.get(frame_idx)
+            if out is not None:
+                return out
+        return None
+
+
+@dataclass
+class InferenceState:
+    """Everything the predictor knows about one video."""
+
+    frames: VideoFrames
+    device: torch.device
+    storage_device: torch.device
+    objects: "OrderedDict[int, ObjectState]" = field(default_factory=OrderedDict)
+    feature_cache: "OrderedDict[int, BackboneFeatures]" = field(default_factory=OrderedDict)
+    feature_cache_size: int = 2
+    extras: dict = field(default_factory=dict)  # per-video state of accelerated predictors
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def video_height(self) -> int:
+        return self.frames.height
+
+    @property
+    def video_width(self) -> int:
+        return self.frames.width
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self.objects)
+
+    def check_frame(self, frame_idx: int) -> int:
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+            raise PromptError(f"frame index must be an integer, got {frame_idx!r}")
+        if not 0 <= frame_idx < self.num_frames:
+            raise PromptError(f"frame index {frame_idx} is outside the video (frames 0..{self.num_frames - 1})")
+        return int(frame_idx)
+
+
+class VideoPredictor:
+    """Semi-supervised video object segmentation with SAM 2 (reference-compatible API).
+
+    Args:
+        model: a SAM2Model (e.g. from `build_sam2`).
+        fill_hole_area: background holes of at most this many pixels (at 4E x 4E) in predicted masks become
+            foreground (0 = off).
+        non_overlap_masks: at each pixel keep only the highest-scoring object in returned masks.
+    """
+
+    def __init__(self, model: SAM2Model, fill_hole_area: int = 0, non_overlap_masks: bool = False) -> None:
+        self.model = model
+        self.fill_hole_area = fill_hole_area
+        self.non_overlap_masks = non_overlap_masks
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------ state
+    @torch.inference_mode()
+    def init_state(
+        self,
+        video,
+        offload_video_to_cpu: bool = True,
+        offload_state_to_cpu: bool = False,
+        frame_cache_size: int = 16,
+        feature_cache_size: int = 2,
+    ) -> InferenceState:
+        """Open `video` (a folder of JPEG frames, a video file, or a sequence of RGB frames) for tracking.
+
+        Frames are decoded on demand through an LRU cache of `frame_cache_size` preprocessed frames.
+        """
+        frames = video if isinstance(video, VideoFrames) else VideoFrames(
+            video, image_size=self.image_size, cache_size=frame_cache_size
+        )
+        if frames.image_size != self.image_size:
+            raise ValueError(
+                f"the VideoFrames were prepared for image_size {frames.image_size}, the model uses {self.image_size}"
+            )
+        device = self.device
+        state = InferenceState(
+            frames=frames,
+            device=device,
+            storage_device=torch.device("cpu") if offload_state_to_cpu else device,
+            feature_cache_size=max(1, feature_cache_size),
+        )
+        self._new_video(state)
+        # Warm up: encode frame 0 (it is almost always the first frame prompted).
+        self._image_features(state, 0)
+        return state
+
+    def _new_video(self, state: InferenceState) -> None:
+        """Hook for subclasses that keep per-video state of their own."""
+
+    @torch.inference_mode()
+    def reset_state(self, state: InferenceState) -> None:
+        """Remove every object, prompt and result."""
+        state.objects.clear()
+        self._new_video(state)
+
+    def _object(self, state: InferenceState, obj_id, create: bool = True) -> ObjectState:
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
+            raise PromptError(f"object id must be an integer, got {obj_id!r}")
+        obj_id = int(obj_id)
+        obj = state.objects.get(obj_id)
+        if obj is None:
+            if not create:
+                raise PromptError(f"unknown object id {obj_id}; known ids: {state.obj_ids}")
+            obj = ObjectState(obj_id)
+            state.objects[obj_id] = obj
+        return obj
+
+    # ------------------------------------------------------------------ features
+    def _window_plan(self, state: InferenceState, frame_idx: int):
+        """Which windows to compute for this frame (None = all). Overridden by the efficient predictor."""
+        return None
+
+    def _image_features(self, state: InferenceState, frame_idx: int) -> BackboneFeatures:
+        feats = state.feature_cache.get(frame_idx)
+        if feats is not None:
+            state.feature_cache.move_to_end(frame_idx)
+            return feats
+        image = state.frames.get_tensor(frame_idx).to(state.device, non_blocking=True).float().unsqueeze(0)
+        feats = self.model.forward_image(image, window_plan=self._window_plan(state, frame_idx))
+        state.feature_cache[frame_idx] = feats
+        while len(state.feature_cache) > state.feature_cache_size:
+            state.feature_cache.popitem(last=False)
+        return feats
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def add_new_points_or_box(
+        self,
+        state: InferenceState,
+        frame_idx: int,
+        obj_id: int,
+        points=None,
+        labels=None,
+        clear_old_points: bool = True,
+        normalize_coords: bool = True,
+        box=None,
+    ):
+        """Add clicks and/or a box for one object on one frame; returns (frame_idx, obj_ids, masks (N,1,H,W)).
+
+        Points are (x, y) in video pixels (or in [0, 1] with normalize_coords=False); labels 1 = positive,
+        0 = negative. A box (x0, y0, x1, y1) is placed before the clicks. On a frame already tracked for this
+        object the clicks refine the tracked mask.
+        """
+        frame_idx = state.check_frame(frame_idx)
+        prompt = self._make_point_prompt(state, points, labels, box, clear_old_points, normalize_coords)
+        obj = self._object(state, obj_id)
+        if not clear_old_points and frame_idx in obj.point_inputs:
+            prompt = obj.point_inputs[frame_idx].cat(prompt)
+        obj.point_inputs[frame_idx] = prompt
+        obj.mask_inputs.pop(frame_idx, None)
+
+        is_init = frame_idx not in obj.frames_tracked
+        reverse = False if is_init else obj.frames_tracked[frame_idx]
+        temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
+        prev = temp.get(frame_idx) or obj.cond_outputs.get(frame_idx) or obj.non_cond_outputs.get(frame_idx)
+        prev_logits = None
+        if prev is not None:
+            prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
+        out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=prompt, mask=None,
+                              prev_mask_logits=prev_logits, run_mem_encoder=False)[0]
+        temp[frame_idx] = out
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
+
+    add_new_points = add_new_points_or_box
+
+    def _make_point_prompt(self, state, points, labels, box, clear_old_points, normalize_coords) -> PointPrompt:
+        if (points is None) != (labels is None):
+            raise PromptError("points and labels must be given together")
+        H, W = state.video_height, state.video_width
+        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, dtype=np.float32)
+        lab = np.zeros((0,), np.int64) if labels is None else np.asarray(labels)
+        pts = pts.reshape(-1, 2) if pts.size else np.zeros((0, 2), np.float32)
+        lab = lab.reshape(-1)
+        if pts.shape[0] != lab.shape[0]:
+            raise PromptError(f"got {pts.shape[0]} points but {lab.shape[0]} labels")
+        if box is None and pts.shape[0] == 0:
+            raise PromptError("empty prompt: give at least one point (with its label) or a box")
+        if lab.size and not np.isin(lab, (0, 1, 2, 3)).all():
+            raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
+        if not np.isfinite(pts).all():
+            raise PromptError("point coordinates must be finite numbers")
+        limit_w, limit_h = (W, H) if normalize_coords else (1.0, 1.0)
+        if box is not None:
+            if not clear_old_points:
+                raise PromptError("a box must come before any click: use clear_old_points=True with a box")
+            b = np.asarray(box, dtype=np.float32).reshape(-1)
+            if b.shape[0] != 4 or not np.isfinite(b).all():
+                raise PromptError(f"a box is (x0, y0, x1, y1), got {box!r}")
+            if b[2] < b[0] or b[3] < b[1]:
+                raise PromptError(f"box {b.tolist()} has x1 < x0 or y1 < y0")
+            self._check_inside(b.reshape(2, 2), limit_w, limit_h, "box corner")
+            pts = np.concatenate([b.reshape(2, 2), pts], 0)
+            lab = np.concatenate([np.array([2, 3]), lab], 0)
+        self._check_inside(pts, limit_w, limit_h, "point")
+        scale = np.array([self.image_size / limit_w, self.image_size / limit_h], np.float32)
+        coords = torch.from_numpy(pts * scale).to(state.device)[None]
+        return PointPrompt(coords, torch.from_numpy(lab.astype(np.int32)).to(state.device)[None])
+
+    @staticmethod
+    def _check_inside(pts: np.ndarray, w: float, h: float, what: str) -> None:
+        bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+        if bad.any():
+            x, y = pts[bad][0].tolist()
+            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the frame (x in [0, {w:g}], y in [0, {h:g}])")
+
+    @torch.inference_mode()
+    def add_new_mask(self, state: InferenceState, frame_idx: int, obj_id: int, mask):
+        """Give an object's mask on a frame (2-D, the video's H x W); returns (frame_idx, obj_ids, masks)."""
+        frame_idx = state.check_frame(frame_idx)
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if m.ndim != 2:
+            raise PromptError(f"a mask must be 2-D (H, W), got shape {m.shape}")
+        H, W = state.video_height, state.video_width
+        if m.shape != (H, W):
+            raise PromptError(
+                f"mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from the video's {W}x{H}; "
+                "give a mask at the video's resolution"
+            )
+        obj = self._object(state, obj_id)
+        S = self.image_size
+        mt = torch.from_numpy(m > 0).float()[None, None].to(state.device)
+        if (H, W) != (S, S):
+            mt = F.interpolate(mt, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+            mt = (mt >= 0.5).float()
+        obj.mask_inputs[frame_idx] = mt
+        obj.point_inputs.pop(frame_idx, None)
+        is_init = frame_idx not in obj.frames_tracked
+        reverse = False if is_init else obj.frames_tracked[frame_idx]
+        temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
+        out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=None, mask=mt,
+                              prev_mask_logits=None, run_mem_encoder=False)[0]
+        temp[frame_idx] = out
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(self, state: InferenceState, frame_idx: int, obj_id: int, need_output=True):
+        """Forget one object's prompts on one frame (a conditioning frame becomes an ordinary tracked frame)."""
+        frame_idx = state.check_frame(frame_idx)
+        obj = self._object(state, obj_id, create=False)
+        obj.point_inputs.pop(frame_idx, None)
+        obj.mask_inputs.pop(frame_idx, None)
+        obj.temp_cond_outputs.pop(frame_idx, None)
+        obj.temp_non_cond_outputs.pop(frame_idx, None)
+        out = obj.cond_outputs.pop(frame_idx, None)
+        if out is not None:
+            if frame_idx in obj.frames_tracked:
+                obj.non_cond_outputs[frame_idx] = out
+            else:
+                obj.frames_tracked.pop(frame_idx, None)
+        if not need_output:
+            return None
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, True)
+
+    @torch.inference_mode()
+    def remove_object(self, state: InferenceState, obj_id: int, strict: bool = False, need_output: bool = True):
+        """Drop an object and everything about it."""
+        if obj_id not in state.objects:
+            if strict:
+                raise PromptError(f"cannot remove unknown object id {obj_id}; known ids: {state.obj_ids}")
+            return state.obj_ids, []
+        del state.objects[obj_id]
+        return state.obj_ids, []
+
+    # ------------------------------------------------------------------ propagation
+    @torch.inference_mode()
+    def propagate_in_video(
+        self,
+        state: InferenceState,
+        start_frame_idx: int | None = None,
+        max_frame_num_to_track: int | None = None,
+        reverse: bool = False,
+        progress: bool = True,
+    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Track every object; yields (frame_idx, obj_ids, mask logits (N, 1, H, W)) frame by frame."""
+        self._preflight(state)
+        objs = list(state.objects.values())
+        n = state.num_frames
+        if start_frame_idx is None:
+            start_frame_idx = min(t for o in objs for t in o.cond_outputs)
+        start_frame_idx = state.check_frame(start_frame_idx)
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = n
+        if reverse:
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
+        else:
+            end = min(start_frame_idx + max_frame_num_to_track, n - 1)
+            order = range(start_frame_idx, end + 1)
+        for frame_idx in tqdm(order, desc="propagate in video", disable=not progress):
+            masks = [None] * len(objs)
+            to_track = []
+            for i, obj in enumerate(objs):
+                out = obj.cond_outputs.get(frame_idx)
+                if out is not None:
+                    masks[i] = out.pred_masks.to(state.device)
+                else:
+                    to_track.append(i)
+            if to_track:
+                for i, out in zip(to_track, self._track_objects(state, [objs[i] for i in to_track], frame_idx,
+                                                                reverse)):
+                    objs[i].non_cond_outputs[frame_idx] = out
+                    masks[i] = out.pred_masks.to(state.device)
+            for obj in objs:
+                obj.frames_tracked[frame_idx] = reverse
+            self._frame_done(state, frame_idx, objs)
+            yield frame_idx, state.obj_ids, self._video_res(state, torch.cat(masks, 0))
+
+    def _frame_done(self, state: InferenceState, frame_idx: int, objs: list[ObjectState]) -> None:
+        """Hook called after every object has been processed on a frame."""
+
+    def _track_objects(self, state, objs: list[ObjectState], frame_idx: int, reverse: bool) -> list[FrameOutput]:
+        """Track objects on a frame with no prompts, batching those whose memory layouts coincide."""
+        groups: dict[tuple, list[int]] = {}
+        selections = []
+        for i, obj in enumerate(objs):
+            sel = self._select_memory(state, obj, frame_idx, reverse)
+            selections.append(sel)
+            key = (tuple((t_pos, t) for t_pos, t, _ in sel[0]), tuple((d, t) for d, t, _ in sel[1]))
+            groups.setdefault(key, []).append(i)
+        results: list[FrameOutput | None] = [None] * len(objs)
+        for idx in groups.values():
+            outs = self._run_frame(state, [objs[i] for i in idx], frame_idx, False, reverse, points=None,
+                                   mask=None, prev_mask_logits=None, run_mem_encoder=True,
+                                   selections=[selections[i] for i in idx])
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return results
+
+    def _select_memory(self, state: InferenceState, obj: ObjectState, frame_idx: int, reverse: bool):
+        cfg = self.model.cfg
+        mems, sel_cond, unsel_cond = select_memory_frames(
+            frame_idx, obj.cond_outputs, obj.non_cond_outputs, cfg.num_maskmem, cfg.memory_temporal_stride,
+            cfg.max_cond_frames_in_attn, reverse,
+        )
+        ptrs = select_object_pointers(
+            frame_idx, sel_cond, unsel_cond, obj.non_cond_outputs, state.num_frames,
+            cfg.max_obj_ptrs_in_encoder, cfg.use_signed_tpos_enc_to_obj_ptrs, reverse,
+        )
+        return mems, ptrs
+
+    def _memory_plan(self, state, objs, frame_idx, memories: list[MemoryFrame], num_ptr_tokens: int):
+        """Which memory tokens each memory-attention layer reads (None = all). Overridden by SMR."""
+        return None
+
+    def _wants_saliency(self, state, frame_idx: int) -> bool:
+        """Whether the decoder's token->image attention map is needed (by the window router)."""
+        return False
+
+    def _run_frame(
+        self,
+        state: InferenceState,
+        objs: list[ObjectState],
+        frame_idx: int,
+        is_init: bool,
+        reverse: bool,
+        points: PointPrompt | None,
+        mask: torch.Tensor | None,
+        prev_mask_logits: torch.Tensor | None,
+        run_mem_encoder: bool,
+        selections=None,
+    ) -> list[FrameOutput]:
+        """One model step for objects `objs` (sharing one memory layout) on `frame_idx`."""
+        B = len(objs)
+        feats = self._image_features(state, frame_idx).expand(B)
+        memories: list[MemoryFrame] = []
+        pointers: list[ObjectPointer] = []
+        if not is_init and mask is None:
+            if selections is None:
+                selections = [self._select_memory(state, o, frame_idx, reverse) for o in objs]
+            mems0, ptrs0 = selections[0]
+            for k, (t_pos, t, _) in enumerate(mems0):
+                f = torch.cat([sel[0][k][2].maskmem_features for sel in selections], 0)
+                memories.append(MemoryFrame(f.to(state.device, non_blocking=True), t_pos, t))
+            for k, (d, t, _) in enumerate(ptrs0):
+                p = torch.cat([sel[1][k][2].obj_ptr for sel in selections], 0)
+                pointers.append(ObjectPointer(p.to(state.device), d, t))
+            if not memories and not pointers:
+                raise RuntimeError(f"no memory to track object(s) {[o.obj_id for o in objs]} on frame {frame_idx}")
+        plan = None
+        if memories:
+            plan = self._memory_plan(state, objs, frame_idx, memories, len(pointers))
+        step = self.model.track_step(
+            feats, memories, pointers, state.num_frames, points=points, mask=mask,
+            prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init, run_mem_encoder=run_mem_encoder,
+            memory_plan=plan, return_saliency=self._wants_saliency(state, frame_idx),
+        )
+        self._step_done(state, objs, frame_idx, step, memories)
+        return self._compact(state, step, B)
+
+    def _step_done(self, state, objs, frame_idx, step: StepOutput, memories) -> None:
+        """Hook: a model step finished for `objs` on `frame_idx` (the router and SMR read it)."""
+
+    def _compact(self, state: InferenceState, step: StepOutput, B: int) -> list[FrameOutput]:
+        masks = step.pred_masks
+        if self.fill_hole_area > 0:
+            masks = fill_holes(masks, self.fill_hole_area)
+        sd = state.storage_device
+        outs = []
+        for b in range(B):
+            mem = None
+            if step.maskmem_features is not None:
+                mem = step.maskmem_features[b : b + 1].to(torch.bfloat16).to(sd, non_blocking=True)
+            outs.append(FrameOutput(
+                pred_masks=masks[b : b + 1].to(sd, non_blocking=True),
+                obj_ptr=step.obj_ptr[b : b + 1],
+                object_score_logits=step.object_score_logits[b : b + 1],
+                maskmem_features=mem,
+            ))
+        return outs
+
+    def _preflight(self, state: InferenceState) -> None:
+        """Move just-prompted outputs into the memory bank, encoding their memories."""
+        if not state.objects:
+            raise PromptError("no object has been prompted yet: add points, a box or a mask first")
+        for obj in state.objects.values():
+            for temp, store in ((obj.temp_non_cond_outputs, obj.non_cond_outputs),
+                                (obj.temp_cond_outputs, obj.cond_outputs)):
+                for t, out in temp.items():
+                    if out.maskmem_features is None:
+                        feats = self._image_features(state, t)
+                        high = F.interpolate(out.pred_masks.to(state.device), size=(self.image_size,) * 2,
+                                             mode="bilinear", align_corners=False)
+                        mem = self.model.encode_memory(
+                            feats.vision, high, out.object_score_logits.to(state.device),
+                            binarize=self.model.cfg.binarize_mask_from_pts_for_mem_enc,
+                        )
+                        out.maskmem_features = mem.to(torch.bfloat16).to(state.storage_device)
+                    store[t] = out
+                temp.clear()
+            if not obj.cond_outputs:
+                raise PromptError(f"object {obj.obj_id} has no prompt yet: add points, a box or a mask for it")
+            for t in obj.cond_outputs:
+                obj.non_cond_outputs.pop(t, None)
+
+    # ------------------------------------------------------------------ outputs
+    def _consolidated_masks(self, state: InferenceState, frame_idx: int, is_cond: bool) -> torch.Tensor:
+        """All objects' current logits on a frame at video resolution (N, 1, H, W); absent ones NO_OBJ_SCORE."""
+        H, W = state.video_height, state.video_width
+        out = torch.full((len(state.objects), 1, H, W), NO_OBJ_SCORE, device=state.device)
+        for i, obj in enumerate(state.objects.values()):
+            temp = obj.temp_cond_outputs if is_cond else obj.temp_non_cond_outputs
+            o = temp.get(frame_idx) or obj.cond_outputs.get(frame_idx) or obj.non_cond_outputs.get(frame_idx)
+            if o is not None:
+                out[i : i + 1] = F.interpolate(o.pred_masks.to(state.device), size=(H, W), mode="bilinear",
+                                               align_corners=False)
+        if self.non_overlap_masks:
+            out = non_overlap(out)
+        return out
+
+    def _video_res(self, state: InferenceState, masks: torch.Tensor) -> torch.Tensor:
+        H, W = state.video_height, state.video_width
+        if masks.shape[-2:] != (H, W):
+            masks = F.interpolate(masks, size=(H, W), mode="bilinear", align_corners=False)
+        if self.non_overlap_masks:
+            masks = non_overlap(masks)
+        return masks
