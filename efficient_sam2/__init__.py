@@ -13,11 +13,13 @@ from .build import (
     load_checkpoint,
 )
 from .configs import SAM2Config, available_models, get_config
+from .efficient.config import EfficientConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "EfficientConfig",
     "SAM2Config",
     "available_models",
     "build_sam2",

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.reference
 
 SIZES = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
 IMAGE_SIZE = 256
+VIDEO_IMAGE_SIZE = 128  # keeps 4 sizes x 2 strides x (reference + ours) within the CI budget
 LOGIT_TOL = 1e-3
 
 
@@ -141,7 +142,7 @@ def _write_video(folder, n=8, h=96, w=128, seed=0):
     return disc
 
 
-def _run_video(predictor, state, mask0, clicks, refine=None):
+def _run_video(predictor, state, mask0, clicks, refine=None, reverse=True):
     predictor.add_new_mask(state, 0, 1, mask0)
     predictor.add_new_points_or_box(state, 0, 2, points=clicks[0], labels=clicks[1])
     outputs = {}
@@ -153,40 +154,44 @@ def _run_video(predictor, state, mask0, clicks, refine=None):
         outputs["refine"] = ([1, 2], m.clone())
         for t2, ids, masks in predictor.propagate_in_video(state, start_frame_idx=t):
             outputs[("after", t2)] = (list(ids), masks.clone())
-    for t, ids, masks in predictor.propagate_in_video(state, start_frame_idx=4, reverse=True):
-        outputs[("rev", t)] = (list(ids), masks.clone())
+    if reverse:
+        for t, ids, masks in predictor.propagate_in_video(state, start_frame_idx=4, reverse=True):
+            outputs[("rev", t)] = (list(ids), masks.clone())
     return outputs
 
 
 @pytest.mark.parametrize("name", SIZES)
 @pytest.mark.parametrize("stride", [1, 3])
 def test_video_matches_reference(name, stride, checkpoints, tmp_path):
-    """8 frames, 2 objects (one from a mask, one from clicks), a refinement click, forward then reverse."""
+    """8 frames, 2 objects (one from a mask, one from clicks); at stride 1 also a refinement click on a tracked
+    frame, re-propagation from it, and reverse tracking."""
     ref_model, ckpt = checkpoints(name)
     video = tmp_path / "video"
     disc = _write_video(video)
     clicks = (np.array([[92.0, 32.0]], np.float32), np.array([1], np.int32))
-    refine = (5, np.array([[95.0, 45.0]], np.float32), np.array([0], np.int32))
+    refine = (5, np.array([[95.0, 45.0]], np.float32), np.array([0], np.int32)) if stride == 1 else None
 
     ref = build_reference_video_predictor(
-        name, image_size=IMAGE_SIZE, extra_overrides=[f"++model.memory_temporal_stride_for_eval={stride}"]
+        name, image_size=VIDEO_IMAGE_SIZE, extra_overrides=[f"++model.memory_temporal_stride_for_eval={stride}"]
     )
     ref.load_state_dict(ref_model.state_dict())
     with torch.inference_mode():
         ref_state = ref.init_state(str(video))
-        expected = _run_video(ref, ref_state, disc, clicks, refine)
+        expected = _run_video(ref, ref_state, disc, clicks, refine, reverse=stride == 1)
 
-    ours = build_sam2_video_predictor(name, ckpt, image_size=IMAGE_SIZE, memory_temporal_stride=stride,
+    ours = build_sam2_video_predictor(name, ckpt, image_size=VIDEO_IMAGE_SIZE, memory_temporal_stride=stride,
                                       fill_hole_area=0)  # the reference cannot fill holes on the CPU
     state = ours.init_state(str(video))
-    got = _run_video(ours, state, disc, clicks, refine)
+    got = _run_video(ours, state, disc, clicks, refine, reverse=stride == 1)
 
     assert set(got) == set(expected)
-    positive = 0
+    tracked_positive = 0
     for key in expected:
         ids_ref, m_ref = expected[key]
         ids, m = got[key]
         assert ids == ids_ref, key
-        _assert_logits_match(m, m_ref, f"{name} stride {stride} frame {key}")
-        positive += int((m_ref > 0).sum())
-    assert positive > 0, "the reference produced no foreground at all: the comparison would be vacuous"
+        diff = _assert_logits_match(m, m_ref, f"{name} stride {stride} frame {key}")
+        if key != 0:
+            tracked_positive += int((m_ref > 0).flatten(1).any(1).sum())
+    # every propagated frame with an object present makes the comparison informative; demand most of them
+    assert tracked_positive >= len(expected) - 1, "objects vanished on tracked frames: the comparison is vacuous"

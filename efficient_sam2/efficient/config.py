@@ -51,6 +51,7 @@ class EfficientConfig:
     dense_frames: int = 2
     shortcut: str = "bottleneck"
     padding: str = "zero"
+    kept_windows: float | None = None
     smr: bool = True
     sparsity: float = 0.95
     memory_selection: str = "topk"
@@ -64,6 +65,8 @@ class EfficientConfig:
             raise ValueError(f"dilation must be >= 1 (1 = none), got {self.dilation}")
         if self.dense_frames < 1:
             raise ValueError(f"dense_frames must be >= 1, got {self.dense_frames}")
+        if self.kept_windows is not None and not 0.0 < self.kept_windows <= 1.0:
+            raise ValueError(f"kept_windows must be in (0, 1], got {self.kept_windows}")
         if self.shortcut not in SHORTCUT_VARIANTS:
             raise ValueError(f"shortcut must be one of {SHORTCUT_VARIANTS}, got {self.shortcut!r}")
         if self.padding not in PADDING_MODES:

@@ -18,6 +18,8 @@ The pieces are kept separate so that Sparse Window Routing can run a block on a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,6 +105,23 @@ def max_pool_tokens(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Modules
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowPlan:
+    """Which windows of the routed span of the stride-16 stage to compute (Sparse Window Routing).
+
+    keep: (K,) sorted window indices on that stage's padded window grid, row-major, shared by the batch.
+    shortcut: module applied once to the background windows (N_bg, w, w, C) -> same shape; the routed blocks
+        never see them.
+    padding: "zero" re-zeroes window padding after every norm, as the dense model does (so keeping every window
+        equals the dense model); "official" keeps padded tokens alive between routed window blocks, like the
+        official Efficient-SAM2 code, whose shipped shortcut weights expect it.
+    """
+
+    keep: torch.Tensor
+    shortcut: nn.Module | None = None
+    padding: str = "zero"
 
 
 class PatchEmbed(nn.Module):
@@ -315,13 +334,101 @@ class Hiera(nn.Module):
         # residual stream stays in the parameters' dtype as in the reference
         return pos + x
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), (B, 4C, H/16, W/16), (B, 8C, H/32, W/32)]."""
+    @property
+    def routed_span(self) -> tuple[int, int]:
+        """(first, last): blocks first..last-1 of the stride-16 stage are routed; block `last`, the stage's last
+        global block, runs densely over the reassembled map."""
+        stage = 2
+        start = self.q_pool_blocks[stage - 1] if len(self.q_pool_blocks) >= stage else self.stage_ends[stage - 1] + 1
+        end = self.stage_ends[stage]
+        globals_in_stage = [g for g in self.global_att_blocks if start < g <= end]
+        if not globals_in_stage:
+            raise ValueError("the stride-16 stage has no global block to reassemble routed windows")
+        return start + 1, max(globals_in_stage)
+
+    @property
+    def routed_window(self) -> int:
+        """Window side of the routed span."""
+        first, last = self.routed_span
+        return max(self.blocks[i].window_size for i in range(first, last))
+
+    @property
+    def routed_dim(self) -> int:
+        """Channel width of the routed span (the shortcut's width)."""
+        return self.blocks[self.routed_span[0]].dim
+
+    def forward(self, x: torch.Tensor, window_plan: WindowPlan | None = None) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), (B, 4C, H/16, W/16), (B, 8C, H/32, W/32)].
+
+        With a `window_plan`, the routed span of the stride-16 stage computes only the kept windows.
+        """
         x = self.embed(x)
         outputs = []
         ends = set(self.stage_ends)
-        for i, block in enumerate(self.blocks):
-            x = block(x)
+        first, last = self.routed_span if window_plan is not None else (-1, -1)
+        i = 0
+        while i < len(self.blocks):
+            if i == first:
+                x = self._routed_forward(x, window_plan, first, last)
+                i = last
+                continue
+            x = self.blocks[i](x)
             if i in ends:
                 outputs.append(x.permute(0, 3, 1, 2))
+            i += 1
         return outputs
+
+    def _routed_forward(self, x: torch.Tensor, plan: WindowPlan, first: int, last: int) -> torch.Tensor:
+        """Blocks first..last-1 on the kept windows only, gathered into a smaller batch; background windows go
+        once through `plan.shortcut`. x: (B, H, W, C) -> (B, H, W, C)."""
+        B, H, W, C = x.shape
+        w = self.routed_window
+        windows, (Hp, Wp) = window_partition(x, w)  # (B * nW, w, w, C)
+        nW = (Hp // w) * (Wp // w)
+        keep = plan.keep.to(device=x.device, dtype=torch.long)
+        if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= nW):
+            raise ValueError(f"window plan keeps windows {keep.tolist()} of a {Hp // w}x{Wp // w} grid")
+        K = keep.numel()
+        offsets = torch.arange(B, device=x.device)[:, None] * nW
+        kept_idx = (offsets + keep[None]).flatten()  # (B * K,)
+        is_bg = torch.ones(B * nW, dtype=torch.bool, device=x.device)
+        is_bg[kept_idx] = False
+        bg_idx = is_bg.nonzero().flatten()
+
+        kept = windows[kept_idx]
+        padded = (Hp, Wp) != (H, W)
+        if K:
+            # raster position of every token of the kept windows (-1 on padding); global blocks read the real
+            # tokens in raster order, so that keeping every window reproduces the dense computation exactly
+            raster = torch.arange(1, H * W + 1, device=x.device, dtype=torch.float32).view(1, H, W, 1)
+            raster = window_partition(raster, w)[0][keep].flatten().long() - 1  # (K * w * w,)
+            real = raster.ge(0).nonzero().flatten()
+            real = real[raster[real].argsort()]
+            valid_kept = (raster >= 0).view(K, w, w, 1).to(x.dtype)
+        for i in range(first, last):
+            if not K:
+                break
+            blk = self.blocks[i]
+            if blk.window_size > 0:
+                xn = blk.norm1(kept)
+                if padded and plan.padding == "zero":
+                    xn = (xn.view(B, K, w, w, -1) * valid_kept.to(xn.dtype)).view_as(xn)
+                kept = blk.mlp_residual(kept + blk.attention(xn))
+            else:
+                # global block: attend over the kept windows' real tokens only
+                tokens = kept.reshape(B, K * w * w, -1)[:, real]
+                tokens = blk.mlp_residual(tokens + blk.attention(blk.norm1(tokens)))
+                full = tokens.new_zeros(B, K * w * w, tokens.shape[-1])
+                full[:, real] = tokens
+                kept = full.reshape(B * K, w, w, -1)
+
+        background = windows[bg_idx]
+        if background.shape[0] and plan.shortcut is not None:
+            background = plan.shortcut(background)
+        dtype = kept.dtype if K else background.dtype
+        merged = torch.empty(B * nW, w, w, kept.shape[-1] if K else C, dtype=dtype, device=x.device)
+        if K:
+            merged[kept_idx] = kept
+        if bg_idx.numel():
+            merged[bg_idx] = background.to(dtype)
+        return window_unpartition(merged, (Hp, Wp), (H, W))

@@ -131,8 +131,13 @@ class RotaryAttention(nn.Module):
         k_grid_idx: Tensor,
         grid: int,
         saliency_keys: Tensor | None = None,
+        pool: int = 1,
+        num_spatial: int = 0,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from `q` (B, Nq, C) to `k`, `v` (B, Nk, kv_in_dim).
+
+        With `pool` > 1 the first `num_spatial` keys and values (whole frames of grid x grid tokens) are
+        average-pooled over pool x pool cells after projection and rotation (the MemPool baseline).
 
         `q_grid_idx` (Nq,) or (B, Nq) and `k_grid_idx` (Nk,) or (B, Nk): integer cell of each token on the
         `grid x grid` map, -1 for a token that is not rotated. Returns (B, Nq, C).
@@ -143,6 +148,8 @@ class RotaryAttention(nn.Module):
         q = self._rotate(self._heads(self.q_proj(q)), q_grid_idx, grid)
         k = self._rotate(self._heads(self.k_proj(k)), k_grid_idx, grid)
         v = self._heads(self.v_proj(v))
+        if pool > 1 and num_spatial:
+            k, v = _pool_frames(k, num_spatial, grid, pool), _pool_frames(v, num_spatial, grid, pool)
         out = F.scaled_dot_product_attention(q, k, v)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         if saliency_keys is None:
@@ -168,6 +175,16 @@ class RotaryAttention(nn.Module):
         return total / (h * nq)
 
 
+def _pool_frames(x: Tensor, num_spatial: int, grid: int, pool: int) -> Tensor:
+    """Average-pool the spatial tokens x[:, :, :num_spatial] (frames of grid x grid) over pool x pool cells."""
+    B, h, N, d = x.shape
+    frames = num_spatial // (grid * grid)
+    spatial = x[:, :, :num_spatial].reshape(B * h * frames, grid, grid, d).permute(0, 3, 1, 2)
+    spatial = F.avg_pool2d(spatial, pool, stride=pool, ceil_mode=True)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(B, h, -1, d)
+    return torch.cat((spatial, x[:, :, num_spatial:]), dim=2)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Memory attention
 # ----------------------------------------------------------------------------------------------------------------
@@ -187,6 +204,7 @@ class MemoryPlan:
 
     keep: Sequence[Tensor | None] | None = None
     saliency_span: tuple[int, int] | None = None
+    pool: int = 1  # > 1: average-pool every spatial memory frame's keys and values (MemPool baseline)
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -218,6 +236,8 @@ class MemoryAttentionLayer(nn.Module):
         memory_grid_idx: Tensor,
         grid: int,
         saliency_keys: Tensor | None = None,
+        pool: int = 1,
+        num_spatial: int = 0,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, L, C) current-frame tokens; memory_keys = memory + PE and memory_values = memory, (B, K, kv_dim).
 
@@ -228,7 +248,9 @@ class MemoryAttentionLayer(nn.Module):
         x = x + self.self_attn(h, h, h, x_grid_idx, x_grid_idx, grid)
 
         h = self.norm2(x)
-        out = self.cross_attn_image(h, memory_keys, memory_values, x_grid_idx, memory_grid_idx, grid, saliency_keys)
+        out = self.cross_attn_image(
+            h, memory_keys, memory_values, x_grid_idx, memory_grid_idx, grid, saliency_keys, pool, num_spatial
+        )
         saliency = None
         if saliency_keys is not None:
             out, saliency = out
@@ -317,7 +339,8 @@ class MemoryAttention(nn.Module):
                     # span[0] sits in each row.
                     first = torch.searchsorted(keep, keep.new_full((batch, 1), span[0]))
                     saliency_keys = first + span_offsets
-            x, saliency = layer(x, x_grid_idx, keys, values, keys_grid_idx, grid, saliency_keys)
+            pool = plan.pool if keep is None else 1
+            x, saliency = layer(x, x_grid_idx, keys, values, keys_grid_idx, grid, saliency_keys, pool, num_spatial)
             if saliency is not None:
                 saliencies.append(saliency)
 

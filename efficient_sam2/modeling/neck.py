@@ -100,6 +100,9 @@ class ImageEncoder(nn.Module):
             features, pos = features[: -self.scalp], pos[: -self.scalp]
         return {"vision_features": features[-1], "vision_pos_enc": pos, "backbone_fpn": features}
 
-    def forward(self, x: torch.Tensor) -> dict[str, object]:
-        """x: (B, 3, S, S) normalised images, S a multiple of 32. See `forward_features` for the output."""
-        return self.forward_features(self.trunk(x))
+    def forward(self, x: torch.Tensor, window_plan=None) -> dict[str, object]:
+        """x: (B, 3, S, S) normalised images, S a multiple of 32. See `forward_features` for the output.
+
+        `window_plan` (a hiera.WindowPlan) routes the trunk's stride-16 stage; None is the dense path.
+        """
+        return self.forward_features(self.trunk(x, window_plan=window_plan))

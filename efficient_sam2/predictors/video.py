@@ -400,7 +400,8 @@ class VideoPredictor:
         for i, obj in enumerate(objs):
             sel = self._select_memory(state, obj, frame_idx, reverse)
             selections.append(sel)
-            key = (tuple((t_pos, t) for t_pos, t, _ in sel[0]), tuple((d, t) for d, t, _ in sel[1]))
+            key = (tuple((t_pos, t) for t_pos, t, _ in sel[0]), tuple((d, t) for d, t, _ in sel[1]),
+                   self._group_extra(state, obj, frame_idx, sel))
             groups.setdefault(key, []).append(i)
         results: list[FrameOutput | None] = [None] * len(objs)
         for idx in groups.values():
@@ -410,6 +411,10 @@ class VideoPredictor:
             for i, out in zip(idx, outs):
                 results[i] = out
         return results
+
+    def _group_extra(self, state: InferenceState, obj: ObjectState, frame_idx: int, selection) -> tuple:
+        """Extra grouping key: objects are batched only when these agree (SMR: which frames are pruned)."""
+        return ()
 
     def _select_memory(self, state: InferenceState, obj: ObjectState, frame_idx: int, reverse: bool):
         cfg = self.model.cfg

@@ -1,0 +1,64 @@
+"""The `efficient-sam2` command line: one entry point with a subcommand per task.
+
+Each subcommand lives in `efficient_sam2.commands.<name>` and provides `register(subparsers)`, which adds its
+parser and sets `func` (called with the parsed arguments; its return value is the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# subcommand name -> module in efficient_sam2.commands
+COMMANDS = {
+    "track": "track",
+    "vos": "vos",
+    "eval": "evaluate",
+    "download": "download",
+    "bench": "bench",
+    "train-shortcut": "train_shortcut",
+    "automask": "automask",
+}
+
+
+def _available_commands():
+    for name, module in COMMANDS.items():
+        try:
+            yield name, importlib.import_module(f"efficient_sam2.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"efficient_sam2.commands.{module}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="efficient-sam2",
+        description="Fast SAM 2 video object segmentation: Sparse Window Routing and Sparse Memory Retrieval "
+        "on a checkpoint-compatible SAM 2 / SAM 2.1 implementation.",
+    )
+    parser.add_argument("--version", action="version", version=f"efficient-sam2 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _, module in _available_commands():
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

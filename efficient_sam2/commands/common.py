@@ -1,0 +1,67 @@
+"""Arguments and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..configs import available_models
+from ..efficient.config import MEMORY_SELECTIONS, PADDING_MODES, SHORTCUT_VARIANTS, EfficientConfig
+
+
+def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+    p.add_argument("--model", required=True,
+                   help=f"model name: {', '.join(available_models())}, or the aliases tiny, small, base_plus, "
+                        "large (SAM 2.1)")
+    p.add_argument("--checkpoint", required=checkpoint_required,
+                   help="official SAM 2 / 2.1 checkpoint file (e.g. sam2.1_hiera_large.pt)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
+
+
+def add_efficient_args(p: argparse.ArgumentParser) -> None:
+    """Options of Sparse Window Routing / Sparse Memory Retrieval (paper symbols in brackets)."""
+    d = EfficientConfig()
+    g = p.add_argument_group("Efficient-SAM2 (default: on, with the paper's settings; --dense turns it off)")
+    g.add_argument("--dense", action="store_true", help="run the dense SAM 2 model (no SWR, no SMR)")
+    g.add_argument("--no-swr", action="store_true", help="turn Sparse Window Routing off")
+    g.add_argument("--no-smr", action="store_true", help="turn Sparse Memory Retrieval off")
+    g.add_argument("--tau", type=float, default=d.tau, help=f"[tau] saliency mass of fallback windows ({d.tau})")
+    g.add_argument("--theta-obj", type=float, default=d.theta_obj,
+                   help=f"[theta_obj] object-score threshold firing the saliency fallback ({d.theta_obj})")
+    g.add_argument("--dilation", type=int, default=d.dilation,
+                   help=f"dilation of previous masks, pixels at 256x256 ({d.dilation}; 1 = none)")
+    g.add_argument("--chosen-mask-only", action="store_true",
+                   help="route from the chosen mask only instead of all three multimask outputs")
+    g.add_argument("--kept-windows", type=float, default=None,
+                   help="keep exactly this fraction of windows on routed frames (ablation/benchmark)")
+    g.add_argument("--shortcut", choices=SHORTCUT_VARIANTS, default=d.shortcut,
+                   help=f"shortcut branch for background windows ({d.shortcut})")
+    g.add_argument("--shortcut-checkpoint", default=None,
+                   help="trained shortcut (ours, or the official bypass_bottleneck_{base,large}.pth)")
+    g.add_argument("--padding", choices=PADDING_MODES, default=d.padding,
+                   help="window padding: zero (dense-equivalent) or official (for the official base_plus "
+                        "shortcut weights)")
+    g.add_argument("--sparsity", type=float, default=d.sparsity,
+                   help=f"[s] fraction of each pruned memory frame's tokens dropped ({d.sparsity})")
+    g.add_argument("--memory-selection", choices=MEMORY_SELECTIONS, default=d.memory_selection,
+                   help=f"SMR token selection: topk (paper), random, uniform, or the mempool baseline "
+                        f"({d.memory_selection})")
+
+
+def efficient_config_from_args(args) -> EfficientConfig | None:
+    """The EfficientConfig the arguments ask for, or None for the dense model."""
+    if getattr(args, "dense", False):
+        return None
+    return EfficientConfig(
+        swr=not args.no_swr,
+        smr=not args.no_smr,
+        tau=args.tau,
+        theta_obj=args.theta_obj,
+        dilation=args.dilation,
+        all_masks=not args.chosen_mask_only,
+        kept_windows=args.kept_windows,
+        shortcut=args.shortcut,
+        padding=args.padding,
+        sparsity=args.sparsity,
+        memory_selection=args.memory_selection,
+    )

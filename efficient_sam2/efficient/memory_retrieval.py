@@ -1,0 +1,135 @@
+"""Sparse Memory Retrieval (paper section 3.3, Eqs. 15-19).
+
+When memory frame t-1 is first recalled (at frame t), every memory-attention layer ranks its K spatial tokens by
+query-averaged softmax attention and the top floor((1 - s) K) are cached, per object and per layer, in a FIFO.
+On later frames the memory frames t-m .. t-2 are read only through their cached tokens, while the conditioning
+frames, frame t-1 and the object pointers stay dense. Kept tokens keep their RoPE positions because the memory
+attention rotates every key by its original grid cell.
+
+The selection rule is pluggable: "topk" (the paper), "random" (SMR-random) and "uniform" (SMR-uniform).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from ..modeling.memory_attention import MemoryPlan
+
+__all__ = ["SaliencyCache", "select_tokens", "build_memory_plan", "MemorySlot"]
+
+
+def kept_count(num_tokens: int, sparsity: float) -> int:
+    """floor((1 - s) K), at least 1."""
+    return max(1, int((1.0 - sparsity) * num_tokens + 1e-9))
+
+
+def select_tokens(
+    rule: str,
+    num_layers: int,
+    num_tokens: int,
+    sparsity: float,
+    saliency: list[torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Kept token indices of one memory frame: (batch, num_layers, k), sorted ascending within each layer.
+
+    rule "topk" needs `saliency`, one (batch, num_tokens) tensor per layer.
+    """
+    k = kept_count(num_tokens, sparsity)
+    if rule == "topk":
+        if saliency is None or len(saliency) != num_layers:
+            raise ValueError("topk selection needs one saliency map per layer")
+        sal = torch.stack(saliency, dim=1)  # (B, L, K)
+        idx = sal.topk(k, dim=-1).indices
+    elif rule == "random":
+        scores = torch.rand(batch, num_layers, num_tokens, generator=generator)
+        idx = scores.topk(k, dim=-1).indices.to(device)
+    elif rule == "uniform":
+        base = torch.div(torch.arange(k) * num_tokens, k, rounding_mode="floor")
+        idx = base.to(device).expand(batch, num_layers, k)
+    else:
+        raise ValueError(f"unknown memory selection rule {rule!r}")
+    return idx.sort(dim=-1).values
+
+
+class SaliencyCache:
+    """Per object, a FIFO of the kept-token indices (num_layers, k) of recent memory frames, keyed by frame."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity = capacity
+        self._entries: dict[int, OrderedDict[int, torch.Tensor]] = {}
+
+    def put(self, obj_id: int, frame_idx: int, indices: torch.Tensor) -> None:
+        """Cache the kept indices (num_layers, k) of `frame_idx` for `obj_id`, evicting the oldest entries."""
+        fifo = self._entries.setdefault(obj_id, OrderedDict())
+        fifo.pop(frame_idx, None)
+        fifo[frame_idx] = indices
+        while len(fifo) > self.capacity:
+            fifo.popitem(last=False)
+
+    def get(self, obj_id: int, frame_idx: int) -> torch.Tensor | None:
+        fifo = self._entries.get(obj_id)
+        return None if fifo is None else fifo.get(frame_idx)
+
+    def frames(self, obj_id: int) -> list[int]:
+        """Cached frames of an object, oldest first."""
+        return list(self._entries.get(obj_id, ()))
+
+    def drop_object(self, obj_id: int) -> None:
+        self._entries.pop(obj_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass
+class MemorySlot:
+    """What SMR does with one spatial memory frame of the bank: read it densely, read only `indices`
+    ((B, num_layers, k) token indices), or compute the saliency of its first recollection."""
+
+    frame_idx: int
+    dense: bool = True
+    indices: torch.Tensor | None = None
+    first_recollection: bool = False
+
+
+def build_memory_plan(
+    slots: list[MemorySlot],
+    tokens_per_frame: int,
+    num_ptr_tokens: int,
+    num_layers: int,
+    batch: int,
+    device: torch.device,
+) -> tuple[MemoryPlan | None, int]:
+    """The MemoryPlan reading `slots` (in memory order) then the pointer tokens, and the number of memory tokens
+    each layer reads. Returns (None, total) when everything is read densely and no saliency is needed."""
+    total = len(slots) * tokens_per_frame + num_ptr_tokens
+    span = None
+    for j, slot in enumerate(slots):
+        if slot.first_recollection:
+            span = (j * tokens_per_frame, (j + 1) * tokens_per_frame)
+    if all(s.dense for s in slots):
+        if span is None:
+            return None, total
+        return MemoryPlan(keep=None, saliency_span=span), total
+    per_layer = []
+    for layer in range(num_layers):
+        pieces = []
+        for j, slot in enumerate(slots):
+            offset = j * tokens_per_frame
+            if slot.dense:
+                pieces.append(torch.arange(offset, offset + tokens_per_frame, device=device).expand(batch, -1))
+            else:
+                pieces.append(slot.indices[:, layer].to(device) + offset)
+        if num_ptr_tokens:
+            start = len(slots) * tokens_per_frame
+            pieces.append(torch.arange(start, start + num_ptr_tokens, device=device).expand(batch, -1))
+        per_layer.append(torch.cat(pieces, dim=1))
+    return MemoryPlan(keep=per_layer, saliency_span=span), per_layer[0].shape[1]
