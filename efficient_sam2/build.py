@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 from typing import Any, Mapping
 
 import torch
 
-from .configs import MODEL_CONFIGS, SAM2Config, get_config
+from .configs import MODEL_CONFIGS, SAM2Config, get_config, resolve_model_name
 from .modeling.sam2 import SAM2Model
 
 __all__ = [
@@ -29,7 +31,14 @@ class CheckpointError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model state_dict stored in an official checkpoint ({"model": state_dict}) or a bare state_dict."""
+    """The model state_dict stored in a checkpoint file.
+
+    Accepts an official checkpoint (`{"model": state_dict}`, as Meta ships them), a `{"state_dict": ...}` wrapper
+    or a bare state_dict; a `module.` prefix on every key (a model saved from DistributedDataParallel) is removed.
+    Raises FileNotFoundError for a missing path and CheckpointError for anything that is not a dict of tensors.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -37,19 +46,41 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a torch file
-        raise CheckpointError(f"could not read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"could not read checkpoint {path}: it is not a PyTorch tensor file, or it stores Python objects other "
+            f"than tensors, which are not loaded for safety ({str(exc).splitlines()[0][:200]})"
+        ) from exc
+    except Exception as exc:  # corrupt, truncated, or not a torch file at all
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        raise CheckpointError(
+            f"could not read checkpoint {path} (corrupt, truncated or not a PyTorch file): "
+            f"{type(exc).__name__}: {first_line}"
+        ) from exc
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(
             f"{path} is not a SAM 2 checkpoint: expected a dict with a 'model' state_dict (as Meta ships them) "
-            "or a state_dict of tensors"
+            f"or a state_dict of tensors, found {_summarize(obj)}"
         )
-    sd = dict(obj)
-    if sd and all(k.startswith("module.") for k in sd):
+    if not obj:
+        raise CheckpointError(f"{path} is not a SAM 2 checkpoint: its state_dict holds no tensors")
+    sd = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def _summarize(obj) -> str:
+    """A short description of an unexpected checkpoint payload, for error messages."""
+    if isinstance(obj, Mapping):
+        kinds = sorted({type(v).__name__ for v in obj.values()})
+        keys = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        return f"a dict with keys {keys} holding {', '.join(kinds) or 'nothing'}"
+    return f"a {type(obj).__name__}"
 
 
 def identify_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -70,6 +101,12 @@ def identify_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
         ):
             return name
     return None
+
+
+def _looks_like_sam1(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return "image_encoder.patch_embed.proj.weight" in state_dict and any(
+        k.startswith("image_encoder.blocks.") for k in state_dict
+    )
 
 
 def _describe(keys: list[str], limit: int = 8) -> str:
@@ -99,7 +136,10 @@ def load_checkpoint(model: SAM2Model, path: str | os.PathLike) -> None:
         if guess is not None and guess != model.cfg.name:
             lines.append(f"  the file looks like a {guess} checkpoint: build that model instead")
         elif guess is None:
-            lines.append("  the file does not look like any SAM 2 / SAM 2.1 checkpoint")
+            if _looks_like_sam1(sd):
+                lines.append("  the file looks like a SAM 1 (segment-anything) checkpoint, not SAM 2 / SAM 2.1")
+            else:
+                lines.append("  the file does not look like any SAM 2 / SAM 2.1 checkpoint")
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(sd, strict=True)
 
@@ -109,12 +149,44 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     return overrides, predictor
 
 
+def _config_fields() -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(SAM2Config) if f.name not in ("name", "version", "hiera"))
+
+
+def _check_overrides(func: str, overrides: Mapping[str, Any], predictor_options: bool) -> None:
+    valid = set(_config_fields()) | (set(_PREDICTOR_OPTIONS) if predictor_options else set())
+    unknown = sorted(k for k in overrides if k not in valid)
+    if not unknown:
+        return
+    if not predictor_options and any(k in _PREDICTOR_OPTIONS for k in unknown):
+        raise TypeError(
+            f"{[k for k in unknown if k in _PREDICTOR_OPTIONS]} configure the video predictor: pass them to "
+            "build_sam2_video_predictor"
+        )
+    raise TypeError(f"{func}() got unknown option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
+
+
 def _model(name: str, checkpoint, device, cfg_overrides: dict[str, Any]) -> SAM2Model:
     cfg: SAM2Config = get_config(name, **cfg_overrides)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike) or None, got {type(checkpoint).__name__}")
+    device = _check_device(device)
     model = SAM2Model(cfg)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.to(device).eval()
+
+
+def _check_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: expected e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was requested but CUDA is not available here; use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
+    return dev
 
 
 def build_sam2(
@@ -134,10 +206,9 @@ def build_sam2(
         cfg_overrides["dynamic_multimask_via_stability"] = True
     else:
         cfg_overrides["dynamic_multimask_via_stability"] = False
+    resolve_model_name(name)  # an unknown name is reported before anything else
+    _check_overrides("build_sam2", overrides, predictor_options=False)
     cfg_overrides.update(overrides)
-    bad = [k for k in cfg_overrides if k in _PREDICTOR_OPTIONS]
-    if bad:
-        raise TypeError(f"{bad} configure the video predictor: pass them to build_sam2_video_predictor")
     return _model(name, checkpoint, device, cfg_overrides)
 
 
@@ -164,6 +235,8 @@ def build_sam2_video_predictor(
     clicked frames is encoded from binarised masks and holes of up to 8 px in masks are filled.
     `efficient` (an EfficientConfig) turns on Sparse Window Routing / Sparse Memory Retrieval; None is dense.
     """
+    resolve_model_name(name)
+    _check_overrides("build_sam2_video_predictor", overrides, predictor_options=True)
     cfg_overrides, predictor_opts = _split_overrides(dict(overrides))
     base = {
         "dynamic_multimask_via_stability": apply_postprocessing,

@@ -1,0 +1,62 @@
+"""Speed benchmark: configurations timed side by side, per module and end to end, against their FLOP-ideal.
+
+    from efficient_sam2.bench import BenchmarkSettings, run_benchmark, write_json
+
+    result = run_benchmark(BenchmarkSettings(model="tiny", image_size=512, kept_windows=0.2))
+    print(result.markdown())
+    write_json(result, "bench.json")
+"""
+
+from .flops import FlopModel, hiera_flops, image_encoder_flops, mask_decoder_flops, memory_attention_flops, \
+    memory_encoder_flops
+from .report import (
+    check_output_path,
+    markdown_report,
+    plot_speedups,
+    result_to_dict,
+    summarize,
+    write_json,
+    write_markdown,
+    write_plot,
+)
+from .speed import (
+    BENCH_CONFIGS,
+    BUCKETS,
+    MODULES,
+    BenchError,
+    BenchmarkResult,
+    BenchmarkSettings,
+    ConfigResult,
+    random_weights_,
+    reference_available,
+    run_benchmark,
+    synthetic_video,
+)
+
+__all__ = [
+    "BENCH_CONFIGS",
+    "BUCKETS",
+    "MODULES",
+    "BenchError",
+    "BenchmarkResult",
+    "BenchmarkSettings",
+    "ConfigResult",
+    "FlopModel",
+    "check_output_path",
+    "hiera_flops",
+    "image_encoder_flops",
+    "mask_decoder_flops",
+    "markdown_report",
+    "memory_attention_flops",
+    "memory_encoder_flops",
+    "plot_speedups",
+    "random_weights_",
+    "reference_available",
+    "result_to_dict",
+    "run_benchmark",
+    "summarize",
+    "synthetic_video",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]

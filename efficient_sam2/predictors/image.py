@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..io.frames import load_image
 from ..modeling.sam2 import SAM2Model
-from .video import PromptError
+from .video import PromptError, _as_box, _as_labels, _as_points
 
 __all__ = ["ImagePredictor"]
 
@@ -43,7 +43,13 @@ class ImagePredictor:
 
     @torch.inference_mode()
     def set_image(self, image) -> None:
-        """Compute and keep the image embedding of `image`."""
+        """Compute and keep the image embedding of `image`.
+
+        `image`: an (H, W, 3) uint8 RGB array, a PIL image (grey, palette and RGBA images are converted to RGB) or
+        an image file path. Raises ImageError (a ValueError) for anything else; the previous image is forgotten
+        first, so a failed call never leaves predictions running on the old image.
+        """
+        self.reset_predictor()
         rgb = load_image(image)
         self._orig_hw = rgb.shape[:2]
         feats = self.model.forward_image(self.preprocess(rgb))
@@ -66,7 +72,8 @@ class ImagePredictor:
 
     def _require_image(self) -> None:
         if self._features is None:
-            raise RuntimeError("no image is set: call set_image(image) before predicting")
+            raise RuntimeError("no image is set: call predictor.set_image(image) before predict() or "
+                               "get_image_embedding()")
 
     def _to_model_coords(self, xy: np.ndarray, normalize_coords: bool) -> np.ndarray:
         h, w = self._orig_hw
@@ -100,17 +107,15 @@ class ImagePredictor:
         if (point_coords is None) != (point_labels is None):
             raise PromptError("point_coords and point_labels must be given together")
         if box is not None:
-            b = np.asarray(box, np.float32).reshape(-1)
-            if b.shape[0] != 4 or not np.isfinite(b).all():
-                raise PromptError(f"a box is (x0, y0, x1, y1), got {box!r}")
+            b = _as_box(box)
             self._check_inside(b.reshape(2, 2), lim_w, lim_h, "box corner")
             coords.append(b.reshape(2, 2))
             labels.append(np.array([2, 3]))
         if point_coords is not None:
-            p = np.asarray(point_coords, np.float32).reshape(-1, 2)
-            lab = np.asarray(point_labels).reshape(-1)
+            p = _as_points(point_coords)
+            lab = _as_labels(point_labels)
             if p.shape[0] != lab.shape[0]:
-                raise PromptError(f"got {p.shape[0]} points but {lab.shape[0]} labels")
+                raise PromptError(f"got {p.shape[0]} points but {lab.shape[0]} labels; give one label per point")
             if lab.size and not np.isin(lab, (-1, 0, 1)).all():
                 raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
             self._check_inside(p, lim_w, lim_h, "point")
@@ -118,18 +123,12 @@ class ImagePredictor:
             labels.append(lab)
         points = None
         if coords and sum(len(c) for c in coords) > 0:
-            xy = self._to_model_coords(np.concatenate(coords, 0), normalize_coords)
+            xy = self._to_model_coords(np.concatenate(coords, 0), normalize_coords).astype(np.float32)
             points = (torch.from_numpy(xy)[None].to(self.device),
                       torch.from_numpy(np.concatenate(labels).astype(np.int32))[None].to(self.device))
         mask = None
         if mask_input is not None:
-            mask = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)
-            if mask.dim() == 2:
-                mask = mask[None]
-            if mask.dim() == 3:
-                mask = mask[None]
-            if mask.dim() != 4 or mask.shape[:2] != (1, 1):
-                raise PromptError(f"mask_input must be (1, H, W) low-res logits, got shape {tuple(mask.shape)}")
+            mask = self._mask_input(mask_input)
         if points is None and mask is None:
             raise PromptError("empty prompt: give points (with labels), a box, or a mask_input")
 
@@ -149,6 +148,27 @@ class ImagePredictor:
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks[0].cpu().numpy(), ious[0].float().cpu().numpy(), low_res[0].cpu().numpy()
+
+    def _mask_input(self, mask_input) -> torch.Tensor:
+        """(1, 1, 4E, 4E) float logits from a (4E, 4E), (1, 4E, 4E) or (1, 1, 4E, 4E) array."""
+        m = mask_input.detach().cpu().numpy() if isinstance(mask_input, torch.Tensor) else mask_input
+        try:
+            m = np.asarray(m, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise PromptError(f"mask_input must be an array of low-res mask logits, got {type(mask_input).__name__}") \
+                from exc
+        L = self.model.cfg.low_res_mask_size
+        shape = tuple(m.shape)
+        while m.ndim < 4:
+            m = m[None]
+        if m.ndim != 4 or m.shape[:2] != (1, 1) or m.shape[2:] != (L, L):
+            raise PromptError(
+                f"mask_input must be the (1, {L}, {L}) low-res logits returned by an earlier predict() on this model "
+                f"(image_size {self.model.image_size}), got shape {shape}"
+            )
+        if not np.isfinite(m).all():
+            raise PromptError("mask_input must hold finite logits (got NaN or infinity)")
+        return torch.from_numpy(np.ascontiguousarray(m)).to(self.device)
 
     @staticmethod
     def _check_inside(pts: np.ndarray, w: float, h: float, what: str) -> None:

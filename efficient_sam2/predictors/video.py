@@ -6,8 +6,8 @@ Frames are decoded lazily through a bounded cache, so a long video never sits in
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..io.frames import VideoFrames
+from ..io.frames import FrameDecodeError, VideoError, VideoFrames
 from ..modeling.sam2 import (
     NO_OBJ_SCORE,
     BackboneFeatures,
@@ -30,7 +30,8 @@ from ..modeling.sam2 import (
 )
 from .postprocess import fill_holes, non_overlap
 
-__all__ = ["VideoPredictor", "InferenceState", "FrameOutput", "PromptError"]
+__all__ = ["VideoPredictor", "InferenceState", "FrameOutput", "ObjectState", "PromptError", "VideoError",
+           "FrameDecodeError"]
 
 
 class PromptError(ValueError):
@@ -124,6 +125,8 @@ class VideoPredictor:
     """
 
     def __init__(self, model: SAM2Model, fill_hole_area: int = 0, non_overlap_masks: bool = False) -> None:
+        if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
+            raise ValueError(f"fill_hole_area must be a non-negative integer (pixels), got {fill_hole_area!r}")
         self.model = model
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
@@ -148,10 +151,19 @@ class VideoPredictor:
     ) -> InferenceState:
         """Open `video` (a folder of JPEG frames, a video file, or a sequence of RGB frames) for tracking.
 
-        Frames are decoded on demand through an LRU cache of `frame_cache_size` preprocessed frames.
+        Frames are decoded on demand through an LRU cache of `frame_cache_size` preprocessed frames (kept on the
+        CPU with `offload_video_to_cpu`, else on the model's device); the image features of the last
+        `feature_cache_size` frames are kept too. With `offload_state_to_cpu` the per-frame memories and masks
+        are stored on the CPU. Raises VideoNotFoundError (a FileNotFoundError) for a missing path and VideoError
+        (a ValueError) for an empty folder, an unreadable file or a frame that cannot be decoded.
         """
+        for what, value, low in (("frame_cache_size", frame_cache_size, 0),
+                                 ("feature_cache_size", feature_cache_size, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
         frames = video if isinstance(video, VideoFrames) else VideoFrames(
-            video, image_size=self.image_size, cache_size=frame_cache_size
+            video, image_size=self.image_size, cache_size=int(frame_cache_size), device=self.device,
+            offload=offload_video_to_cpu,
         )
         if frames.image_size != self.image_size:
             raise ValueError(
@@ -162,11 +174,16 @@ class VideoPredictor:
             frames=frames,
             device=device,
             storage_device=torch.device("cpu") if offload_state_to_cpu else device,
-            feature_cache_size=max(1, feature_cache_size),
+            feature_cache_size=int(feature_cache_size),
         )
         self._new_video(state)
         # Warm up: encode frame 0 (it is almost always the first frame prompted).
-        self._image_features(state, 0)
+        try:
+            self._image_features(state, 0)
+        except BaseException:
+            if frames is not video:
+                frames.close()
+            raise
         return state
 
     def _new_video(self, state: InferenceState) -> None:
@@ -174,7 +191,7 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def reset_state(self, state: InferenceState) -> None:
-        """Remove every object, prompt and result."""
+        """Remove every object, prompt and result (the video itself stays open)."""
         state.objects.clear()
         self._new_video(state)
 
@@ -227,52 +244,73 @@ class VideoPredictor:
         object the clicks refine the tracked mask.
         """
         frame_idx = state.check_frame(frame_idx)
+        self._check_obj_id(obj_id)
         prompt = self._make_point_prompt(state, points, labels, box, clear_old_points, normalize_coords)
-        obj = self._object(state, obj_id)
-        if not clear_old_points and frame_idx in obj.point_inputs:
-            prompt = obj.point_inputs[frame_idx].cat(prompt)
-        obj.point_inputs[frame_idx] = prompt
-        obj.mask_inputs.pop(frame_idx, None)
+        with self._prompt_transaction(state, obj_id, frame_idx) as obj:
+            if not clear_old_points and frame_idx in obj.point_inputs:
+                prompt = obj.point_inputs[frame_idx].cat(prompt)
+            obj.point_inputs[frame_idx] = prompt
+            obj.mask_inputs.pop(frame_idx, None)
 
-        is_init = frame_idx not in obj.frames_tracked
-        reverse = False if is_init else obj.frames_tracked[frame_idx]
-        temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
-        prev = temp.get(frame_idx) or obj.cond_outputs.get(frame_idx) or obj.non_cond_outputs.get(frame_idx)
-        prev_logits = None
-        if prev is not None:
-            prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
-        out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=prompt, mask=None,
-                              prev_mask_logits=prev_logits, run_mem_encoder=False)[0]
-        temp[frame_idx] = out
+            is_init = frame_idx not in obj.frames_tracked
+            reverse = False if is_init else obj.frames_tracked[frame_idx]
+            temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
+            prev = temp.get(frame_idx) or obj.cond_outputs.get(frame_idx) or obj.non_cond_outputs.get(frame_idx)
+            prev_logits = None
+            if prev is not None:
+                prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
+            out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=prompt, mask=None,
+                                  prev_mask_logits=prev_logits, run_mem_encoder=False)[0]
+            temp[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
 
     add_new_points = add_new_points_or_box
+
+    @staticmethod
+    def _check_obj_id(obj_id) -> int:
+        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
+            raise PromptError(f"object id must be an integer, got {obj_id!r}")
+        return int(obj_id)
+
+    @contextmanager
+    def _prompt_transaction(self, state: InferenceState, obj_id: int, frame_idx: int):
+        """Yield the object to prompt; if anything fails, undo the prompt (and forget an object created here)."""
+        obj_id = self._check_obj_id(obj_id)
+        created = obj_id not in state.objects
+        obj = self._object(state, obj_id)
+        saved = (obj.point_inputs.get(frame_idx), obj.mask_inputs.get(frame_idx))
+        try:
+            yield obj
+        except BaseException:
+            if created:
+                state.objects.pop(obj_id, None)
+            else:
+                for d, old in zip((obj.point_inputs, obj.mask_inputs), saved):
+                    if old is None:
+                        d.pop(frame_idx, None)
+                    else:
+                        d[frame_idx] = old
+            raise
 
     def _make_point_prompt(self, state, points, labels, box, clear_old_points, normalize_coords) -> PointPrompt:
         if (points is None) != (labels is None):
             raise PromptError("points and labels must be given together")
         H, W = state.video_height, state.video_width
-        pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, dtype=np.float32)
-        lab = np.zeros((0,), np.int64) if labels is None else np.asarray(labels)
-        pts = pts.reshape(-1, 2) if pts.size else np.zeros((0, 2), np.float32)
-        lab = lab.reshape(-1)
+        pts = np.zeros((0, 2), np.float32) if points is None else _as_points(points)
+        lab = np.zeros((0,), np.int64) if labels is None else _as_labels(labels)
         if pts.shape[0] != lab.shape[0]:
-            raise PromptError(f"got {pts.shape[0]} points but {lab.shape[0]} labels")
+            raise PromptError(f"got {pts.shape[0]} points but {lab.shape[0]} labels; give one label per point")
         if box is None and pts.shape[0] == 0:
             raise PromptError("empty prompt: give at least one point (with its label) or a box")
-        if lab.size and not np.isin(lab, (0, 1, 2, 3)).all():
+        if lab.size and not np.isin(lab, (-1, 0, 1, 2, 3)).all():
             raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
         if not np.isfinite(pts).all():
-            raise PromptError("point coordinates must be finite numbers")
+            raise PromptError("point coordinates must be finite numbers (got NaN or infinity)")
         limit_w, limit_h = (W, H) if normalize_coords else (1.0, 1.0)
         if box is not None:
             if not clear_old_points:
                 raise PromptError("a box must come before any click: use clear_old_points=True with a box")
-            b = np.asarray(box, dtype=np.float32).reshape(-1)
-            if b.shape[0] != 4 or not np.isfinite(b).all():
-                raise PromptError(f"a box is (x0, y0, x1, y1), got {box!r}")
-            if b[2] < b[0] or b[3] < b[1]:
-                raise PromptError(f"box {b.tolist()} has x1 < x0 or y1 < y0")
+            b = _as_box(box)
             self._check_inside(b.reshape(2, 2), limit_w, limit_h, "box corner")
             pts = np.concatenate([b.reshape(2, 2), pts], 0)
             lab = np.concatenate([np.array([2, 3]), lab], 0)
@@ -292,7 +330,12 @@ class VideoPredictor:
     def add_new_mask(self, state: InferenceState, frame_idx: int, obj_id: int, mask):
         """Give an object's mask on a frame (2-D, the video's H x W); returns (frame_idx, obj_ids, masks)."""
         frame_idx = state.check_frame(frame_idx)
+        self._check_obj_id(obj_id)
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if m.dtype == object or not (np.issubdtype(m.dtype, np.number) or m.dtype == bool):
+            raise PromptError(f"a mask must be a numeric or boolean array, got dtype {m.dtype}")
+        if m.ndim == 3 and m.shape[0] == 1:
+            m = m[0]
         if m.ndim != 2:
             raise PromptError(f"a mask must be 2-D (H, W), got shape {m.shape}")
         H, W = state.video_height, state.video_width
@@ -301,20 +344,20 @@ class VideoPredictor:
                 f"mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from the video's {W}x{H}; "
                 "give a mask at the video's resolution"
             )
-        obj = self._object(state, obj_id)
         S = self.image_size
         mt = torch.from_numpy(m > 0).float()[None, None].to(state.device)
         if (H, W) != (S, S):
             mt = F.interpolate(mt, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
             mt = (mt >= 0.5).float()
-        obj.mask_inputs[frame_idx] = mt
-        obj.point_inputs.pop(frame_idx, None)
-        is_init = frame_idx not in obj.frames_tracked
-        reverse = False if is_init else obj.frames_tracked[frame_idx]
-        temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
-        out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=None, mask=mt,
-                              prev_mask_logits=None, run_mem_encoder=False)[0]
-        temp[frame_idx] = out
+        with self._prompt_transaction(state, obj_id, frame_idx) as obj:
+            obj.mask_inputs[frame_idx] = mt
+            obj.point_inputs.pop(frame_idx, None)
+            is_init = frame_idx not in obj.frames_tracked
+            reverse = False if is_init else obj.frames_tracked[frame_idx]
+            temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
+            out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=None, mask=mt,
+                                  prev_mask_logits=None, run_mem_encoder=False)[0]
+            temp[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
 
     @torch.inference_mode()
@@ -328,23 +371,40 @@ class VideoPredictor:
         obj.temp_non_cond_outputs.pop(frame_idx, None)
         out = obj.cond_outputs.pop(frame_idx, None)
         if out is not None:
-            if frame_idx in obj.frames_tracked:
-                obj.non_cond_outputs[frame_idx] = out
-            else:
-                obj.frames_tracked.pop(frame_idx, None)
+            # no longer prompted: the frame's result stays as an ordinary memory, and a later prompt there is
+            # a new conditioning frame
+            obj.non_cond_outputs[frame_idx] = out
+            obj.frames_tracked.pop(frame_idx, None)
         if not need_output:
             return None
-        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, True)
+        is_cond = any(frame_idx in o.temp_cond_outputs for o in state.objects.values())
+        return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_cond)
 
     @torch.inference_mode()
     def remove_object(self, state: InferenceState, obj_id: int, strict: bool = False, need_output: bool = True):
-        """Drop an object and everything about it."""
-        if obj_id not in state.objects:
+        """Drop an object and everything about it.
+
+        Returns (remaining obj_ids, updated) where `updated` lists (frame_idx, masks (N, 1, H, W)) of the remaining
+        objects on every frame that the removed object had prompts on (empty with need_output=False or when no
+        object remains). An unknown id is ignored unless `strict`.
+        """
+        key = None
+        if not isinstance(obj_id, bool) and isinstance(obj_id, (int, np.integer)):
+            key = int(obj_id)
+        if key not in state.objects:
             if strict:
-                raise PromptError(f"cannot remove unknown object id {obj_id}; known ids: {state.obj_ids}")
+                raise PromptError(f"cannot remove unknown object id {obj_id!r}; known ids: {state.obj_ids}")
             return state.obj_ids, []
-        del state.objects[obj_id]
-        return state.obj_ids, []
+        obj = state.objects.pop(key)
+        if not state.objects:
+            self.reset_state(state)
+            return state.obj_ids, []
+        updated = []
+        if need_output:
+            for t in sorted(set(obj.point_inputs) | set(obj.mask_inputs)):
+                is_cond = any(t in o.temp_cond_outputs for o in state.objects.values())
+                updated.append((t, self._consolidated_masks(state, t, is_cond)))
+        return state.obj_ids, updated
 
     # ------------------------------------------------------------------ propagation
     @torch.inference_mode()
@@ -356,7 +416,24 @@ class VideoPredictor:
         reverse: bool = False,
         progress: bool = True,
     ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
-        """Track every object; yields (frame_idx, obj_ids, mask logits (N, 1, H, W)) frame by frame."""
+        """Track every object; yields (frame_idx, obj_ids, mask logits (N, 1, H, W)) frame by frame.
+
+        Starts at `start_frame_idx` (default: the earliest prompted frame of any object) and visits at most
+        `max_frame_num_to_track` frames after it (before it with `reverse`), the start frame included; reverse
+        tracking from frame 0 visits nothing. Prompted frames return their stored masks. A frame that cannot be
+        decoded raises FrameDecodeError (naming the file) when tracking reaches it; frames yielded before stay
+        tracked.
+        """
+        if max_frame_num_to_track is not None and (
+            isinstance(max_frame_num_to_track, bool)
+            or not isinstance(max_frame_num_to_track, (int, np.integer))
+            or max_frame_num_to_track < 0
+        ):
+            raise ValueError(f"max_frame_num_to_track must be None or an integer >= 0, got {max_frame_num_to_track!r}")
+        if not isinstance(reverse, (bool, np.bool_)):
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
+        if start_frame_idx is not None:
+            state.check_frame(start_frame_idx)
         self._preflight(state)
         objs = list(state.objects.values())
         n = state.num_frames
@@ -544,3 +621,65 @@ class VideoPredictor:
         if self.non_overlap_masks:
             masks = non_overlap(masks)
         return masks
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prompt parsing shared by the video and image predictors.
+
+
+def _as_points(points) -> np.ndarray:
+    """(N, 2) float32 (x, y) points from an (N, 2) or (2,) array-like; PromptError otherwise."""
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    try:
+        pts = np.asarray(points, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"points must be numbers in an (N, 2) array of (x, y), got {points!r}") from exc
+    if pts.size == 0:
+        return np.zeros((0, 2), np.float32)
+    if pts.ndim == 1 and pts.shape[0] == 2:
+        pts = pts[None]
+    elif pts.ndim == 3 and pts.shape[0] == 1:
+        pts = pts[0]  # a batch of one, as the reference accepts
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise PromptError(f"points must be an (N, 2) array of (x, y), got shape {tuple(pts.shape)}")
+    return pts
+
+
+def _as_labels(labels) -> np.ndarray:
+    """(N,) int64 labels; PromptError for non-integer values."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    try:
+        lab = np.asarray(labels)
+        num = lab.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"labels must be integers (1 positive, 0 negative), got {labels!r}") from exc
+    if lab.ndim == 2 and lab.shape[0] == 1:
+        lab, num = lab[0], num[0]
+    if lab.ndim > 1:
+        raise PromptError(f"labels must be a 1-D array (one label per point), got shape {tuple(lab.shape)}")
+    num = num.reshape(-1)
+    if not np.all(np.isfinite(num)) or not np.all(num == np.round(num)):
+        raise PromptError(f"labels must be integers (1 positive, 0 negative), got {num.tolist()}")
+    return num.astype(np.int64)
+
+
+def _as_box(box) -> np.ndarray:
+    """(4,) float32 (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1; PromptError otherwise."""
+    if isinstance(box, torch.Tensor):
+        box = box.detach().cpu().numpy()
+    try:
+        b = np.asarray(box, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"a box is four numbers (x0, y0, x1, y1), got {box!r}") from exc
+    if b.shape[0] != 4:
+        raise PromptError(f"a box is four numbers (x0, y0, x1, y1), got {b.shape[0]} number(s)")
+    if not np.isfinite(b).all():
+        raise PromptError(f"box coordinates must be finite numbers, got {b.tolist()}")
+    if b[2] < b[0] or b[3] < b[1]:
+        raise PromptError(
+            f"box {[round(float(v), 3) for v in b]} has x1 < x0 or y1 < y0; a box is (x0, y0, x1, y1) with "
+            "(x0, y0) the top-left corner"
+        )
+    return b

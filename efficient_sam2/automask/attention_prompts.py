@@ -1,0 +1,261 @@
+"""Attention-guided prompts: where the image encoder itself says the objects are.
+
+One head of one global-attention block of the Hiera trunk is read out. Its attention matrix A (N x N, N = E*E
+tokens of the stride-16 grid, rows summing to 1) describes each token by what it attends to; tokens of one
+object attend alike. The rows are clustered with HDBSCAN under the cosine distance, every cluster's medoid token
+becomes one positive point prompt, placed at the centre of that token's cell in image pixels.
+
+Only the chosen block and head are computed: the trunk runs block by block, the input of the chosen block is
+kept, and that head's q and k are projected from it (the other heads' rows of the qkv weight are not used). The
+softmax rows are computed in query chunks, so the scratch memory is chunk x N; the result itself is N x N
+(64 MiB in fp32 at 1024 px). The trunk pass is the one that also produces the image embedding, so the encoder
+runs once.
+
+Cosine distance: d(a, b) = 1 - <a, b> / (|a| |b|). The matrix of these distances is computed in torch and given
+to scikit-learn's HDBSCAN as a precomputed metric, which is exactly HDBSCAN with metric="cosine" (scikit-learn's
+tree-based algorithms do not support cosine; the brute-force path it would take computes the same matrix). The
+same matrix gives the medoids.
+
+scikit-learn (>= 1.3, for `sklearn.cluster.HDBSCAN`) is optional and only imported here, when clustering.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..modeling.sam2 import BackboneFeatures, SAM2Model
+
+__all__ = [
+    "PRESETS",
+    "ClusteringPreset",
+    "AutomaskDependencyError",
+    "require_hdbscan",
+    "default_attention_site",
+    "check_attention_site",
+    "encode_with_attention",
+    "block_attention",
+    "cosine_distance_matrix",
+    "cluster_rows",
+    "medoids",
+    "tokens_to_points",
+]
+
+SKLEARN_HINT = "pip install efficient-sam2[automask]  (or: pip install 'scikit-learn>=1.3')"
+
+
+@dataclass(frozen=True)
+class ClusteringPreset:
+    """HDBSCAN settings: min_samples (k of the core distance) and min_cluster_size."""
+
+    min_samples: int
+    min_cluster_size: int
+    description: str = ""
+
+
+PRESETS: dict[str, ClusteringPreset] = {
+    "low_latency": ClusteringPreset(2, 10, "about 100 prompts per image at 1024 px (Hiera-L)"),
+    "high_quality": ClusteringPreset(2, 5, "about 200 prompts: smaller objects, more decoder work"),
+    "sam3d": ClusteringPreset(5, 40, "about 20 prompts: few, large objects (3-D / video seeding)"),
+    "sam1": ClusteringPreset(2, 3, "about 300 prompts (the thesis' SAM 1 setting)"),
+}
+"""The four configurations of the Efficient SAM2 thesis (min_samples, min_cluster_size)."""
+
+
+class AutomaskDependencyError(ImportError):
+    """An optional dependency of automatic mask generation is missing."""
+
+
+def require_hdbscan():
+    """scikit-learn's HDBSCAN class, or AutomaskDependencyError with the install command."""
+    try:
+        import sklearn
+    except ImportError as exc:
+        raise AutomaskDependencyError(
+            f"attention prompting clusters attention rows with HDBSCAN from scikit-learn >= 1.3, which is not "
+            f"installed: {SKLEARN_HINT}. Grid prompting (prompting='grid') works without it."
+        ) from exc
+    try:
+        from sklearn.cluster import HDBSCAN
+    except ImportError as exc:  # scikit-learn < 1.3 has no HDBSCAN
+        raise AutomaskDependencyError(
+            f"attention prompting needs sklearn.cluster.HDBSCAN (scikit-learn >= 1.3), but scikit-learn "
+            f"{getattr(sklearn, '__version__', '?')} is installed: {SKLEARN_HINT}"
+        ) from exc
+    return HDBSCAN
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which block and head
+
+
+def default_attention_site(model: SAM2Model) -> tuple[int, int]:
+    """Default (block, head): the first global-attention block of the trunk, head 2.
+
+    Per size (0-based block indices): tiny (5, 2), small (7, 2), base_plus (12, 2), large (23, 2). For Hiera-L
+    the thesis names "layer 22, head 2"; block 22 is windowed, and block 23, the first global block, is the one
+    that reads block 22's output. The first global block sits at 42-50 % of the trunk depth in every size.
+    """
+    trunk = model.image_encoder.trunk
+    globals_ = [i for i in trunk.global_att_blocks if trunk.blocks[i].window_size == 0]
+    if not globals_:
+        raise ValueError("this trunk has no global-attention block")
+    block = globals_[0]
+    heads = trunk.blocks[block].attn.num_heads
+    return block, min(2, heads - 1)
+
+
+def check_attention_site(model: SAM2Model, block: int, head: int) -> None:
+    """Raise ValueError unless `block` is a global-attention block of the trunk and `head` one of its heads."""
+    trunk = model.image_encoder.trunk
+    n = len(trunk.blocks)
+    globals_ = [i for i in range(n) if trunk.blocks[i].window_size == 0 and trunk.blocks[i].q_stride is None]
+    if not isinstance(block, (int, np.integer)) or not 0 <= block < n or block not in globals_:
+        raise ValueError(
+            f"block {block} is not a global-attention block of {model.cfg.name}; its global blocks are "
+            f"{globals_} (0-based). Windowed blocks only attend inside their windows."
+        )
+    heads = trunk.blocks[block].attn.num_heads
+    if not isinstance(head, (int, np.integer)) or not 0 <= head < heads:
+        raise ValueError(f"head {head} does not exist: block {block} has heads 0..{heads - 1}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention of one head of one block
+
+
+@torch.no_grad()
+def block_attention(block, x: torch.Tensor, head: int, chunk: int = 1024) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) of one head of a global-attention Hiera block.
+
+    x: (1, H, W, C) the block's input (before its norm1). Returns (N, N) float32, N = H * W, rows = queries in
+    raster order (token t is row t // W, column t % W of the grid).
+    """
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one token grid (1, H, W, C), got {tuple(x.shape)}")
+    attn = block.attn
+    nh, hd = attn.num_heads, attn.head_dim
+    tokens = block.norm1(x).reshape(-1, x.shape[-1])  # (N, C)
+    # qkv rows are laid out as (3, heads, head_dim): q of head h is rows h*hd..(h+1)*hd, k is offset by nh*hd
+    w, b = attn.qkv.weight, attn.qkv.bias
+    q_rows = slice(head * hd, (head + 1) * hd)
+    k_rows = slice(nh * hd + head * hd, nh * hd + (head + 1) * hd)
+    q = torch.nn.functional.linear(tokens, w[q_rows], None if b is None else b[q_rows]).float()
+    k = torch.nn.functional.linear(tokens, w[k_rows], None if b is None else b[k_rows]).float()
+    q = q * hd**-0.5
+    N = tokens.shape[0]
+    out = torch.empty(N, N, dtype=torch.float32, device=x.device)
+    step = max(1, int(chunk))
+    for s in range(0, N, step):
+        out[s:s + step] = torch.softmax(q[s:s + step] @ k.T, dim=-1)
+    return out
+
+
+@torch.no_grad()
+def encode_with_attention(model: SAM2Model, images: torch.Tensor, block: int, head: int, chunk: int = 1024
+                          ) -> tuple[BackboneFeatures, torch.Tensor, tuple[int, int], float]:
+    """The dense image encoder (as `model.forward_image`) plus the attention of one head of one block.
+
+    images: (1, 3, S, S). Returns (features, attention (N, N), token grid (h, w), seconds spent on the attention
+    itself, synchronised on CUDA).
+    """
+    import time
+
+    check_attention_site(model, block, head)
+    trunk = model.image_encoder.trunk
+    x = trunk.embed(images)
+    ends = set(trunk.stage_ends)
+    outputs = []
+    attention, grid, seconds = None, None, 0.0
+    for i, blk in enumerate(trunk.blocks):
+        if i == block:
+            _sync(x.device)
+            t0 = time.perf_counter()
+            attention = block_attention(blk, x, head, chunk)
+            _sync(x.device)
+            seconds = time.perf_counter() - t0
+            grid = (x.shape[1], x.shape[2])
+        x = blk(x)
+        if i in ends:
+            outputs.append(x.permute(0, 3, 1, 2))
+    out = model.image_encoder.forward_features(outputs)
+    fpn, pos = out["backbone_fpn"], out["vision_pos_enc"]
+    high_res = [model.sam_mask_decoder.conv_s0(fpn[0]), model.sam_mask_decoder.conv_s1(fpn[1])]
+    return BackboneFeatures(high_res=high_res, vision=fpn[2], vision_pos=pos[2]), attention, grid, seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Clustering
+
+
+@torch.no_grad()
+def cosine_distance_matrix(rows: torch.Tensor) -> torch.Tensor:
+    """(N, N) float32 cosine distances 1 - cos(r_i, r_j) of (N, D) rows: symmetric, zero diagonal, in [0, 2]."""
+    r = rows.float()
+    r = r / r.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    d = 1.0 - r @ r.T
+    d = 0.5 * (d + d.T)
+    d.clamp_(0.0, 2.0).fill_diagonal_(0.0)
+    return d
+
+
+def cluster_rows(distances, min_samples: int, min_cluster_size: int) -> np.ndarray:
+    """HDBSCAN labels (N,) of points given their (N, N) distance matrix; -1 marks noise.
+
+    Fewer than two points, or fewer than min_cluster_size, give no cluster (all -1).
+    """
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    if min_cluster_size < 2:
+        raise ValueError(f"min_cluster_size must be >= 2, got {min_cluster_size}")
+    HDBSCAN = require_hdbscan()
+    d = distances.detach().cpu().double().numpy() if hasattr(distances, "detach") else np.asarray(distances, float)
+    n = d.shape[0]
+    if d.ndim != 2 or d.shape[1] != n:
+        raise ValueError(f"expected a square distance matrix, got shape {d.shape}")
+    if n < 2 or n < min_cluster_size:
+        return np.full(n, -1, dtype=np.int64)
+    kwargs = dict(min_cluster_size=int(min_cluster_size), min_samples=int(min(min_samples, n - 1)),
+                  metric="precomputed")
+    if "copy" in inspect.signature(HDBSCAN).parameters:
+        kwargs["copy"] = False  # `d` is our own float64 copy
+    labels = HDBSCAN(**kwargs).fit_predict(np.ascontiguousarray(d))
+    return np.asarray(labels, dtype=np.int64)
+
+
+def medoids(distances, labels: np.ndarray) -> list[int]:
+    """For every cluster label >= 0 (ascending), the member with the smallest sum of distances to the other
+    members (ties: the lowest index)."""
+    d = distances.detach().cpu() if hasattr(distances, "detach") else torch.as_tensor(np.asarray(distances))
+    labels = np.asarray(labels)
+    out = []
+    for lab in sorted(set(labels.tolist()) - {-1}):
+        members = np.flatnonzero(labels == lab)
+        idx = torch.as_tensor(members)
+        sums = d[idx][:, idx].double().sum(dim=1)
+        out.append(int(members[int(torch.argmin(sums))]))
+    return out
+
+
+def tokens_to_points(tokens, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """Pixel (x, y) of the centre of each raster token's cell, in the original image.
+
+    The model sees the image resized (without keeping the aspect ratio) to a square covered by the token grid,
+    so each axis scales on its own: token t at (row r, col c) = divmod(t, grid_w) maps to
+    x = (c + 0.5) * W / grid_w, y = (r + 0.5) * H / grid_h for an image of H x W pixels.
+    """
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    h, w = image_hw
+    t = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    if t.size and (t.min() < 0 or t.max() >= gh * gw):
+        raise ValueError(f"token indices must lie in [0, {gh * gw}) for a {gh}x{gw} grid")
+    r, c = np.divmod(t, gw)
+    return np.stack([(c + 0.5) * (w / gw), (r + 0.5) * (h / gh)], axis=1).astype(np.float64)

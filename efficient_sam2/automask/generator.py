@@ -1,0 +1,520 @@
+"""Automatic mask generation: segment everything in an image with point prompts chosen automatically.
+
+Two ways of choosing the prompts share one pipeline:
+
+* "grid" (the reference generator's behaviour): a regular points_per_side x points_per_side grid of points per
+  crop; every point yields three masks (multimask); masks are kept if their predicted IoU > pred_iou_thresh and
+  their stability score >= stability_score_thresh; duplicates are removed by box NMS (box_nms_thresh), then across
+  crop layers by NMS preferring smaller crops (crop_nms_thresh).
+* "attention" (the Efficient SAM2 thesis): one head of one global-attention block of the Hiera trunk is read
+  out, its attention rows are clustered with HDBSCAN (cosine distance), each cluster's medoid token becomes one
+  point prompt, each prompt yields one mask (the best of the three by predicted IoU), and overlapping masks are
+  merged by union-find on the intersection over the smaller mask.
+
+Pipeline per crop (the whole image is crop 0):
+
+    preprocess -> image encoder (once; attention read out on the way) -> prompts -> batched decoder
+    -> upsample logits to the crop, predicted-IoU and stability filters, binarise, drop masks cut by an inner
+       crop edge, small-region clean-up -> de-duplicate (NMS or union-find merging) -> records (COCO RLE)
+
+The decoder runs on `points_per_batch` prompts at a time against the shared image embedding; upsampled logits
+are processed in slices so that memory stays bounded for large images. Every stage is timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io.frames import load_image
+from ..modeling.sam2 import SAM2Model
+from ..predictors.image import ImagePredictor
+from . import attention_prompts as ap
+from .amg import BoxedMask, box_near_crop_edge, clean_small_regions, mask_boxes, stability_score
+from .grid import build_layer_point_grids, crop_points, generate_crop_boxes
+from .merge import box_nms, boxed_merge_groups
+
+__all__ = ["AutomaticMaskGenerator", "AutomaskResult", "PROMPTINGS", "MERGES", "OUTPUT_MODES", "STAGES"]
+
+PROMPTINGS = ("grid", "attention")
+MERGES = ("nms", "union-find")
+OUTPUT_MODES = ("coco_rle", "uncompressed_rle", "binary_mask")
+STAGES = ("load", "embedding", "attention", "clustering", "decoding", "merging", "encoding")
+DEFAULT_MERGE_THRESH = 0.5
+_UPSAMPLE_BUDGET = 1 << 25  # float32 logits upsampled at once (128 MiB)
+
+
+@dataclass
+class _Candidate:
+    mask: BoxedMask
+    iou: float
+    stability: float
+    point: tuple[float, float]  # full-image pixels
+    crop_box: tuple[int, int, int, int]  # exclusive xyxy
+
+
+@dataclass
+class AutomaskResult:
+    """Masks of one image, with what it cost.
+
+    masks: records, best predicted IoU first, each with
+        segmentation   COCO RLE {"size": [H, W], "counts": str} (or per `output_mode`)
+        area           pixels
+        bbox           [x, y, width, height] (COCO convention)
+        predicted_iou  the decoder's IoU prediction (the score)
+        stability_score
+        point_coords   [[x, y], ...] the prompt point(s), image pixels; merged masks list every member's point,
+                       the best member's first
+        crop_box       [x, y, width, height] of the crop the mask came from
+        num_merged     how many decoded masks this record merges (1 without merging)
+    timings: seconds per stage (see STAGES) and "total".
+    num_prompts: point prompts decoded (over all crops).
+    attention: for attention prompting, the block, head, HDBSCAN settings, clusters and noise tokens per crop.
+    """
+
+    masks: list[dict]
+    image_hw: tuple[int, int]
+    prompting: str
+    num_prompts: int
+    timings: dict[str, float]
+    attention: dict | None = None
+    boxed_masks: list[BoxedMask] = field(default_factory=list, repr=False)
+
+    def binary_masks(self) -> np.ndarray:
+        """(K, H, W) bool masks in the order of `masks`."""
+        if not self.boxed_masks:
+            return np.zeros((0, *self.image_hw), dtype=bool)
+        return np.stack([m.to_full() for m in self.boxed_masks])
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable dict (binary masks are written as COCO RLE)."""
+        from ..io.masks import encode_rle
+
+        masks = []
+        for rec, bm in zip(self.masks, self.boxed_masks):
+            rec = dict(rec)
+            if isinstance(rec["segmentation"], np.ndarray):
+                rec["segmentation"] = encode_rle(bm.to_full())
+            masks.append(rec)
+        out = {
+            "height": self.image_hw[0],
+            "width": self.image_hw[1],
+            "prompting": self.prompting,
+            "num_prompts": self.num_prompts,
+            "num_masks": len(self.masks),
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+        }
+        if self.attention is not None:
+            out["attention"] = self.attention
+        out["masks"] = masks
+        return out
+
+
+class _Clock:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t = {s: 0.0 for s in STAGES}
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+class AutomaticMaskGenerator:
+    """Segment everything in an image with SAM 2, prompted by a point grid or by the encoder's attention.
+
+    Args:
+        model: a SAM2Model (from `build_sam2`), or a predictor holding one in `.model`.
+        prompting: "grid" or "attention".
+        points_per_side: grid points per side on crop layer 0 (grid prompting).
+        points_per_batch: prompts decoded together (memory vs speed).
+        point_grids: instead of points_per_side, one (K, 2) array of normalised [0, 1] (x, y) points per crop
+            layer (grid prompting).
+        pred_iou_thresh: keep masks whose predicted IoU is > this (0 disables the filter).
+        stability_score_thresh: keep masks whose stability score is >= this (0 disables the filter).
+        stability_score_offset: logit offset of the stability score (IoU of the masks at threshold +- offset).
+        mask_threshold: logit threshold that binarises masks.
+        box_nms_thresh: box IoU above which NMS drops the lower-scored mask (merge="nms").
+        crop_n_layers: extra crop layers; layer i cuts the image into (2**i)**2 overlapping crops.
+        crop_nms_thresh: box IoU of the NMS across crops (merge="nms", crop_n_layers > 0).
+        crop_overlap_ratio: overlap of the layer-1 crops as a fraction of the short image side.
+        crop_n_points_downscale_factor: layer i uses points_per_side / factor**i points per side.
+        min_mask_region_area: fill holes and remove islands smaller than this many pixels (0: off).
+        multimask_output: decode three masks per point. Grid prompting keeps all three (each is filtered);
+            attention prompting keeps the one with the best predicted IoU.
+        output_mode: "coco_rle" (compressed string counts), "uncompressed_rle" or "binary_mask".
+        preset: HDBSCAN preset of attention prompting: low_latency, high_quality, sam3d, sam1.
+        min_samples, min_cluster_size: override the preset's HDBSCAN settings.
+        block, head: which global-attention block (0-based index in the trunk) and head to read (default:
+            `attention_prompts.default_attention_site`, the first global block, head 2).
+        attention_chunk: query rows per softmax chunk when computing the attention.
+        merge: "nms" or "union-find" (default: nms for grid, union-find for attention).
+        merge_thresh: union-find threshold on the intersection over the smaller mask (default 0.5).
+    """
+
+    def __init__(
+        self,
+        model: SAM2Model,
+        prompting: str = "grid",
+        *,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        point_grids: Sequence[np.ndarray] | None = None,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        min_mask_region_area: int = 0,
+        multimask_output: bool = True,
+        output_mode: str = "coco_rle",
+        preset: str = "low_latency",
+        min_samples: int | None = None,
+        min_cluster_size: int | None = None,
+        block: int | None = None,
+        head: int | None = None,
+        attention_chunk: int = 1024,
+        merge: str | None = None,
+        merge_thresh: float | None = None,
+    ) -> None:
+        if not isinstance(model, SAM2Model):
+            inner = getattr(model, "model", None)
+            if not isinstance(inner, SAM2Model):
+                raise TypeError(f"model must be a SAM2Model (see build_sam2) or a predictor holding one, got "
+                                f"{type(model).__name__}")
+            model = inner
+        if prompting not in PROMPTINGS:
+            raise ValueError(f"prompting must be one of {PROMPTINGS}, got {prompting!r}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+        merge = merge if merge is not None else ("nms" if prompting == "grid" else "union-find")
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+        _check_range("pred_iou_thresh", pred_iou_thresh, 0.0, 1.0)
+        _check_range("stability_score_thresh", stability_score_thresh, 0.0, 1.0)
+        _check_range("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
+        _check_range("crop_nms_thresh", crop_nms_thresh, 0.0, 1.0)
+        merge_thresh = DEFAULT_MERGE_THRESH if merge_thresh is None else float(merge_thresh)
+        _check_range("merge_thresh", merge_thresh, 0.0, 1.0)
+        if stability_score_offset < 0:
+            raise ValueError(f"stability_score_offset must be >= 0, got {stability_score_offset}")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        if min_mask_region_area < 0:
+            raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}")
+        if attention_chunk < 1:
+            raise ValueError(f"attention_chunk must be >= 1, got {attention_chunk}")
+        if crop_n_layers < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+
+        self.model = model
+        self.prompting = prompting
+        self.point_grids: list[np.ndarray] | None = None
+        if prompting == "grid":
+            if point_grids is not None:
+                grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
+                if len(grids) != crop_n_layers + 1:
+                    raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1}), got "
+                                     f"{len(grids)}")
+                if any(g.size and (g.min() < 0 or g.max() > 1) for g in grids):
+                    raise ValueError("point_grids must hold normalised (x, y) points in [0, 1]")
+                self.point_grids = grids
+            elif points_per_side is not None:
+                self.point_grids = build_layer_point_grids(points_per_side, crop_n_layers,
+                                                           crop_n_points_downscale_factor)
+            else:
+                raise ValueError("grid prompting needs points_per_side or point_grids")
+        self.points_per_side = points_per_side
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.mask_threshold = float(mask_threshold)
+        self.box_nms_thresh = float(box_nms_thresh)
+        self.crop_n_layers = int(crop_n_layers)
+        self.crop_nms_thresh = float(crop_nms_thresh)
+        self.crop_overlap_ratio = float(crop_overlap_ratio)
+        self.crop_n_points_downscale_factor = int(crop_n_points_downscale_factor)
+        self.min_mask_region_area = int(min_mask_region_area)
+        self.multimask_output = bool(multimask_output)
+        self.output_mode = output_mode
+        self.merge = merge
+        self.merge_thresh = merge_thresh
+        self.attention_chunk = int(attention_chunk)
+        self.preset = preset
+        self.block = self.head = None
+        self.min_samples = self.min_cluster_size = None
+        if prompting == "attention":
+            if preset not in ap.PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(ap.PRESETS)}")
+            p = ap.PRESETS[preset]
+            self.min_samples = int(min_samples if min_samples is not None else p.min_samples)
+            self.min_cluster_size = int(min_cluster_size if min_cluster_size is not None else p.min_cluster_size)
+            if self.min_samples < 1:
+                raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+            if self.min_cluster_size < 2:
+                raise ValueError(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
+            d_block, d_head = ap.default_attention_site(model)
+            self.block = d_block if block is None else block
+            self.head = d_head if head is None else head
+            ap.check_attention_site(model, self.block, self.head)
+            ap.require_hdbscan()  # fail now, not after the first image embedding
+        self._predictor = ImagePredictor(model, mask_threshold=mask_threshold)
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the output (written next to the results)."""
+        s = {
+            "model": self.model.cfg.name,
+            "image_size": self.model.image_size,
+            "prompting": self.prompting,
+            "points_per_batch": self.points_per_batch,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "stability_score_thresh": self.stability_score_thresh,
+            "stability_score_offset": self.stability_score_offset,
+            "mask_threshold": self.mask_threshold,
+            "crop_n_layers": self.crop_n_layers,
+            "crop_overlap_ratio": self.crop_overlap_ratio,
+            "min_mask_region_area": self.min_mask_region_area,
+            "multimask_output": self.multimask_output,
+            "merge": self.merge,
+        }
+        if self.merge == "nms":
+            s.update(box_nms_thresh=self.box_nms_thresh, crop_nms_thresh=self.crop_nms_thresh)
+        else:
+            s["merge_thresh"] = self.merge_thresh
+        if self.prompting == "grid":
+            s.update(points_per_side=self.points_per_side,
+                     crop_n_points_downscale_factor=self.crop_n_points_downscale_factor)
+        else:
+            s.update(preset=self.preset, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size,
+                     block=self.block, head=self.head)
+        return s
+
+    def generate(self, image) -> list[dict]:
+        """Mask records of one image (a path, a PIL image, or an (H, W, 3) uint8 RGB array); see AutomaskResult."""
+        return self.generate_result(image).masks
+
+    @torch.inference_mode()
+    def generate_result(self, image) -> AutomaskResult:
+        """Masks of one image with the number of prompts and the time of every stage."""
+        clock = _Clock(self.model.device)
+        t_start = clock.now()
+        rgb = load_image(image)
+        h, w = rgb.shape[:2]
+        clock.t["load"] = clock.now() - t_start
+
+        crop_boxes, layers = generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
+        candidates: list[list[_Candidate]] = []
+        num_prompts = 0
+        attention_info = [] if self.prompting == "attention" else None
+        for crop_box, layer in zip(crop_boxes, layers):
+            cands, n, info = self._process_crop(rgb, tuple(crop_box), layer, clock)
+            candidates.append(cands)
+            num_prompts += n
+            if info is not None:
+                attention_info.append(info)
+
+        t0 = clock.now()
+        kept = self._deduplicate(candidates, len(crop_boxes) > 1)
+        clock.t["merging"] += clock.now() - t0
+
+        t0 = clock.now()
+        records = [self._record(m) for m in kept]
+        clock.t["encoding"] += clock.now() - t0
+
+        timings = dict(clock.t)
+        timings["total"] = clock.now() - t_start
+        attention = None
+        if attention_info is not None:
+            attention = {"block": self.block, "head": self.head, "preset": self.preset,
+                         "min_samples": self.min_samples, "min_cluster_size": self.min_cluster_size,
+                         "crops": attention_info}
+        return AutomaskResult(
+            masks=records, image_hw=(h, w), prompting=self.prompting, num_prompts=num_prompts,
+            timings=timings, attention=attention, boxed_masks=[m["mask"] for m in kept],
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _process_crop(self, rgb: np.ndarray, crop_box, layer: int, clock: _Clock):
+        x0, y0, x1, y1 = crop_box
+        crop = np.array(rgb[y0:y1, x0:x1])  # a writable, contiguous copy for torch.from_numpy
+        ch, cw = crop.shape[:2]
+        model = self.model
+
+        t0 = clock.now()
+        images = self._predictor.preprocess(crop)
+        info = None
+        if self.prompting == "grid":
+            feats = model.forward_image(images)
+            clock.t["embedding"] += clock.now() - t0
+            points = crop_points(self.point_grids[layer], (0, 0, cw, ch))
+        else:
+            feats, attn, grid_hw, t_attn = ap.encode_with_attention(model, images, self.block, self.head,
+                                                                    self.attention_chunk)
+            total = clock.now() - t0
+            clock.t["attention"] += t_attn
+            clock.t["embedding"] += total - t_attn
+
+            t0 = clock.now()
+            dist = ap.cosine_distance_matrix(attn)
+            del attn
+            labels = ap.cluster_rows(dist, self.min_samples, self.min_cluster_size)
+            tokens = ap.medoids(dist, labels)
+            del dist
+            points = ap.tokens_to_points(tokens, grid_hw, (ch, cw))
+            clock.t["clustering"] += clock.now() - t0
+            info = {"crop_box": [int(v) for v in crop_box], "num_tokens": int(labels.size),
+                    "num_clusters": len(tokens), "num_noise_tokens": int((labels < 0).sum())}
+
+        t0 = clock.now()
+        C = model.hidden_dim
+        image_embed = feats.vision + model.no_mem_embed.reshape(1, C, 1, 1)
+        cands: list[_Candidate] = []
+        for s in range(0, len(points), self.points_per_batch):
+            cands.extend(self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res,
+                                            crop_box, (ch, cw), rgb.shape[:2]))
+        clock.t["decoding"] += clock.now() - t0
+        return cands, len(points), info
+
+    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_box, crop_hw, image_hw
+                      ) -> list[_Candidate]:
+        model = self.model
+        device = image_embed.device
+        ch, cw = crop_hw
+        S = model.image_size
+        B = len(points)
+        coords = torch.as_tensor(points / np.array([cw, ch], dtype=np.float64) * S, dtype=torch.float32,
+                                 device=device).view(B, 1, 2)
+        labels = torch.ones(B, 1, dtype=torch.int32, device=device)
+        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, ious, _, _ = model.sam_mask_decoder(
+            image_embeddings=image_embed,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=self.multimask_output,
+            repeat_image=True,
+            high_res_features=high_res,
+        )
+        if self.prompting == "attention" and low_res.shape[1] > 1:
+            best = ious.argmax(dim=1)
+            rows = torch.arange(B, device=device)
+            low_res, ious = low_res[rows, best][:, None], ious[rows, best][:, None]
+        M = low_res.shape[1]
+        low_res = low_res.flatten(0, 1).float()  # (B*M, 4E, 4E)
+        ious = ious.flatten().float()
+        point_of = np.repeat(np.arange(B), M)
+
+        x0, y0 = crop_box[0], crop_box[1]
+        out: list[_Candidate] = []
+        step = max(1, _UPSAMPLE_BUDGET // max(1, ch * cw))
+        for s in range(0, low_res.shape[0], step):
+            logits = F.interpolate(low_res[s:s + step, None], size=(ch, cw), mode="bilinear",
+                                   align_corners=False)[:, 0]
+            iou = ious[s:s + step]
+            keep = torch.ones_like(iou, dtype=torch.bool)
+            if self.pred_iou_thresh > 0:
+                keep &= iou > self.pred_iou_thresh
+            stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
+            if self.stability_score_thresh > 0:
+                keep &= stab >= self.stability_score_thresh
+            idx = keep.nonzero().flatten()
+            if idx.numel() == 0:
+                continue
+            masks = logits[idx] > self.mask_threshold
+            boxes, non_empty = mask_boxes(masks)
+            boxes, non_empty = boxes.cpu().numpy(), non_empty.cpu().numpy()
+            iou_k, stab_k = iou[idx].cpu().numpy(), stab[idx].cpu().numpy()
+            for j, i in enumerate(idx.tolist()):
+                if not non_empty[j]:
+                    continue
+                bx0, by0, bx1, by1 = (int(v) for v in boxes[j])
+                full_box = (bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)
+                if box_near_crop_edge(full_box, crop_box, image_hw):
+                    continue
+                pixels = masks[j, by0:by1 + 1, bx0:bx1 + 1].cpu().numpy()
+                bm = BoxedMask(full_box, np.ascontiguousarray(pixels), (int(image_hw[0]), int(image_hw[1])))
+                if self.min_mask_region_area > 0:
+                    bm, _ = clean_small_regions(bm, self.min_mask_region_area)
+                    if bm is None:
+                        continue
+                px, py = points[point_of[s + i]]
+                out.append(_Candidate(bm, float(iou_k[j]), float(stab_k[j]), (float(px + x0), float(py + y0)),
+                                      tuple(int(v) for v in crop_box)))
+        return out
+
+    def _deduplicate(self, per_crop: list[list[_Candidate]], multi_crop: bool) -> list[dict]:
+        """Groups of candidates -> kept masks as dicts {mask, iou, stability, points, crop_box, num_merged}."""
+        if self.merge == "nms":
+            survivors: list[_Candidate] = []
+            for cands in per_crop:
+                if not cands:
+                    continue
+                keep = box_nms(np.array([c.mask.box for c in cands], dtype=np.float64),
+                               np.array([c.iou for c in cands]), self.box_nms_thresh)
+                survivors.extend(cands[i] for i in keep)
+            if multi_crop and survivors:
+                areas = np.array([(c.crop_box[2] - c.crop_box[0]) * (c.crop_box[3] - c.crop_box[1])
+                                  for c in survivors], dtype=np.float64)
+                keep = box_nms(np.array([c.mask.box for c in survivors], dtype=np.float64), 1.0 / areas,
+                               self.crop_nms_thresh)
+                survivors = [survivors[i] for i in keep]
+            groups = [[c] for c in survivors]
+        else:
+            cands = [c for crop in per_crop for c in crop]
+            idx_groups = boxed_merge_groups([c.mask for c in cands], self.merge_thresh)
+            groups = [[cands[i] for i in g] for g in idx_groups]
+
+        kept = []
+        for g in groups:
+            g = sorted(g, key=lambda c: -c.iou)
+            best = g[0]
+            mask = best.mask if len(g) == 1 else BoxedMask.union([c.mask for c in g])
+            points = []
+            for c in g:
+                if c.point not in points:
+                    points.append(c.point)
+            kept.append({"mask": mask, "iou": best.iou, "stability": best.stability, "points": points,
+                         "crop_box": best.crop_box, "num_merged": len(g)})
+        kept.sort(key=lambda k: -k["iou"])  # stable: NMS order is kept among equal scores
+        return kept
+
+    def _record(self, k: dict) -> dict:
+        m: BoxedMask = k["mask"]
+        if self.output_mode == "binary_mask":
+            seg: Any = m.to_full()
+        else:
+            seg = m.to_rle(compress=self.output_mode == "coco_rle")
+        cx0, cy0, cx1, cy1 = k["crop_box"]
+        return {
+            "segmentation": seg,
+            "area": m.area,
+            "bbox": m.bbox_xywh,
+            "predicted_iou": float(k["iou"]),
+            "stability_score": float(k["stability"]),
+            "point_coords": [[float(x), float(y)] for x, y in k["points"]],
+            "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
+            "num_merged": int(k["num_merged"]),
+        }
+
+
+def _check_range(name: str, value: float, lo: float, hi: float) -> None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")

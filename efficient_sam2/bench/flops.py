@@ -1,0 +1,429 @@
+"""Counted FLOPs of the SAM 2 modules, for the windows and tokens a call actually computes.
+
+Convention (the same as `torch.utils.flop_counter.FlopCounterMode`): one multiply-accumulate is 2 FLOPs, and only
+the products are counted: linear layers (bias adds are free), convolutions, and the two matrix products of every
+attention (q.k^T and p.v). Norms, activations, softmax, pooling, position encodings and gathers count nothing.
+
+Every count below follows the code path it describes, including padding the model really computes: windowed
+Hiera blocks run attention and projections on zero-padded windows, Sparse Window Routing runs the MLPs of routed
+blocks on padded window tokens too, while global blocks inside the routed span read only the real tokens of the
+kept windows.
+
+The per-call functions take plain integers so that the benchmark can describe each call it timed (`describe_*`
+in `efficient_sam2.bench.speed`) and count its work afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..configs import HieraConfig, SAM2Config
+
+__all__ = [
+    "linear_flops",
+    "attention_flops",
+    "conv2d_flops",
+    "conv_transpose2d_flops",
+    "HieraBlockSpec",
+    "hiera_blocks",
+    "hiera_routed_span",
+    "hiera_flops",
+    "image_encoder_flops",
+    "shortcut_flops",
+    "kept_window_tokens",
+    "memory_attention_flops",
+    "mask_decoder_flops",
+    "prompt_encoder_flops",
+    "memory_encoder_flops",
+    "high_res_projection_flops",
+    "object_pointer_flops",
+    "neck_flops",
+    "pooled_key_count",
+    "FlopModel",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Primitives
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def linear_flops(tokens: int, d_in: int, d_out: int) -> int:
+    """A Linear layer (d_in -> d_out) applied to `tokens` vectors."""
+    return 2 * tokens * d_in * d_out
+
+
+def attention_flops(sets: int, q_len: int, k_len: int, width: int) -> int:
+    """q.k^T and p.v of `sets` independent attentions; `width` = heads x head_dim (the same for q, k and v)."""
+    return 4 * sets * q_len * k_len * width
+
+
+def conv2d_flops(batch: int, out_h: int, out_w: int, c_in: int, c_out: int, kernel: int, groups: int = 1) -> int:
+    """A square-kernel convolution producing an (out_h, out_w) map."""
+    return 2 * batch * out_h * out_w * c_out * (c_in // groups) * kernel * kernel
+
+
+def conv_transpose2d_flops(batch: int, in_h: int, in_w: int, c_in: int, c_out: int, kernel: int) -> int:
+    """A square-kernel transposed convolution reading an (in_h, in_w) map (every input pixel meets every tap)."""
+    return 2 * batch * in_h * in_w * c_in * c_out * kernel * kernel
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hiera image encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HieraBlockSpec:
+    """One Hiera block as the FLOP model sees it (window 0 = global attention)."""
+
+    index: int
+    dim: int
+    dim_out: int
+    window: int
+    q_stride: int  # 1 = no query pooling
+    mlp_hidden: int
+
+
+def hiera_blocks(cfg: HieraConfig) -> list[HieraBlockSpec]:
+    """The blocks of a Hiera trunk: the first block of a stage keeps the previous stage's window and width."""
+    stage_of = [s for s, n in enumerate(cfg.stages) for _ in range(n)]
+    dims = cfg.stage_dims
+    q_pool = set(cfg.q_pool_blocks)
+    blocks, dim = [], cfg.embed_dim
+    for i, stage in enumerate(stage_of):
+        window_stage = stage_of[i - 1] if i > 0 else 0
+        window = 0 if i in cfg.global_att_blocks else cfg.window_spec[window_stage]
+        dim_out = dims[stage]
+        stride = cfg.q_stride[0] if i in q_pool else 1
+        if i in q_pool and cfg.q_stride[0] != cfg.q_stride[1]:
+            raise ValueError("the FLOP model supports square query strides only")
+        blocks.append(HieraBlockSpec(i, dim, dim_out, window, stride, int(dim_out * cfg.mlp_ratio)))
+        dim = dim_out
+    return blocks
+
+
+def hiera_routed_span(cfg: HieraConfig) -> tuple[int, int]:
+    """(first, last): blocks first..last-1 of the stride-16 stage are routed, block `last` (the stage's last
+    global block) runs densely on the reassembled map."""
+    ends = cfg.stage_ends
+    start = cfg.q_pool_blocks[1] if len(cfg.q_pool_blocks) >= 2 else ends[1] + 1
+    globals_in_stage = [g for g in cfg.global_att_blocks if start < g <= ends[2]]
+    if not globals_in_stage:
+        raise ValueError("the stride-16 stage has no global block")
+    return start + 1, max(globals_in_stage)
+
+
+def _block_flops(b: HieraBlockSpec, batch: int, h: int, w: int) -> tuple[int, int, int]:
+    """Dense block on a (batch, h, w) grid. Returns (flops, out_h, out_w)."""
+    s = b.q_stride
+    out_h, out_w = h // s, w // s
+    flops = 0
+    if b.dim != b.dim_out:  # residual branch: proj(norm1(x)) on every real token, then pooled
+        flops += linear_flops(batch * h * w, b.dim, b.dim_out)
+    if b.window > 0:
+        win = b.window
+        hp, wp = -(-h // win) * win, -(-w // win) * win
+        sets = batch * (hp // win) * (wp // win)
+        q_len, k_len = (win // s) ** 2, win * win
+        flops += linear_flops(sets * k_len, b.dim, 3 * b.dim_out)
+        flops += attention_flops(sets, q_len, k_len, b.dim_out)
+        flops += linear_flops(sets * q_len, b.dim_out, b.dim_out)
+    else:
+        q_len, k_len = out_h * out_w, h * w
+        flops += linear_flops(batch * k_len, b.dim, 3 * b.dim_out)
+        flops += attention_flops(batch, q_len, k_len, b.dim_out)
+        flops += linear_flops(batch * q_len, b.dim_out, b.dim_out)
+    tokens = batch * out_h * out_w
+    flops += linear_flops(tokens, b.dim_out, b.mlp_hidden) + linear_flops(tokens, b.mlp_hidden, b.dim_out)
+    return flops, out_h, out_w
+
+
+def kept_window_tokens(keep: Sequence[int], h: int, w: int, window: int) -> int:
+    """Real (unpadded) tokens inside the kept windows of an (h, w) map cut into `window`-sided windows."""
+    side_w = -(-w // window)
+    total = 0
+    for k in keep:
+        r, c = divmod(int(k), side_w)
+        total += max(0, min((r + 1) * window, h) - r * window) * max(0, min((c + 1) * window, w) - c * window)
+    return total
+
+
+def shortcut_flops(variant: str | None, tokens: int, windows: int, window: int, dim: int,
+                   num_heads: int = 4) -> int:
+    """The shortcut branch applied to `windows` background windows (`tokens` = windows x window^2 tokens)."""
+    if variant in (None, "identity") or tokens == 0:
+        return 0
+    if variant == "bottleneck":
+        return linear_flops(tokens, dim, dim // 2) + linear_flops(tokens, dim // 2, dim)
+    if variant == "ffn":
+        return linear_flops(tokens, dim, 2 * dim) + linear_flops(tokens, 2 * dim, dim)
+    if variant == "attention":
+        inner = dim // 2
+        return (linear_flops(tokens, dim, inner) + linear_flops(tokens, inner, 3 * inner)
+                + attention_flops(windows, window * window, window * window, inner) + linear_flops(tokens, inner, dim))
+    raise ValueError(f"unknown shortcut variant {variant!r}")
+
+
+def hiera_flops(
+    cfg: HieraConfig,
+    image_size: int,
+    batch: int = 1,
+    keep: Sequence[int] | None = None,
+    shortcut: str | None = "bottleneck",
+) -> dict[str, int]:
+    """FLOPs of the trunk on (batch, 3, S, S) images, dense (`keep` None) or with the routed span computing only
+    the windows in `keep` (indices on the routed stage's padded window grid, row-major).
+
+    Returns {"patch_embed", "blocks", "routed", "shortcut", "total"} where "routed" is the part of "blocks" spent
+    in the routed span (all of it on a dense call as well, for comparison) and "shortcut" the background branch.
+    """
+    h = w = image_size // 4
+    out = {"patch_embed": conv2d_flops(batch, h, w, 3, cfg.embed_dim, 7), "blocks": 0, "routed": 0, "shortcut": 0}
+    first, last = hiera_routed_span(cfg)
+    blocks = hiera_blocks(cfg)
+    for b in blocks:
+        if first <= b.index < last:
+            if keep is None:
+                f, h, w = _block_flops(b, batch, h, w)
+            else:
+                f = _routed_block_flops(b, blocks, first, last, batch, h, w, keep)
+            out["routed"] += f
+            out["blocks"] += f
+            continue
+        f, h, w = _block_flops(b, batch, h, w)
+        out["blocks"] += f
+    if keep is not None:
+        window, dim = _routed_geometry(blocks, first, last)
+        grid_h, grid_w = _routed_grid(cfg, image_size)
+        num_windows = (-(-grid_h // window)) * (-(-grid_w // window))
+        background = batch * (num_windows - len(keep))
+        out["shortcut"] = shortcut_flops(shortcut, background * window * window, background, window, dim)
+    out["total"] = out["patch_embed"] + out["blocks"] + out["shortcut"]
+    return out
+
+
+def _routed_geometry(blocks: list[HieraBlockSpec], first: int, last: int) -> tuple[int, int]:
+    window = max(blocks[i].window for i in range(first, last))
+    return window, blocks[first].dim
+
+
+def _routed_grid(cfg: HieraConfig, image_size: int) -> tuple[int, int]:
+    """Grid of the routed span (the stride-16 stage)."""
+    h = image_size // 4
+    for b in hiera_blocks(cfg)[: hiera_routed_span(cfg)[0]]:
+        h //= b.q_stride
+    return h, h
+
+
+def _routed_block_flops(b: HieraBlockSpec, blocks, first, last, batch, h, w, keep) -> int:
+    """A block of the routed span run on the kept windows only (as `Hiera._routed_forward` does)."""
+    window, _ = _routed_geometry(blocks, first, last)
+    K = len(keep)
+    if K == 0:
+        return 0
+    if b.window > 0:
+        tokens = batch * K * window * window  # padded window tokens, MLP included
+        sets, length = batch * K, window * window
+    else:
+        real = kept_window_tokens(keep, h, w, window)
+        tokens, sets, length = batch * real, batch, real
+    return (linear_flops(tokens, b.dim, 3 * b.dim_out) + attention_flops(sets, length, length, b.dim_out)
+            + linear_flops(tokens, b.dim_out, b.dim_out) + linear_flops(tokens, b.dim_out, b.mlp_hidden)
+            + linear_flops(tokens, b.mlp_hidden, b.dim_out))
+
+
+def neck_flops(cfg: HieraConfig, image_size: int, batch: int = 1, d_model: int = 256) -> int:
+    """The FPN neck's 1x1 lateral convolutions on all four trunk levels."""
+    total, h = 0, image_size // 4
+    for level, dim in enumerate(cfg.stage_dims):
+        if level:
+            h //= cfg.q_stride[0]
+        total += conv2d_flops(batch, h, h, dim, d_model, 1)
+    return total
+
+
+def image_encoder_flops(cfg: SAM2Config, batch: int = 1, keep: Sequence[int] | None = None,
+                        shortcut: str | None = "bottleneck") -> int:
+    """Trunk + neck (the `image_encoder` module) on `batch` images."""
+    trunk = hiera_flops(cfg.hiera, cfg.image_size, batch, keep, shortcut)["total"]
+    return trunk + neck_flops(cfg.hiera, cfg.image_size, batch, cfg.d_model)
+
+
+def high_res_projection_flops(cfg: SAM2Config, batch: int = 1) -> int:
+    """conv_s0 / conv_s1, applied to the stride-4 and stride-8 levels after the image encoder."""
+    e, c = cfg.embed_size, cfg.d_model
+    return conv2d_flops(batch, 4 * e, 4 * e, c, c // 8, 1) + conv2d_flops(batch, 2 * e, 2 * e, c, c // 4, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory attention
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def memory_attention_flops(
+    batch: int,
+    num_queries: int,
+    keys_per_layer: Sequence[int],
+    projected_per_layer: Sequence[int] | None = None,
+    saliency_per_layer: Sequence[int] | None = None,
+    d_model: int = 256,
+    kv_dim: int = 64,
+    dim_feedforward: int = 2048,
+) -> int:
+    """Memory attention on `batch` frames of `num_queries` tokens.
+
+    keys_per_layer: keys each layer's cross-attention attends to; projected_per_layer: memory tokens each layer
+    projects to keys and values (default: the same; MemPool projects every token and pools afterwards);
+    saliency_per_layer: keys whose query-averaged attention a layer also computes explicitly (SMR's first
+    recollection), 0 = none.
+    """
+    n, c = num_queries, d_model
+    projected = list(projected_per_layer) if projected_per_layer is not None else list(keys_per_layer)
+    saliency = list(saliency_per_layer) if saliency_per_layer is not None else [0] * len(keys_per_layer)
+    total = 0
+    for keys, proj, sal in zip(keys_per_layer, projected, saliency):
+        total += 4 * linear_flops(batch * n, c, c) + attention_flops(batch, n, n, c)  # self-attention
+        total += 2 * linear_flops(batch * n, c, c)  # cross-attention q and output projections
+        total += 2 * linear_flops(batch * proj, kv_dim, c)  # k and v projections
+        total += attention_flops(batch, n, keys, c)
+        total += 2 * batch * n * sal * c  # explicit q.k^T of the saliency
+        total += linear_flops(batch * n, c, dim_feedforward) + linear_flops(batch * n, dim_feedforward, c)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SAM heads and memory encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def prompt_encoder_flops(batch: int, num_points: int, boxes: bool, mask: bool, embed_size: int,
+                         embed_dim: int = 256, mask_in_chans: int = 16) -> int:
+    """Prompt encoder: Fourier features of every point (one padding point added without boxes), box corners,
+    and the mask-prompt convolutions."""
+    pe = embed_dim // 2
+    points = num_points + (0 if boxes else 1) if num_points else 0
+    total = 2 * batch * (points + (2 if boxes else 0)) * 2 * pe
+    if mask:
+        e = embed_size
+        total += conv2d_flops(batch, 2 * e, 2 * e, 1, mask_in_chans // 4, 2)
+        total += conv2d_flops(batch, e, e, mask_in_chans // 4, mask_in_chans, 2)
+        total += conv2d_flops(batch, e, e, mask_in_chans, embed_dim, 1)
+    return total
+
+
+def mask_decoder_flops(
+    batch: int,
+    num_prompt_tokens: int,
+    embed_size: int,
+    d_model: int = 256,
+    depth: int = 2,
+    mlp_dim: int = 2048,
+    downsample: int = 2,
+    num_mask_tokens: int = 4,
+    obj_score_token: bool = True,
+    iou_hidden: int = 256,
+) -> int:
+    """Mask decoder (two-way transformer, upscaling, hypernetworks, IoU and object-score heads) for `batch`
+    prompts of `num_prompt_tokens` sparse tokens each on an embed_size x embed_size image embedding."""
+    c, ci = d_model, d_model // downsample
+    n = num_mask_tokens + 1 + int(obj_score_token) + num_prompt_tokens
+    l = embed_size * embed_size
+    b = batch
+
+    def cross(nq: int, nk: int) -> int:
+        return (linear_flops(b * nq, c, ci) + 2 * linear_flops(b * nk, c, ci) + attention_flops(b, nq, nk, ci)
+                + linear_flops(b * nq, ci, c))
+
+    total = 0
+    for _ in range(depth):
+        total += 4 * linear_flops(b * n, c, c) + attention_flops(b, n, n, c)  # token self-attention
+        total += cross(n, l)  # tokens -> image
+        total += linear_flops(b * n, c, mlp_dim) + linear_flops(b * n, mlp_dim, c)
+        total += cross(l, n)  # image -> tokens
+    total += cross(n, l)  # final tokens -> image
+    e = embed_size
+    total += conv_transpose2d_flops(b, e, e, c, c // 4, 2) + conv_transpose2d_flops(b, 2 * e, 2 * e, c // 4, c // 8, 2)
+    total += num_mask_tokens * (2 * linear_flops(b, c, c) + linear_flops(b, c, c // 8))  # hypernetwork MLPs
+    total += 2 * b * num_mask_tokens * (c // 8) * (4 * e) ** 2  # mask = weights . upscaled embedding
+    total += linear_flops(b, c, iou_hidden) + linear_flops(b, iou_hidden, iou_hidden) + linear_flops(
+        b, iou_hidden, num_mask_tokens)
+    if obj_score_token:
+        total += 2 * linear_flops(b, c, c) + linear_flops(b, c, 1)
+    return total
+
+
+def object_pointer_flops(batch: int, d_model: int = 256) -> int:
+    """The 3-layer object-pointer MLP applied to the chosen output token."""
+    return 3 * linear_flops(batch, d_model, d_model)
+
+
+def memory_encoder_flops(batch: int, image_size: int, d_model: int = 256, mem_dim: int = 64) -> int:
+    """Memory encoder: mask downsampler (4 strided 3x3 convs + 1x1), feature projection, two ConvNeXt blocks and
+    the output projection."""
+    total, chans, size = 0, 1, image_size
+    while size > image_size // 16:
+        size //= 2
+        total += conv2d_flops(batch, size, size, chans, chans * 4, 3)
+        chans *= 4
+    e = image_size // 16
+    total += conv2d_flops(batch, e, e, chans, d_model, 1)
+    total += conv2d_flops(batch, e, e, d_model, d_model, 1)  # pix_feat_proj
+    for _ in range(2):
+        total += conv2d_flops(batch, e, e, d_model, d_model, 7, groups=d_model)
+        total += linear_flops(batch * e * e, d_model, 4 * d_model) + linear_flops(batch * e * e, 4 * d_model, d_model)
+    total += conv2d_flops(batch, e, e, d_model, mem_dim, 1)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Call descriptors -> FLOPs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class FlopModel:
+    """Counts the FLOPs of the module calls the benchmark records, for one model configuration.
+
+    Each `describe_*` function of `efficient_sam2.bench.speed` turns a call's arguments into a small dict; the
+    method of the same module name here counts it.
+    """
+
+    def __init__(self, cfg: SAM2Config) -> None:
+        self.cfg = cfg
+
+    def image_encoder(self, d: dict) -> int:
+        return image_encoder_flops(self.cfg, d["batch"], d.get("keep"), d.get("shortcut"))
+
+    def memory_attention(self, d: dict) -> int:
+        return memory_attention_flops(
+            d["batch"], d["queries"], d["keys"], d.get("projected"), d.get("saliency"),
+            self.cfg.d_model, self.cfg.mem_dim,
+        )
+
+    def prompt_encoder(self, d: dict) -> int:
+        return prompt_encoder_flops(d["batch"], d["points"], d["boxes"], d["mask"], self.cfg.embed_size,
+                                    self.cfg.d_model)
+
+    def mask_decoder(self, d: dict) -> int:
+        return mask_decoder_flops(d["batch"], d["prompt_tokens"], d.get("embed_size", self.cfg.embed_size),
+                                  self.cfg.d_model)
+
+    def memory_encoder(self, d: dict) -> int:
+        return memory_encoder_flops(d["batch"], d["mask_size"], self.cfg.d_model, self.cfg.mem_dim)
+
+    def count(self, module: str, descriptor: dict) -> int:
+        return getattr(self, module)(descriptor)
+
+    def outside_modules(self, image_calls: int, decoder_batch: int) -> int:
+        """Work between the timed modules: the high-resolution projections after every image encoding and the
+        object-pointer MLP after every decoded prompt."""
+        return image_calls * high_res_projection_flops(self.cfg) + object_pointer_flops(decoder_batch,
+                                                                                        self.cfg.d_model)
+
+
+def pooled_key_count(num_spatial: int, tokens_per_frame: int, grid: int, kernel: int, num_pointer: int) -> int:
+    """Keys left after MemPool's kernel x kernel average pooling (ceil mode) of every spatial memory frame."""
+    frames = num_spatial // tokens_per_frame
+    return frames * math.ceil(grid / kernel) ** 2 + num_pointer

@@ -1,0 +1,396 @@
+"""Benchmark reports: the ratio arithmetic, JSON, a Markdown table and a bar chart.
+
+`summarize` is pure arithmetic on per-frame samples and FLOP counts, so it can be checked with made-up numbers:
+    median_ms[b]          median of the per-frame milliseconds of bucket b
+    ratio_to_dense[b]     median_ms(dense)[b] / median_ms(config)[b]        (> 1: faster than dense)
+    ideal_ratio[b]        flops(dense)[b] / flops(config)[b]                 (the speed-up the removed work allows)
+    fraction_of_ideal[b]  ratio_to_dense[b] / ideal_ratio[b]
+
+Every file is written atomically (a temporary file in the same folder, then renamed), and an existing file is
+replaced only when asked to.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+import uuid
+from typing import Mapping, Sequence
+
+from .speed import BUCKETS, MODULES, BenchError
+
+__all__ = [
+    "BUCKET_LABELS",
+    "summarize",
+    "result_to_dict",
+    "markdown_report",
+    "plot_speedups",
+    "check_output_path",
+    "atomic_write_bytes",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]
+
+BUCKET_LABELS = {
+    "image_encoder": "image encoder",
+    "memory_attention": "memory attention",
+    "mask_decoder": "mask decoder",
+    "memory_encoder": "memory encoder",
+    "other": "other",
+    "end_to_end": "end-to-end",
+}
+_RATIO_BUCKETS = MODULES + ("end_to_end",)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arithmetic
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (q in [0, 1]) of a non-empty sequence."""
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0 or num < 0:
+        return None
+    return num / den
+
+
+def summarize(
+    samples_ms: Mapping[str, Mapping[str, Sequence[float]]],
+    flops: Mapping[str, Mapping[str, float]],
+    baseline: str = "dense",
+    buckets: Sequence[str] = BUCKETS,
+) -> dict[str, dict]:
+    """Medians, quartiles, measured and FLOP-ideal speed-ups of every configuration against `baseline`.
+
+    samples_ms: config -> bucket -> per-frame milliseconds; flops: config -> bucket -> FLOPs per frame.
+    Returns config -> {"median_ms", "quartiles_ms", "ratio_to_dense", "ideal_ratio", "fraction_of_ideal",
+    "gflops_per_frame"}; entries that cannot be computed (no samples, a zero) are None.
+    """
+    if baseline not in samples_ms:
+        raise ValueError(f"the baseline configuration {baseline!r} has no measurements")
+    out: dict[str, dict] = {}
+    medians: dict[str, dict[str, float | None]] = {}
+    for name, per_bucket in samples_ms.items():
+        medians[name] = {b: (statistics.median(per_bucket[b]) if per_bucket.get(b) else None) for b in buckets}
+    base_med, base_flops = medians[baseline], flops.get(baseline, {})
+    for name, per_bucket in samples_ms.items():
+        med = medians[name]
+        fl = flops.get(name, {})
+        ratio = {b: _ratio(base_med[b], med[b]) for b in buckets}
+        ideal = {b: _ratio(base_flops.get(b), fl.get(b)) for b in buckets}
+        out[name] = {
+            "median_ms": med,
+            "quartiles_ms": {b: ([_quantile(per_bucket[b], 0.25), _quantile(per_bucket[b], 0.75)]
+                                 if per_bucket.get(b) else None) for b in buckets},
+            "ratio_to_dense": ratio,
+            "ideal_ratio": ideal,
+            "fraction_of_ideal": {b: (ratio[b] / ideal[b] if ratio[b] is not None and ideal[b] else None)
+                                  for b in buckets},
+            "gflops_per_frame": {b: (fl[b] / 1e9 if b in fl else None) for b in buckets},
+        }
+    return out
+
+
+def result_to_dict(result) -> dict:
+    """The JSON document of a BenchmarkResult (raw samples included)."""
+    summary = result.summary()
+    configs = {}
+    for name, c in result.configs.items():
+        s = summary[name]
+        configs[name] = {
+            "description": c.description,
+            "efficient_config": c.efficient,
+            **{k: _rounded(v) for k, v in s.items()},
+            "sparsity": c.sparsity,
+            "work": c.work,
+            "peak_memory_mb": c.peak_memory_mb,
+            "samples_ms": {b: [round(x, 4) for x in xs] for b, xs in c.samples_ms.items()},
+        }
+    return {
+        "schema": "efficient-sam2/bench/1",
+        "command": result.command,
+        "settings": result.settings,
+        "environment": result.environment,
+        "timed_frames": result.timed_frames,
+        "samples_per_config": len(next(iter(result.configs.values())).samples_ms.get("end_to_end", [])),
+        "configs": configs,
+    }
+
+
+def _rounded(value, digits: int = 4):
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _fmt_ratio(r: float | None, ideal: float | None) -> str:
+    if r is None:
+        return "-"
+    text = f"{r:.2f}x"
+    if ideal is not None:
+        text += f" ({ideal:.2f}x, {100 * r / ideal:.0f}%)"
+    return text
+
+
+def _fmt_frac(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown_report(result) -> str:
+    """A self-contained Markdown report: settings, the time table and the speed-up table."""
+    s, env = result.settings, result.environment
+    summary = result.summary()
+    frames = result.timed_frames
+    n = len(next(iter(result.configs.values())).samples_ms.get("end_to_end", []))
+    lines = ["## Efficient-SAM2 speed benchmark", ""]
+    if result.command:
+        lines += [f"`{result.command}`", ""]
+    device = env.get("gpu") or env.get("cpu", "cpu")
+    lines += [
+        f"- model: {s['model']} ({s['weights']}), {s['image_size']} px, {s['dtype']} on {env['device']} "
+        f"({device}, {env['threads']} threads, torch {env['torch']})",
+        f"- video: {s['video_description']}; {s['frames']} frames; timed frames {frames[0]}-{frames[-1]} "
+        f"(memory bank full) x {s['repeats']} repeats after {s['warmup']} warm-up = {n} samples per "
+        f"configuration, all configurations interleaved frame by frame",
+    ]
+    if s.get("kept_windows") is not None:
+        lines.append(f"- kept windows forced to {s['kept_windows']:g} of the routed stage on routed frames")
+    lines += ["", "Median time per frame (ms):", ""]
+    head = "| configuration | " + " | ".join(BUCKET_LABELS[b] for b in BUCKETS) + " |"
+    lines += [head, "|---|" + "---:|" * len(BUCKETS)]
+    for name in result.configs:
+        med = summary[name]["median_ms"]
+        lines.append(f"| {name} | " + " | ".join(_fmt_ms(med[b]) for b in BUCKETS) + " |")
+    lines += ["", "Speed-up over dense: measured (FLOP-ideal, measured / ideal), and the sparsity achieved:", ""]
+    cols = [BUCKET_LABELS[b] for b in _RATIO_BUCKETS] + ["kept windows", "kept memory"]
+    lines += ["| configuration | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, c in result.configs.items():
+        if name == "dense":
+            continue
+        r, ideal = summary[name]["ratio_to_dense"], summary[name]["ideal_ratio"]
+        cells = [_fmt_ratio(r[b], ideal[b]) for b in _RATIO_BUCKETS]
+        cells += [_fmt_frac(c.sparsity.get("mean_kept_window_fraction")),
+                  _fmt_frac(c.sparsity.get("mean_kept_memory_fraction"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "reference" in summary:
+        ref = summary["reference"]["median_ms"]["end_to_end"]
+        dense = summary["dense"]["median_ms"]["end_to_end"]
+        if ref and dense:
+            lines += ["", f"Our dense path runs at {ref / dense:.2f}x the speed of the reference package's "
+                          "(end to end, same weights, same run)."]
+    flops = summary["dense"]["gflops_per_frame"]
+    lines += ["", "Dense work per timed frame (GFLOP): " + ", ".join(
+        f"{BUCKET_LABELS[b]} {flops[b]:.2f}" for b in _RATIO_BUCKETS if flops.get(b) is not None) + "."]
+    peaks = {name: c.peak_memory_mb for name, c in result.configs.items() if c.peak_memory_mb is not None}
+    if peaks:
+        lines += ["", "Peak memory allocated during a frame (MiB): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plot
+# ----------------------------------------------------------------------------------------------------------------
+
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def _plot_data(result) -> tuple[list[str], list[tuple[str, list, list]], str]:
+    summary = result.summary()
+    series = []
+    for name in result.configs:
+        if name == "dense":
+            continue
+        r, ideal = summary[name]["ratio_to_dense"], summary[name]["ideal_ratio"]
+        series.append((name, [r[b] for b in _RATIO_BUCKETS], [ideal[b] for b in _RATIO_BUCKETS]))
+    s, env = result.settings, result.environment
+    title = f"{s['model']} {s['image_size']} px, {s['dtype']} on {env['device']}: speed-up over dense"
+    return [BUCKET_LABELS[b] for b in _RATIO_BUCKETS], series, title
+
+
+def plot_speedups(result, backend: str = "auto") -> bytes:
+    """PNG bytes of a grouped bar chart: measured speed-up per module and end to end for every configuration
+    (bars), with the FLOP-ideal speed-up as a black tick. backend: "matplotlib", "pil" or "auto" (matplotlib
+    when installed, else a plain PIL drawing)."""
+    if backend not in ("auto", "matplotlib", "pil"):
+        raise ValueError(f"unknown plot backend {backend!r}")
+    labels, series, title = _plot_data(result)
+    if backend in ("auto", "matplotlib"):
+        try:
+            return _plot_matplotlib(labels, series, title)
+        except ImportError:
+            if backend == "matplotlib":
+                raise
+    return _plot_pil(labels, series, title)
+
+
+def _plot_matplotlib(labels, series, title) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 5.5), dpi=110)
+    ax = fig.subplots()
+    n = max(1, len(series))
+    width = 0.8 / n
+    for i, (name, ratios, ideals) in enumerate(series):
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(labels))]
+        colour = tuple(c / 255 for c in _COLOURS[i % len(_COLOURS)])
+        ax.bar(xs, [r or 0 for r in ratios], width * 0.9, label=name, color=colour)
+        ideal_x = [x for x, v in zip(xs, ideals) if v]
+        ax.scatter(ideal_x, [v for v in ideals if v], marker="_", s=(width * 400) ** 2 / 60, color="black",
+                   linewidths=2, zorder=3)
+    ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("speed-up over dense (x); black tick: FLOP-ideal")
+    ax.set_title(title)
+    if series:
+        ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _plot_pil(labels, series, title) -> bytes:
+    from PIL import Image, ImageDraw
+
+    W, H = 1100, 600
+    left, right, top, bottom = 70, 180, 50, 60
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    values = [v for _, r, i in series for v in list(r) + list(i) if v]
+    ymax = max([1.0] + values) * 1.15
+    plot_w, plot_h = W - left - right, H - top - bottom
+
+    def y_of(v: float) -> float:
+        return top + plot_h * (1 - v / ymax)
+
+    d.text((left, 15), title, fill="black")
+    d.line([(left, top), (left, top + plot_h), (left + plot_w, top + plot_h)], fill="black", width=1)
+    step = 0.5 if ymax <= 4 else 1.0
+    tick = 0.0
+    while tick <= ymax:
+        y = y_of(tick)
+        d.line([(left - 4, y), (left, y)], fill="black")
+        d.text((left - 40, y - 6), f"{tick:.1f}x", fill="black")
+        tick += step
+    y1 = y_of(1.0)
+    for x in range(left, left + plot_w, 8):
+        d.line([(x, y1), (x + 4, y1)], fill=(128, 128, 128))
+    group = plot_w / max(1, len(labels))
+    n = max(1, len(series))
+    bar = group * 0.8 / n
+    for j, label in enumerate(labels):
+        gx = left + group * j
+        d.text((gx + group * 0.1, top + plot_h + 10), label, fill="black")
+        for i, (_, ratios, ideals) in enumerate(series):
+            x0 = gx + group * 0.1 + bar * i
+            if ratios[j]:
+                d.rectangle([x0 + 1, y_of(ratios[j]), x0 + bar - 1, top + plot_h], fill=_COLOURS[i % len(_COLOURS)])
+            if ideals[j]:
+                yi = y_of(ideals[j])
+                d.line([(x0, yi), (x0 + bar, yi)], fill="black", width=3)
+    for i, (name, _, _) in enumerate(series):
+        y = top + 20 * i
+        d.rectangle([W - right + 15, y, W - right + 30, y + 12], fill=_COLOURS[i % len(_COLOURS)])
+        d.text((W - right + 36, y), name, fill="black")
+    d.line([(W - right + 15, top + 20 * n + 10), (W - right + 30, top + 20 * n + 10)], fill="black", width=3)
+    d.text((W - right + 36, top + 20 * n + 4), "FLOP-ideal", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def check_output_path(path: str, overwrite: bool = False, what: str = "output",
+                      suffixes: Sequence[str] | None = None) -> str:
+    """Make sure `path` can be written before any long work starts; returns its absolute path.
+
+    Refuses a folder, an existing file (unless `overwrite`), a wrong extension and a folder that cannot be
+    created or written to. Missing parent folders are created.
+    """
+    if not path:
+        raise BenchError(f"empty {what} path")
+    full = os.path.abspath(os.path.expanduser(path))
+    if suffixes and not full.lower().endswith(tuple(suffixes)):
+        raise BenchError(f"{what} {path} must end with {' or '.join(suffixes)}")
+    if os.path.isdir(full):
+        raise BenchError(f"{what} {path} is a folder; give a file name")
+    if os.path.exists(full) and not overwrite:
+        raise BenchError(f"{what} {path} already exists; pass --overwrite to replace it")
+    folder = os.path.dirname(full)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:8]}.probe")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise BenchError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    return full
+
+
+def atomic_write_bytes(path: str, data: bytes, overwrite: bool = False) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not overwrite:
+        raise BenchError(f"{path} already exists; pass --overwrite to replace it")
+    folder = os.path.dirname(full)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, full)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(result, path: str, overwrite: bool = False) -> None:
+    text = json.dumps(result_to_dict(result), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"), overwrite)
+
+
+def write_markdown(result, path: str, overwrite: bool = False) -> None:
+    atomic_write_bytes(path, markdown_report(result).encode("utf-8"), overwrite)
+
+
+def write_plot(result, path: str, overwrite: bool = False, backend: str = "auto") -> None:
+    atomic_write_bytes(path, plot_speedups(result, backend), overwrite)

@@ -1,0 +1,924 @@
+"""The speed benchmark engine: several predictor configurations timed side by side in one process.
+
+Every configuration tracks the same objects through the same video. The configurations advance frame by frame in
+turn (round-robin, with the order rotated on every repeat), so slow drifts of a shared machine hit them alike.
+After the warm-up repeats, each frame whose memory bank is full is timed end to end, and so are the calls of the
+four modules that matter: image encoder, memory attention, mask decoder (with the prompt encoder) and memory
+encoder.
+
+Module timing never touches the model path: the benchmark builds its own copy of the model and replaces those
+submodules on it by `TimedModule`, a thin wrapper that times the wrapped module's calls (synchronising CUDA
+before and after) and describes the work each call did: windows kept, memory keys read, batch. The FLOP model
+(`efficient_sam2.bench.flops`) counts that work afterwards, giving the ideal speed-up of every configuration.
+
+Configurations (`BENCH_CONFIGS`): dense (the plain `VideoPredictor`), swr, smr, efficient, mempool, smr-random,
+smr-uniform, efficient-off (the efficient predictor with both mechanisms off: its overhead), and reference (the
+reference package's dense `SAM2VideoPredictor` with the same weights, when `sam2` is installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..configs import get_config, resolve_model_name
+from ..efficient.config import SHORTCUT_VARIANTS, EfficientConfig
+from .flops import FlopModel, pooled_key_count
+
+__all__ = [
+    "BENCH_CONFIGS",
+    "MODULES",
+    "BUCKETS",
+    "BenchError",
+    "BenchConfig",
+    "BenchmarkSettings",
+    "ConfigResult",
+    "BenchmarkResult",
+    "CallRecorder",
+    "TimedModule",
+    "instrument",
+    "synthetic_video",
+    "random_weights_",
+    "run_benchmark",
+    "reference_available",
+]
+
+MODULES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+"""The timed modules (the prompt encoder is timed with the mask decoder)."""
+BUCKETS = MODULES + ("other", "end_to_end")
+"""Reported per-frame quantities: the modules, the rest of the frame, and the whole frame."""
+
+
+class BenchError(ValueError):
+    """Benchmark settings or inputs that cannot be used."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmarked configuration: a description and the EfficientConfig changes (None = plain predictor)."""
+
+    description: str
+    efficient: dict | None = None
+    reference: bool = False
+
+
+BENCH_CONFIGS: dict[str, BenchConfig] = {
+    "dense": BenchConfig("plain VideoPredictor (no SWR, no SMR)"),
+    "swr": BenchConfig("Sparse Window Routing only", dict(smr=False)),
+    "smr": BenchConfig("Sparse Memory Retrieval only (top-k)", dict(swr=False)),
+    "efficient": BenchConfig("SWR + SMR (Efficient-SAM2)", dict()),
+    "mempool": BenchConfig("MemPool baseline (2x2 pooled memory)", dict(swr=False, memory_selection="mempool")),
+    "smr-random": BenchConfig("SMR with random token selection", dict(swr=False, memory_selection="random")),
+    "smr-uniform": BenchConfig("SMR with uniform token selection", dict(swr=False, memory_selection="uniform")),
+    "efficient-off": BenchConfig("EfficientVideoPredictor with SWR and SMR off (its overhead)",
+                                 dict(swr=False, smr=False)),
+    "reference": BenchConfig("reference package sam2 SAM2VideoPredictor (dense), same weights", reference=True),
+}
+
+# our registry name -> the reference package's config file
+_REFERENCE_CONFIG_FILES = {
+    f"{prefix}_hiera_{size}": f"configs/{prefix}/{prefix}_hiera_{short}.yaml"
+    for prefix in ("sam2.1", "sam2")
+    for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
+}
+
+
+def reference_available() -> bool:
+    """Whether the reference package (`sam2`, with hydra-core) can be imported."""
+    try:
+        import sam2.build_sam  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchmarkSettings:
+    """What to benchmark. See `efficient-sam2 bench --help` for the meaning of every field.
+
+    `configs` names entries of BENCH_CONFIGS ("dense" is always added: every ratio is taken against it).
+    A synthetic video of `frames` frames with `objects` moving objects is used unless `video` and `mask` name a
+    real video and its first-frame object-id PNG. `kept_windows` forces the kept fraction of windows on routed
+    frames (EfficientConfig(kept_windows=...)); otherwise the router decides.
+    """
+
+    model: str = "tiny"
+    checkpoint: str | None = None
+    image_size: int | None = None
+    frames: int = 12
+    objects: int | None = None
+    dtype: str = "fp32"
+    device: str = "cpu"
+    configs: tuple[str, ...] = ("dense", "swr", "smr", "efficient")
+    kept_windows: float | None = None
+    video: str | None = None
+    mask: str | None = None
+    warmup: int = 1
+    repeats: int = 3
+    seed: int = 0
+    threads: int | None = None
+    sparsity: float | None = None
+    tau: float | None = None
+    shortcut: str | None = None
+    shortcut_checkpoint: str | None = None
+
+    def validate(self) -> "BenchmarkSettings":
+        """Check every field; raises BenchError with a readable message. Returns self (normalised)."""
+        try:
+            self.model = resolve_model_name(self.model)
+        except (ValueError, TypeError) as exc:
+            raise BenchError(str(exc)) from None
+        if self.image_size is not None and (self.image_size <= 0 or self.image_size % 32):
+            raise BenchError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
+        cfg = get_config(self.model, **({"image_size": self.image_size} if self.image_size else {}))
+        first = cfg.num_maskmem
+        if self.frames < first + 1:
+            raise BenchError(
+                f"--frames must be at least {first + 1}: frames {first} onwards are timed, once the memory bank is "
+                f"full ({cfg.num_maskmem} memory frames); got {self.frames}"
+            )
+        if self.objects is not None and self.objects < 1:
+            raise BenchError(f"--objects must be at least 1, got {self.objects}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise BenchError(f"--dtype must be fp32 or bf16, got {self.dtype!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise BenchError(f"invalid --device {self.device!r}: {exc}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BenchError(f"--device {self.device} asked for, but CUDA is not available on this machine")
+        if device.type not in ("cpu", "cuda"):
+            raise BenchError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+        names = []
+        for name in self.configs:
+            name = name.strip()
+            if not name:
+                continue
+            if name not in BENCH_CONFIGS:
+                raise BenchError(f"unknown configuration {name!r}; choose from: {', '.join(BENCH_CONFIGS)}")
+            if name not in names:
+                names.append(name)
+        if "dense" not in names:
+            names.insert(0, "dense")
+        if "reference" in names and not reference_available():
+            raise BenchError("configuration 'reference' needs the reference package: pip install sam2==1.1.0 "
+                             "hydra-core (or leave 'reference' out of --configs)")
+        self.configs = tuple(names)
+        if self.kept_windows is not None and not 0.0 < self.kept_windows <= 1.0:
+            raise BenchError(f"--kept-windows must be in (0, 1], got {self.kept_windows}")
+        if self.kept_windows is not None and self.video is not None:
+            raise BenchError("use either --kept-windows (synthetic video) or --video/--mask (the router decides), "
+                             "not both")
+        if (self.video is None) != (self.mask is None):
+            raise BenchError("--video and --mask go together: --mask is the first frame's object-id PNG of --video")
+        if self.video is not None and not os.path.exists(self.video):
+            raise BenchError(f"video not found: {self.video}")
+        if self.mask is not None and not os.path.isfile(self.mask):
+            raise BenchError(f"mask file not found: {self.mask}")
+        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+            raise BenchError(f"checkpoint file not found: {self.checkpoint}")
+        if self.shortcut_checkpoint is not None and not os.path.isfile(self.shortcut_checkpoint):
+            raise BenchError(f"shortcut checkpoint not found: {self.shortcut_checkpoint}")
+        if self.warmup < 0:
+            raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.repeats < 1:
+            raise BenchError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.threads is not None and self.threads < 1:
+            raise BenchError(f"--threads must be >= 1, got {self.threads}")
+        if self.shortcut is not None and self.shortcut not in SHORTCUT_VARIANTS:
+            raise BenchError(f"--shortcut must be one of {', '.join(SHORTCUT_VARIANTS)}, got {self.shortcut!r}")
+        try:
+            for name in self.configs:
+                if BENCH_CONFIGS[name].efficient is not None:
+                    self.efficient_config(name)
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
+        return self
+
+    def efficient_config(self, name: str) -> EfficientConfig | None:
+        """The EfficientConfig of configuration `name` with this run's options (None for plain predictors)."""
+        spec = BENCH_CONFIGS[name]
+        if spec.efficient is None:
+            return None
+        options = dict(spec.efficient)
+        if self.kept_windows is not None:
+            options["kept_windows"] = self.kept_windows
+        for key in ("sparsity", "tau", "shortcut"):
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
+        return EfficientConfig(**options)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timing wrappers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One timed module call: its report bucket, FLOP-model kind, seconds and work descriptor."""
+
+    bucket: str
+    kind: str
+    seconds: float
+    work: dict
+
+
+class CallRecorder:
+    """Collects the calls of the `TimedModule`s of one model while `active`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.active = False
+        self.calls: list[Call] = []
+        self.synchronize: Callable[[], None] | None = None
+        if device.type == "cuda":
+            self.synchronize = lambda: torch.cuda.synchronize(device)
+
+    def start(self) -> None:
+        self.calls = []
+        self.active = True
+
+    def stop(self) -> list[Call]:
+        self.active = False
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class TimedModule(nn.Module):
+    """Wraps a submodule of a benchmark copy of a model and times its calls; attributes of the wrapped module
+    stay reachable through the wrapper, so the model's code works unchanged."""
+
+    def __init__(self, inner: nn.Module, bucket: str, kind: str, recorder: CallRecorder,
+                 describe: Callable[[nn.Module, tuple, dict], dict]) -> None:
+        super().__init__()
+        self.inner = inner
+        self._bucket, self._kind, self._recorder, self._describe = bucket, kind, recorder, describe
+
+    def forward(self, *args, **kwargs):
+        rec = self._recorder
+        if not rec.active:
+            return self.inner(*args, **kwargs)
+        if rec.synchronize is not None:
+            rec.synchronize()
+        start = time.perf_counter()
+        out = self.inner(*args, **kwargs)
+        if rec.synchronize is not None:
+            rec.synchronize()
+        seconds = time.perf_counter() - start
+        rec.calls.append(Call(self._bucket, self._kind, seconds, self._describe(self.inner, args, kwargs)))
+        return out
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+
+def _bind(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    return dict(bound.arguments)
+
+
+def _shortcut_variant(module) -> str | None:
+    if module is None:
+        return None
+    from ..efficient.shortcut import SHORTCUT_VARIANTS as CLASSES
+
+    for name, cls in CLASSES.items():
+        if type(module) is cls:
+            return name
+    raise BenchError(f"the FLOP model does not know the shortcut module {type(module).__name__}")
+
+
+def _describe_image_encoder(module, args, kwargs) -> dict:
+    a = _bind(module, args, kwargs)
+    images = next(v for v in a.values() if isinstance(v, torch.Tensor))
+    plan = a.get("window_plan")
+    if plan is None:
+        return {"batch": images.shape[0]}
+    return {"batch": images.shape[0], "keep": [int(k) for k in plan.keep.flatten().tolist()],
+            "shortcut": _shortcut_variant(plan.shortcut)}
+
+
+def _describe_memory_attention(module, args, kwargs) -> dict:
+    a = _bind(module, args, kwargs)
+    layers = len(module.layers)
+    curr, memory = a["curr"], a["memory"]
+    num_ptr = int(a.get("num_obj_ptr_tokens", 0) or 0)
+    if isinstance(curr, (list, tuple)):  # the reference: sequence-first (L, B, C) tensors
+        curr = curr[0]
+    if "memory_plan" not in inspect.signature(module.forward).parameters:  # the reference package
+        queries, batch, total = curr.shape[0], curr.shape[1], memory.shape[0]
+        return {"batch": batch, "queries": queries, "keys": [total] * layers, "memory_tokens": total}
+    batch, queries, total = curr.shape[0], curr.shape[1], memory.shape[1]
+    plan = a.get("memory_plan")
+    keys, projected, saliency = [total] * layers, [total] * layers, [0] * layers
+    if plan is not None:
+        keeps = list(plan.keep) if plan.keep is not None else [None] * layers
+        grid = math.isqrt(queries)
+        for i, keep in enumerate(keeps):
+            if keep is not None:
+                keys[i] = projected[i] = int(keep.shape[-1])
+            elif plan.pool > 1:
+                keys[i] = pooled_key_count(total - num_ptr, queries, grid, plan.pool, num_ptr)
+            if plan.saliency_span is not None:
+                saliency[i] = plan.saliency_span[1] - plan.saliency_span[0]
+    return {"batch": batch, "queries": queries, "keys": keys, "projected": projected, "saliency": saliency,
+            "memory_tokens": total}
+
+
+def _describe_prompt_encoder(module, args, kwargs) -> dict:
+    a = _bind(module, args, kwargs)
+    points, boxes, masks = a.get("points"), a.get("boxes"), a.get("masks")
+    batch = 1
+    for t in (points[0] if points is not None else None, boxes, masks):
+        if t is not None:
+            batch = t.shape[0]
+            break
+    return {"batch": batch, "points": points[0].shape[1] if points is not None else 0,
+            "boxes": boxes is not None, "mask": masks is not None}
+
+
+def _describe_mask_decoder(module, args, kwargs) -> dict:
+    a = _bind(module, args, kwargs)
+    image, sparse = a["image_embeddings"], a["sparse_prompt_embeddings"]
+    return {"batch": sparse.shape[0], "prompt_tokens": sparse.shape[1], "embed_size": image.shape[-1]}
+
+
+def _describe_memory_encoder(module, args, kwargs) -> dict:
+    a = _bind(module, args, kwargs)
+    feats, masks = a["pix_feat"], a["masks"]
+    return {"batch": feats.shape[0], "mask_size": masks.shape[-1]}
+
+
+_TIMED = (  # attribute, report bucket, FLOP-model kind, descriptor
+    ("image_encoder", "image_encoder", "image_encoder", _describe_image_encoder),
+    ("memory_attention", "memory_attention", "memory_attention", _describe_memory_attention),
+    ("sam_prompt_encoder", "mask_decoder", "prompt_encoder", _describe_prompt_encoder),
+    ("sam_mask_decoder", "mask_decoder", "mask_decoder", _describe_mask_decoder),
+    ("memory_encoder", "memory_encoder", "memory_encoder", _describe_memory_encoder),
+)
+
+
+def instrument(model: nn.Module, recorder: CallRecorder) -> nn.Module:
+    """Replace the timed submodules of `model` (ours or the reference's, which use the same names) by
+    TimedModules reporting to `recorder`. Only for a model the benchmark built for itself."""
+    for attr, bucket, kind, describe in _TIMED:
+        inner = getattr(model, attr)
+        if isinstance(inner, TimedModule):
+            raise BenchError(f"{attr} is already instrumented")
+        setattr(model, attr, TimedModule(inner, bucket, kind, recorder, describe))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs: weights and video
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def random_weights_(model: nn.Module, seed: int) -> nn.Module:
+    """Re-draw every floating-point parameter and buffer of `model` from `seed`, at scales that keep activations
+    informative: weight matrices N(0, 1/fan_in), norm scales 1 + N(0, 0.1^2), biases N(0, 0.02^2), other vectors
+    N(0, 0.1^2). The object-score head is biased towards "object present" so that tracked masks are not empty.
+    """
+    from ..modeling.common import LayerNorm2d
+
+    g = torch.Generator().manual_seed(seed)
+    norm_scales = {id(m.weight) for m in model.modules()
+                   if isinstance(m, (nn.LayerNorm, LayerNorm2d)) and getattr(m, "weight", None) is not None}
+    for name, t in sorted(model.state_dict(keep_vars=True).items()):
+        if not torch.is_floating_point(t):
+            continue
+        noise = torch.randn(t.shape, generator=g, dtype=torch.float32)
+        if id(t) in norm_scales:
+            value = 1.0 + 0.1 * noise
+        elif t.dim() >= 2:
+            value = noise / math.sqrt(max(1, t[0].numel()))
+        elif name.endswith("bias"):
+            value = 0.02 * noise
+        else:
+            value = 0.1 * noise
+        t.copy_(value.to(t.dtype))
+    for name, t in model.named_parameters():
+        if name.endswith("pred_obj_score_head.layers.2.bias"):
+            t.fill_(4.0)
+    return model
+
+
+def synthetic_video(num_frames: int, height: int, width: int, num_objects: int = 1, seed: int = 0):
+    """A video of `num_objects` coloured ellipses moving (and bouncing) over a textured background.
+
+    Returns (frames, masks): a list of (height, width, 3) uint8 RGB frames and {obj_id: (height, width) bool
+    first-frame mask} for obj_id 1..num_objects (later objects are drawn on top; every mask is non-empty).
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(30, 120, size=(max(2, height // 32), max(2, width // 32), 3)).astype(np.float32)
+    ys = np.linspace(0, coarse.shape[0] - 1, height)
+    xs = np.linspace(0, coarse.shape[1] - 1, width)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, coarse.shape[0] - 1), np.minimum(x0 + 1, coarse.shape[1] - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    background = (coarse[y0][:, x0] * (1 - fy) * (1 - fx) + coarse[y1][:, x0] * fy * (1 - fx)
+                  + coarse[y0][:, x1] * (1 - fy) * fx + coarse[y1][:, x1] * fy * fx)
+    background = np.clip(background + rng.normal(0, 8, size=background.shape), 0, 255)
+    yy, xx = np.mgrid[:height, :width]
+    objects = []
+    for k in range(num_objects):
+        ry = height * rng.uniform(0.08, 0.16)
+        rx = width * rng.uniform(0.06, 0.12)
+        cy = rng.uniform(ry, height - ry)
+        cx = rng.uniform(rx, width - rx)
+        angle = rng.uniform(0, 2 * np.pi)
+        speed = 0.02 * min(height, width)
+        colour = np.array(rng.integers(140, 255, size=3))
+        colour[k % 3] = rng.integers(0, 60)
+        objects.append([cy, cx, ry, rx, speed * np.sin(angle), speed * np.cos(angle), colour])
+    frames, masks = [], {}
+    for t in range(num_frames):
+        img = background.copy()
+        visible = np.zeros((height, width), np.int32)
+        for k, obj in enumerate(objects):
+            cy, cx, ry, rx, vy, vx, colour = obj
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+            img[inside] = colour
+            visible[inside] = k + 1
+            # move, bouncing off the borders
+            cy, cx = cy + vy, cx + vx
+            if not ry <= cy <= height - ry:
+                vy = -vy
+                cy = min(max(cy, ry), height - ry)
+            if not rx <= cx <= width - rx:
+                vx = -vx
+                cx = min(max(cx, rx), width - rx)
+            obj[:] = [cy, cx, ry, rx, vy, vx, colour]
+        if t == 0:
+            masks = {k + 1: visible == k + 1 for k in range(num_objects)}
+        frames.append(img.astype(np.uint8))
+    for obj_id, m in masks.items():
+        if not m.any():  # fully covered by later objects: never happens with these sizes, but stay safe
+            raise BenchError(f"synthetic object {obj_id} is hidden on the first frame; change --seed")
+    return frames, masks
+
+
+def _load_real_video(settings: BenchmarkSettings, image_size: int, device: torch.device):
+    """(VideoFrames, first-frame masks {obj_id: bool}, number of frames to process) of --video / --mask."""
+    from ..io.frames import VideoError, VideoFrames
+    from ..io.masks import MaskError, masks_from_ids, read_palette_mask
+
+    try:
+        frames = VideoFrames(settings.video, image_size=image_size, cache_size=settings.frames, device=device)
+    except (VideoError, OSError, ValueError) as exc:
+        raise BenchError(f"cannot open --video {settings.video}: {exc}") from None
+    try:
+        ids, _ = read_palette_mask(settings.mask)
+    except (MaskError, OSError) as exc:
+        raise BenchError(str(exc)) from None
+    if ids.shape != (frames.height, frames.width):
+        raise BenchError(f"--mask is {ids.shape[1]}x{ids.shape[0]} (WxH) but the video's frames are "
+                         f"{frames.width}x{frames.height}")
+    masks = masks_from_ids(ids)
+    masks = {int(k): v for k, v in sorted(masks.items()) if int(k) != 0 and v.any()}
+    if not masks:
+        raise BenchError(f"--mask {settings.mask} has no object (every pixel is 0)")
+    if settings.objects is not None:
+        masks = dict(list(masks.items())[: settings.objects])
+    num = min(settings.frames, len(frames))
+    first = get_config(settings.model, image_size=image_size).num_maskmem
+    if num < first + 1:
+        raise BenchError(f"--video has {len(frames)} frames; at least {first + 1} are needed (frames {first} "
+                         "onwards are timed, once the memory bank is full)")
+    return frames, masks, num
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runners: one per configuration
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Runner:
+    """Drives one predictor through the video, one frame per `step()`."""
+
+    def __init__(self, name: str, predictor, state, masks: dict, num_frames: int, recorder: CallRecorder,
+                 reference: bool) -> None:
+        self.name = name
+        self.predictor = predictor
+        self.state = state
+        self.masks = masks
+        self.num_frames = num_frames
+        self.recorder = recorder
+        self.reference = reference
+        self.generator = None
+        self.first = None
+
+    def start(self) -> None:
+        p, s = self.predictor, self.state
+        with torch.inference_mode():
+            p.reset_state(s)
+            for obj_id, mask in self.masks.items():
+                if self.reference:
+                    p.add_new_mask(inference_state=s, frame_idx=0, obj_id=obj_id, mask=mask)
+                else:
+                    p.add_new_mask(s, 0, obj_id, mask)
+        if self.reference:
+            gen = p.propagate_in_video(s, start_frame_idx=0, max_frame_num_to_track=self.num_frames - 1)
+            # the reference draws a progress bar on stderr, created on the first step: point it at /dev/null
+            with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+                self.first = next(gen)
+        else:
+            gen = p.propagate_in_video(s, start_frame_idx=0, max_frame_num_to_track=self.num_frames - 1,
+                                       progress=False)
+            self.first = next(gen)
+        self.generator = gen
+
+    def step(self) -> int:
+        frame_idx, _, _ = next(self.generator)
+        return frame_idx
+
+    def finish(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+            self.generator = None
+
+    def statistics(self, frames: list[int]) -> dict | None:
+        stats_fn = getattr(self.predictor, "statistics", None)
+        if self.reference or stats_fn is None:
+            return None
+        stats = stats_fn(self.state)
+        win = [stats.kept_windows[t] for t in frames if t in stats.kept_windows]
+        mem = [stats.kept_memory[t] for t in frames if t in stats.kept_memory]
+        fired = sum(1 for t in frames if t in stats.saliency_fallbacks)
+        return {"kept_windows": win, "kept_memory": mem, "saliency_fallbacks": fired}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConfigResult:
+    """Raw measurements of one configuration.
+
+    samples_ms: bucket -> per-frame milliseconds (timed frames of every repeat, in order);
+    flops: bucket -> mean FLOPs per timed frame (from the recorded calls);
+    work: what was computed on timed frames (windows, memory keys); sparsity: from predictor.statistics;
+    peak_memory_mb: CUDA only, the largest per-frame allocation peak above the frame's starting allocation.
+    """
+
+    name: str
+    description: str
+    efficient: dict | None
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
+    flops: dict[str, float] = field(default_factory=dict)
+    work: dict[str, Any] = field(default_factory=dict)
+    sparsity: dict[str, Any] = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+
+
+@dataclass
+class BenchmarkResult:
+    """Everything one benchmark run measured; `summary()` adds medians, ratios and FLOP-ideal ratios."""
+
+    settings: dict
+    environment: dict
+    configs: dict[str, ConfigResult]
+    timed_frames: list[int]
+    command: str | None = None
+
+    def summary(self) -> dict:
+        from .report import summarize
+
+        return summarize({n: c.samples_ms for n, c in self.configs.items()},
+                         {n: c.flops for n, c in self.configs.items()}, baseline="dense")
+
+    def to_dict(self) -> dict:
+        from .report import result_to_dict
+
+        return result_to_dict(self)
+
+    def markdown(self) -> str:
+        from .report import markdown_report
+
+        return markdown_report(self)
+
+
+def _environment(device: torch.device) -> dict:
+    from .. import __version__
+
+    env = {
+        "efficient_sam2": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        from importlib.metadata import version
+
+        env["reference_sam2"] = version("sam2")
+    except Exception:
+        env["reference_sam2"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _write_jpegs(folder: str, frames) -> None:
+    from PIL import Image
+
+    for i, rgb in enumerate(frames):
+        Image.fromarray(rgb).save(os.path.join(folder, f"{i:05d}.jpg"), quality=95)
+
+
+def _build_reference(settings: BenchmarkSettings, state_dict: dict, image_size: int, device: torch.device):
+    from sam2.build_sam import build_sam2_video_predictor as build_reference
+
+    config_file = _REFERENCE_CONFIG_FILES[settings.model]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictor = build_reference(config_file, ckpt_path=None, device=str(device), mode="eval",
+                                    hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    missing, unexpected = predictor.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise BenchError(f"the reference model does not accept our weights: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    predictor.fill_hole_area = 0  # ours runs without hole filling too (the reference needs CUDA for it)
+    return predictor.eval()
+
+
+def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: str | None = None) -> BenchmarkResult:
+    """Build the model once, run every configuration interleaved, and return the raw measurements."""
+    from ..build import build_sam2_video_predictor
+    from ..predictors.efficient_video import EfficientVideoPredictor
+    from ..io.frames import VideoFrames
+
+    settings.validate()
+    device = torch.device(settings.device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    overrides = {"image_size": settings.image_size} if settings.image_size else {}
+    cfg = get_config(settings.model, **overrides)
+    image_size = cfg.image_size
+    timed_from = cfg.num_maskmem
+
+    # ---- the model: built once, shared by all our configurations (it is stateless)
+    base = build_sam2_video_predictor(settings.model, checkpoint=settings.checkpoint, device="cpu",
+                                      fill_hole_area=0, **overrides)
+    model = base.model
+    if settings.checkpoint is None:
+        random_weights_(model, settings.seed)
+    model = model.to(device).eval()
+    state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()} \
+        if "reference" in settings.configs else None
+
+    # ---- the video
+    with tempfile.TemporaryDirectory(prefix="efficient_sam2_bench_") as tmp:
+        if settings.video is None:
+            height, width = max(32, (image_size * 9 // 16) // 2 * 2), image_size
+            rgb, masks = synthetic_video(settings.frames, height, width, settings.objects or 1, settings.seed)
+            num_frames = settings.frames
+            frames = VideoFrames(rgb, image_size=image_size, cache_size=num_frames, device=device)
+            video_desc = f"synthetic, {width}x{height}, {len(masks)} moving object(s)"
+        else:
+            frames, masks, num_frames = _load_real_video(settings, image_size, device)
+            rgb = None
+            video_desc = f"{settings.video} ({frames.width}x{frames.height}), {len(masks)} object(s)"
+        timed_frames = list(range(timed_from, num_frames))
+
+        recorder = CallRecorder(device)
+        runners: list[_Runner] = []
+        for name in settings.configs:
+            spec = BENCH_CONFIGS[name]
+            if spec.reference:
+                continue
+            eff = settings.efficient_config(name)
+            if eff is None:
+                from ..predictors.video import VideoPredictor
+
+                predictor = VideoPredictor(model, fill_hole_area=0)
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="no shortcut checkpoint given")
+                    predictor = EfficientVideoPredictor(model, efficient=eff,
+                                                        shortcut_checkpoint=settings.shortcut_checkpoint,
+                                                        fill_hole_area=0)
+            runners.append(_Runner(name, predictor, None, masks, num_frames, recorder, reference=False))
+        instrument(model, recorder)
+        for r in runners:
+            r.state = r.predictor.init_state(frames, frame_cache_size=num_frames)
+
+        ref_recorder = None
+        if "reference" in settings.configs:
+            ref_recorder = CallRecorder(device)
+            ref = _build_reference(settings, state_dict, image_size, device)
+            instrument(ref, ref_recorder)
+            folder = os.path.join(tmp, "jpeg")
+            os.makedirs(folder)
+            _write_jpegs(folder, rgb if rgb is not None else (frames.get_rgb(i) for i in range(num_frames)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref_state = ref.init_state(folder)
+            runners.insert(settings.configs.index("reference"),
+                           _Runner("reference", ref, ref_state, masks, num_frames, ref_recorder, reference=True))
+
+        flop_model = FlopModel(cfg)
+        results = {r.name: ConfigResult(r.name, BENCH_CONFIGS[r.name].description,
+                                        (settings.efficient_config(r.name).to_dict()
+                                         if BENCH_CONFIGS[r.name].efficient is not None else None))
+                   for r in runners}
+        per_frame_flops: dict[str, list[dict]] = {r.name: [] for r in runners}
+        work: dict[str, list[dict]] = {r.name: [] for r in runners}
+        stats_acc: dict[str, list[dict]] = {r.name: [] for r in runners}
+        peaks: dict[str, float] = {}
+        for r in runners:
+            for b in BUCKETS:
+                results[r.name].samples_ms[b] = []
+
+        autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if settings.dtype == "bf16" \
+            else contextlib.nullcontext
+        rounds = settings.warmup + settings.repeats
+        steps = num_frames - 1  # frame 0 is the prompted frame, yielded by start()
+        bar = tqdm(total=rounds * steps * len(runners), desc="bench", unit="frame", disable=not progress)
+        gc_was_enabled = gc.isenabled()
+        try:
+            for rnd in range(rounds):
+                recording = rnd >= settings.warmup
+                shift = rnd % len(runners)
+                order = runners[shift:] + runners[:shift]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the reference warns about its missing CUDA extension
+                    for r in order:
+                        with autocast():
+                            r.start()
+                gc.collect()
+                gc.disable()
+                for _ in range(steps):
+                    for r in order:
+                        rec = r.recorder
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                            base_mem = torch.cuda.memory_allocated(device)
+                            torch.cuda.reset_peak_memory_stats(device)
+                        rec.start()
+                        t0 = time.perf_counter()
+                        with autocast():
+                            frame_idx = r.step()
+                        if rec.synchronize is not None:
+                            rec.synchronize()
+                        total = time.perf_counter() - t0
+                        calls = rec.stop()
+                        bar.update(1)
+                        if not recording or frame_idx < timed_from:
+                            continue
+                        if device.type == "cuda":
+                            peak = (torch.cuda.max_memory_allocated(device) - base_mem) / 2**20
+                            peaks[r.name] = max(peaks.get(r.name, 0.0), peak)
+                        _record_frame(results[r.name], per_frame_flops[r.name], work[r.name], calls, total,
+                                      flop_model)
+                gc.enable()
+                for r in order:
+                    if recording:
+                        st = r.statistics(timed_frames)
+                        if st is not None:
+                            stats_acc[r.name].append(st)
+                    r.finish()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            bar.close()
+            for r in runners:
+                r.finish()
+
+        for r in runners:
+            res = results[r.name]
+            res.flops = _mean_dicts(per_frame_flops[r.name])
+            res.work = _summarise_work(work[r.name], cfg)
+            res.sparsity = _summarise_sparsity(stats_acc[r.name], res.work)
+            res.peak_memory_mb = round(peaks[r.name], 1) if r.name in peaks else None
+
+    env = _environment(device)
+    settings_dict = settings.to_dict()
+    settings_dict.update({"model": cfg.name, "image_size": image_size, "frames": num_frames,
+                          "objects": len(masks), "video_description": video_desc,
+                          "weights": settings.checkpoint or f"random (seed {settings.seed})"})
+    return BenchmarkResult(settings_dict, env, results, timed_frames, command=command)
+
+
+def _record_frame(res: ConfigResult, flops_acc: list, work_acc: list, calls: list[Call], total: float,
+                  flop_model: FlopModel) -> None:
+    seconds = {b: 0.0 for b in MODULES}
+    flops = {b: 0 for b in MODULES}
+    image_calls, decoder_batch = 0, 0
+    work = {"windows": [], "memory_keys": [], "memory_tokens": []}
+    for c in calls:
+        seconds[c.bucket] += c.seconds
+        flops[c.bucket] += flop_model.count(c.kind, c.work)
+        if c.kind == "image_encoder":
+            image_calls += c.work["batch"]
+            work["windows"].append(len(c.work["keep"]) if "keep" in c.work else None)
+        elif c.kind == "mask_decoder":
+            decoder_batch += c.work["batch"]
+        elif c.kind == "memory_attention":
+            work["memory_keys"].append(sum(c.work["keys"]) / len(c.work["keys"]))
+            work["memory_tokens"].append(c.work["memory_tokens"])
+    flops["other"] = flop_model.outside_modules(image_calls, decoder_batch)
+    flops["end_to_end"] = sum(flops.values())
+    for b in MODULES:
+        res.samples_ms[b].append(seconds[b] * 1e3)
+    res.samples_ms["other"].append((total - sum(seconds.values())) * 1e3)
+    res.samples_ms["end_to_end"].append(total * 1e3)
+    flops_acc.append(flops)
+    work_acc.append(work)
+
+
+def _mean_dicts(rows: list[dict]) -> dict:
+    if not rows:
+        return {}
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+def _summarise_work(rows: list[dict], cfg) -> dict:
+    from ..efficient.router import WindowGrid
+    from .flops import hiera_blocks, hiera_routed_span
+
+    first, last = hiera_routed_span(cfg.hiera)
+    window = max(b.window for b in hiera_blocks(cfg.hiera)[first:last])
+    grid = WindowGrid(cfg.embed_size, window)
+    windows = [w if w is not None else grid.num_windows for r in rows for w in r["windows"]]
+    keys = [k for r in rows for k in r["memory_keys"]]
+    tokens = [t for r in rows for t in r["memory_tokens"]]
+    return {
+        "image_encoder_calls_per_frame": len(windows) / max(1, len(rows)),
+        "windows_computed": round(statistics.fmean(windows), 3) if windows else None,
+        "windows_total": grid.num_windows,
+        "computed_window_fraction": round(statistics.fmean(windows) / grid.num_windows, 4) if windows else None,
+        "memory_keys_read": round(statistics.fmean(keys), 1) if keys else None,
+        "memory_tokens": round(statistics.fmean(tokens), 1) if tokens else None,
+        "computed_memory_fraction": round(sum(keys) / sum(tokens), 4) if keys else None,
+    }
+
+
+def _summarise_sparsity(stats: list[dict], work: dict) -> dict:
+    """Kept fractions from predictor.statistics on timed frames (1.0 for plain predictors)."""
+    if not stats:
+        return {"mean_kept_window_fraction": 1.0, "mean_kept_memory_fraction": 1.0, "saliency_fallbacks": 0,
+                "source": "dense"}
+    win = [x for s in stats for x in s["kept_windows"]]
+    mem = [x for s in stats for x in s["kept_memory"]]
+    return {
+        "mean_kept_window_fraction": round(statistics.fmean(win), 4) if win else None,
+        "mean_kept_memory_fraction": round(statistics.fmean(mem), 4) if mem else 1.0,
+        "saliency_fallbacks": sum(s["saliency_fallbacks"] for s in stats),
+        "source": "predictor.statistics",
+    }
+
+
+def format_command(argv: list[str] | None = None) -> str:
+    """The command line as typed (for reports)."""
+    argv = sys.argv if argv is None else argv
+    prog = os.path.basename(argv[0]) if argv else "efficient-sam2"
+    return " ".join([prog] + [a if a and " " not in a else repr(a) for a in argv[1:]])

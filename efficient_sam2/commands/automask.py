@@ -1,0 +1,346 @@
+"""`efficient-sam2 automask`: segment everything in images, with grid or attention-guided prompts.
+
+Writes, per image `<name>.<ext>`, `<output>/<name>.json` (masks as COCO RLE, scores, boxes, prompt points, the
+time of every stage) and `<output>/<name>.png` (the masks over the image), plus `<output>/summary.json`. With
+`--prompting both` the two methods write to `<output>/grid/` and `<output>/attention/`. With `--gt-dir` every
+image is also scored against its ground-truth instances (mean best-match IoU per instance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import uuid
+
+import numpy as np
+import torch
+
+from ..automask import attention_prompts as ap
+from ..automask.evaluate import GroundTruthError, best_match_ious, find_gt, list_images, load_gt_instances
+from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator
+from ..automask.visualize import render_overlay
+from ..io.frames import ImageError, load_image
+from .common import add_model_args
+
+HELP = "segment everything in images (grid or attention-guided prompts), optionally scored against ground truth"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "automask",
+        help=HELP,
+        description=HELP + ". Writes one JSON (COCO RLE masks, scores, boxes, prompt points, stage timings) and "
+        "one overlay PNG per image, and summary.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", metavar="IMAGE_OR_DIR", help="an image file, or a folder of images (not recursive)")
+    add_model_args(p)
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="output folder (created; must be empty or missing unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing files of the same name")
+    p.add_argument("--prompting", choices=("grid", "attention", "both"), default="grid",
+                   help="grid: a regular point grid (the reference generator); attention: HDBSCAN medoids of an "
+                        "encoder attention head (needs scikit-learn >= 1.3); both: run and compare the two")
+
+    g = p.add_argument_group("grid prompting")
+    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per image side")
+    g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
+                   help="extra crop layers: layer i also runs on (2^i)^2 overlapping crops")
+    g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, metavar="F",
+                   help="overlap of the first-layer crops, as a fraction of the short image side")
+    g.add_argument("--crop-n-points-downscale-factor", type=int, default=1, metavar="N",
+                   help="crop layer i uses points-per-side / N^i points per side")
+    g.add_argument("--crop-nms-thresh", type=float, default=0.7, metavar="F",
+                   help="box IoU of the NMS across crops (prefers masks from smaller crops)")
+
+    a = p.add_argument_group("attention prompting")
+    a.add_argument("--preset", choices=tuple(ap.PRESETS), default="low_latency",
+                   help="HDBSCAN (min_samples, min_cluster_size): " + ", ".join(
+                       f"{k} ({v.min_samples}, {v.min_cluster_size})" for k, v in ap.PRESETS.items()))
+    a.add_argument("--min-samples", type=int, default=None, metavar="N", help="override the preset's min_samples")
+    a.add_argument("--min-cluster-size", type=int, default=None, metavar="N",
+                   help="override the preset's min_cluster_size")
+    a.add_argument("--block", type=int, default=None, metavar="N",
+                   help="global-attention block of the Hiera trunk (0-based; default: the first global block: "
+                        "tiny 5, small 7, base_plus 12, large 23)")
+    a.add_argument("--head", type=int, default=None, metavar="N", help="attention head of that block (default 2)")
+
+    d = p.add_argument_group("decoding, filtering and merging (both methods)")
+    d.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded at once")
+    d.add_argument("--pred-iou-thresh", type=float, default=0.8, metavar="F",
+                   help="keep masks with predicted IoU above this (0: no filter)")
+    d.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="F",
+                   help="keep masks with stability score at least this (0: no filter)")
+    d.add_argument("--stability-score-offset", type=float, default=1.0, metavar="F",
+                   help="logit offset of the stability score")
+    d.add_argument("--single-mask", action="store_true",
+                   help="decode one mask per point instead of three (multimask)")
+    d.add_argument("--merge", choices=MERGES, default=None,
+                   help="duplicate removal: nms (box NMS) or union-find (merge masks whose intersection over the "
+                        "smaller mask passes --merge-thresh); default: nms for grid, union-find for attention")
+    d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
+                   help="threshold of the chosen merge: box IoU for nms (default 0.7), intersection over the "
+                        "smaller mask for union-find (default 0.5)")
+    d.add_argument("--min-region-area", type=int, default=0, metavar="N",
+                   help="fill holes and remove islands smaller than N pixels in every mask (0: off)")
+    d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--gt-dir", default=None, metavar="DIR",
+                   help="score every image against its ground truth: DIR/<name>.png (instance ids, 0 = "
+                        "background) or DIR/<name>/*.png (one binary PNG per instance)")
+    e.add_argument("--evaluate", action="store_true", help="require evaluation (an error without --gt-dir)")
+    e.add_argument("--ignore-id", type=int, default=None, metavar="N",
+                   help="instance id marking pixels to ignore in id PNGs (e.g. 255)")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _error(msg: str) -> int:
+    print(f"efficient-sam2 automask: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _check_device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"invalid --device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but CUDA is not available; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name} was asked for but MPS is not available; use --device cpu")
+    return dev
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _clean(obj):
+    """JSON-safe copy: numpy scalars to Python, NaN / inf to None."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: str, obj) -> None:
+    _atomic_write_bytes(path, json.dumps(_clean(obj), indent=1, allow_nan=False).encode("utf-8"))
+
+
+def _write_png(path: str, rgb: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+def _generator_kwargs(args, prompting: str) -> dict:
+    kw = dict(
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        stability_score_offset=args.stability_score_offset,
+        crop_n_layers=args.crop_n_layers,
+        crop_nms_thresh=args.crop_nms_thresh,
+        crop_overlap_ratio=args.crop_overlap_ratio,
+        crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
+        min_mask_region_area=args.min_region_area,
+        multimask_output=not args.single_mask,
+        merge=args.merge,
+        preset=args.preset,
+        min_samples=args.min_samples,
+        min_cluster_size=args.min_cluster_size,
+        block=args.block,
+        head=args.head,
+    )
+    merge = args.merge or ("nms" if prompting == "grid" else "union-find")
+    if args.merge_thresh is not None:
+        kw["box_nms_thresh" if merge == "nms" else "merge_thresh"] = args.merge_thresh
+    return kw
+
+
+def _check_inputs(args) -> list[str]:
+    """Everything that can be checked before the model is built; returns the image paths."""
+    images = list_images(args.input)
+    stems: dict[str, str] = {}
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in stems:
+            raise ValueError(f"{stems[stem]!r} and {path!r} would write the same output {stem}.json; rename one")
+        stems[stem] = path
+    if stems.keys() & {"summary"}:
+        raise ValueError(f"an input image is named 'summary', which would clash with summary.json: rename it")
+    if os.path.exists(args.output):
+        if not os.path.isdir(args.output):
+            raise ValueError(f"--output {args.output!r} exists and is not a folder")
+        if os.listdir(args.output) and not args.overwrite:
+            raise ValueError(f"output folder {args.output!r} exists and is not empty; pass --overwrite to write "
+                             "into it (files of the same name are replaced) or choose another folder")
+    if args.evaluate and not args.gt_dir:
+        raise ValueError("--evaluate needs --gt-dir DIR (the ground-truth instance masks)")
+    if args.gt_dir and not os.path.isdir(args.gt_dir):
+        raise ValueError(f"--gt-dir {args.gt_dir!r} is not a folder")
+    if not os.path.isfile(args.checkpoint):
+        what = "is a folder, not a file" if os.path.isdir(args.checkpoint) else "not found"
+        raise ValueError(f"checkpoint {args.checkpoint!r} {what}")
+    return images
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..build import CheckpointError, build_sam2
+
+    try:
+        images = _check_inputs(args)
+        device = _check_device(args.device)
+    except (ValueError, FileNotFoundError) as e:
+        return _error(str(e))
+    methods = ["grid", "attention"] if args.prompting == "both" else [args.prompting]
+    if "attention" in methods:
+        try:
+            ap.require_hdbscan()
+        except ap.AutomaskDependencyError as e:
+            return _error(str(e))
+
+    overrides = {} if args.image_size is None else {"image_size": args.image_size}
+    try:
+        model = build_sam2(args.model, args.checkpoint, device=device, **overrides)
+    except (FileNotFoundError, CheckpointError, ValueError, TypeError) as e:
+        return _error(str(e))
+    generators = {}
+    for m in methods:
+        try:
+            generators[m] = AutomaticMaskGenerator(model, m, **_generator_kwargs(args, m))
+        except (ValueError, ap.AutomaskDependencyError) as e:
+            return _error(f"{m} prompting: {e}")
+
+    out_dirs = {m: (os.path.join(args.output, m) if len(methods) > 1 else args.output) for m in methods}
+    for d in out_dirs.values():
+        os.makedirs(d, exist_ok=True)
+
+    stats = {m: {"images": 0, "masks": [], "prompts": [], "timings": {s: [] for s in (*STAGES, "total")},
+                 "ious": [], "image_mious": []} for m in methods}
+    failures: list[tuple[str, str]] = []
+    missing_gt: list[str] = []
+    for path in tqdm(images, desc="automask", unit="img", file=sys.stderr):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        t0 = time.perf_counter()
+        try:
+            rgb = load_image(path)
+        except (ImageError, OSError) as e:
+            failures.append((path, str(e)))
+            tqdm.write(f"skipped {path}: {e}", file=sys.stderr)
+            continue
+        t_load = time.perf_counter() - t0
+        gt = ignore = gt_path = None
+        if args.gt_dir:
+            try:
+                gt_path = find_gt(args.gt_dir, path)
+                gt, ignore = load_gt_instances(gt_path, args.ignore_id)
+                if gt.shape[1:] != rgb.shape[:2]:
+                    raise GroundTruthError(
+                        f"ground truth {gt_path!r} is {gt.shape[1]}x{gt.shape[2]} but the image is "
+                        f"{rgb.shape[0]}x{rgb.shape[1]} (HxW)")
+            except GroundTruthError as e:
+                missing_gt.append(path)
+                tqdm.write(f"not scored {path}: {e}", file=sys.stderr)
+                gt = None
+        for m, gen in generators.items():
+            try:
+                res = gen.generate_result(rgb)
+            except (RuntimeError, ValueError) as e:  # e.g. out of memory on a huge image
+                failures.append((path, f"{m}: {e}"))
+                tqdm.write(f"failed {path} ({m}): {e}", file=sys.stderr)
+                continue
+            res.timings["load"] = t_load
+            res.timings["total"] += t_load
+            doc = {"image": os.path.abspath(path), "settings": gen.settings(), **res.to_json()}
+            if gt is not None:
+                ious = best_match_ious(gt, res.boxed_masks, ignore)
+                doc["evaluation"] = {"ground_truth": os.path.abspath(gt_path), "num_instances": int(ious.size),
+                                     "miou": float(ious.mean()) if ious.size else None,
+                                     "instance_ious": ious.tolist()}
+                stats[m]["ious"].extend(ious.tolist())
+                if ious.size:
+                    stats[m]["image_mious"].append(float(ious.mean()))
+            _write_json(os.path.join(out_dirs[m], stem + ".json"), doc)
+            if not args.no_overlay:
+                points = [r["point_coords"] for r in res.masks]
+                _write_png(os.path.join(out_dirs[m], stem + ".png"), render_overlay(rgb, res.boxed_masks, points))
+            s = stats[m]
+            s["images"] += 1
+            s["masks"].append(len(res.masks))
+            s["prompts"].append(res.num_prompts)
+            for k, v in res.timings.items():
+                s["timings"].setdefault(k, []).append(v)
+
+    summary = _summary(args, generators, stats, images, failures, missing_gt)
+    _write_json(os.path.join(args.output, "summary.json"), summary)
+    _print_summary(summary)
+    return 1 if failures else 0
+
+
+def _mean(v):
+    return float(np.mean(v)) if len(v) else float("nan")
+
+
+def _summary(args, generators, stats, images, failures, missing_gt) -> dict:
+    out = {"input": os.path.abspath(args.input), "num_images": len(images), "methods": {},
+           "failures": [{"image": p, "error": e} for p, e in failures]}
+    if args.gt_dir:
+        out["ground_truth"] = os.path.abspath(args.gt_dir)
+        out["images_without_ground_truth"] = missing_gt
+    for m, s in stats.items():
+        d = {"settings": generators[m].settings(), "images": s["images"], "mean_masks": _mean(s["masks"]),
+             "mean_prompts": _mean(s["prompts"]),
+             "mean_seconds": {k: _mean(v) for k, v in s["timings"].items()}}
+        if args.gt_dir:
+            d["miou"] = _mean(s["ious"])
+            d["image_miou"] = _mean(s["image_mious"])
+            d["num_instances"] = len(s["ious"])
+        out["methods"][m] = d
+    return out
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"{summary['num_images']} image(s), {len(summary['failures'])} failed")
+    for m, d in summary["methods"].items():
+        t = d["mean_seconds"]
+        stages = ", ".join(f"{k} {t[k]:.3f}s" for k in (*STAGES, "total") if k in t and np.isfinite(t[k]))
+        print(f"[{m}] {d['images']} image(s): {d['mean_prompts']:.1f} prompts, {d['mean_masks']:.1f} masks per "
+              f"image; mean time per image: {stages}")
+        if "miou" in d:
+            miou = d["miou"]
+            txt = "n/a" if not np.isfinite(miou) else f"{100 * miou:.2f}"
+            print(f"[{m}] mean best-match IoU over {d['num_instances']} instance(s): {txt}")
+    for f in summary["failures"]:
+        print(f"failed: {f['image']}: {f['error']}", file=sys.stderr)
