@@ -13,6 +13,8 @@ import csv
 import os
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -153,15 +155,17 @@ def test_strict_raises_with_full_list(tmp_path):
 def test_size_mismatch_names_the_file(tmp_path):
     gt, pred = make_davis(tmp_path)
     write_indexed(pred / "bear" / frame(2), np.zeros((30, SIZE), np.uint8))
-    with pytest.raises(ValueError, match=r"bear[/\\]00002\.png"):
-        evaluate_vos(gt, pred, layout="davis", num_workers=0, progress=False)
+    # the failing video is reported and the others keep their scores
+    result = evaluate_vos(gt, pred, layout="davis", num_workers=0, progress=False)
+    assert [v for v, _ in result.failed] == ["bear"]
+    assert re.search(r"bear[/\\]00002\.png", result.failed[0][1])
+    assert "bear" not in {o.video for o in result.objects} and result.objects
 
 
 def test_colour_png_is_refused(tmp_path):
     gt, pred = make_davis(tmp_path)
     Image.new("RGB", (SIZE, SIZE), (128, 0, 0)).save(pred / "bear" / frame(1))
-    with pytest.raises(ValueError, match="indexed"):
-        evaluate_vos(gt, pred, layout="davis", num_workers=0, progress=False)
+    assert "indexed" in evaluate_vos(gt, pred, layout="davis", num_workers=0, progress=False).failed[0][1]
 
 
 def test_wrong_layout_is_explained(tmp_path):
@@ -205,10 +209,11 @@ def test_worker_processes_match_inline(tmp_path):
     parallel = evaluate_vos(gt, pred, layout="davis", num_workers=2, progress=False)
     assert parallel.objects == inline.objects
     assert parallel.videos == inline.videos
-    # Errors raised in a worker reach the caller.
+    # Errors in a worker reach the caller as that video's failure, and the other videos are still scored.
     write_indexed(pred / "bear" / frame(2), np.zeros((30, SIZE), np.uint8))
-    with pytest.raises(ValueError, match="00002.png"):
-        evaluate_vos(gt, pred, layout="davis", num_workers=2, progress=False)
+    failed = evaluate_vos(gt, pred, layout="davis", num_workers=2, progress=False)
+    assert [v for v, _ in failed.failed] == ["bear"] and "00002.png" in failed.failed[0][1]
+    assert failed.objects == [o for o in inline.objects if o.video != "bear"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

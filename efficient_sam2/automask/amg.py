@@ -166,42 +166,66 @@ def remove_small_regions(mask: np.ndarray, area_thresh: int, mode: str) -> tuple
     if small.size == 0:
         return mask, False
     if fill:
-        return mask | np.isin(labels, small), True
+        return mask | _select(labels, n, small), True
     large = np.flatnonzero(sizes >= area_thresh) + 1
     if large.size == 0:
         large = np.array([int(np.argmax(sizes)) + 1])
-    return np.isin(labels, large), True
+    return _select(labels, n, large), True
+
+
+def _select(labels: np.ndarray, n: int, chosen) -> np.ndarray:
+    """Boolean map of the pixels whose component label is in `chosen` (a lookup table, faster than isin)."""
+    lut = np.zeros(n, dtype=bool)
+    lut[np.asarray(chosen, dtype=np.int64)] = True
+    return lut[labels]
 
 
 def clean_small_regions(m: BoxedMask, area_thresh: int) -> tuple[BoxedMask | None, bool]:
     """`remove_small_regions` (holes, then islands) on a boxed mask, with the areas of the full image.
 
-    The box is padded by one background pixel, so every part of the complement that touches the box border
-    joins one outer component; that component's true size is completed with the pixels outside the box, so a
-    hole is exactly what it is in the full image. Returns (new mask or None if it became empty, changed).
+    The box is padded by one background pixel on every side that is not an image border. The padding stands for
+    the background outside the box (all of it is background, since the box is tight): complement components
+    that reach it are completed with the outside pixels they connect to, so each hole has exactly its
+    full-image size. The outside is one region unless the box spans the whole height (left / right parts) or the
+    whole width (top / bottom parts); the padding's own connectivity mirrors that. Returns (new mask, changed).
     """
     if area_thresh <= 0:
         return m, False
     H, W = m.image_hw
     h, w = m.pixels.shape
-    padded = np.zeros((h + 2, w + 2), dtype=bool)
-    padded[1:-1, 1:-1] = m.pixels
+    x0, y0, x1, y1 = m.box
+    pad_t, pad_b, pad_l, pad_r = int(y0 > 0), int(y1 < H - 1), int(x0 > 0), int(x1 < W - 1)
+    padded = np.zeros((h + pad_t + pad_b, w + pad_l + pad_r), dtype=bool)
+    padded[pad_t:pad_t + h, pad_l:pad_l + w] = m.pixels
     changed = False
 
-    # holes: components of the complement; the one holding the padding continues outside the box
+    # holes: components of the complement, those touching the padding completed with the outside
     n, labels, stats, _ = cv2.connectedComponentsWithStats((~padded).astype(np.uint8), connectivity=8)
     sizes = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-    outer = labels[0, 0]
-    sizes[outer] += (H * W - h * w) - ((h + 2) * (w + 2) - h * w)
-    if sizes[outer] < area_thresh:
-        # the whole background of the image is one small "hole": work on the full image (rare, tiny images)
+    ph, pw = padded.shape
+    spans_h, spans_w = not (pad_t or pad_b), not (pad_l or pad_r)
+    if spans_h and spans_w:
+        outside = []
+    elif spans_h:  # left and right parts of the outside are separate regions
+        outside = [(labels[0, 0], x0 * H, ph)] if pad_l else []
+        outside += [(labels[0, pw - 1], (W - 1 - x1) * H, ph)] if pad_r else []
+    elif spans_w:
+        outside = [(labels[0, 0], y0 * W, pw)] if pad_t else []
+        outside += [(labels[ph - 1, 0], (H - 1 - y1) * W, pw)] if pad_b else []
+    else:  # one connected outside; the padding strips meet at the corners
+        any_pad = (0, 0) if pad_t or pad_l else (ph - 1, pw - 1)
+        outside = [(labels[any_pad], H * W - h * w, ph * pw - h * w)]
+    for label, outside_px, padding_px in outside:
+        sizes[label] += outside_px - padding_px
+    if any(sizes[label] < area_thresh for label, _, _ in outside):
+        # background outside the box is itself a small "hole" (tiny images): work on the full image
         full = m.to_full()
         full, c_holes = remove_small_regions(full, area_thresh, "holes")
         full, c_islands = remove_small_regions(full, area_thresh, "islands")
         return BoxedMask.from_mask(full), c_holes or c_islands
     holes = [i for i in range(1, n) if sizes[i] < area_thresh]
     if holes:
-        padded = padded | np.isin(labels, holes)
+        padded = padded | _select(labels, n, holes)
         changed = True
 
     # islands: components of the mask itself (all inside the box)
@@ -211,9 +235,8 @@ def clean_small_regions(m: BoxedMask, area_thresh: int) -> tuple[BoxedMask | Non
         keep = np.flatnonzero(sizes >= area_thresh) + 1
         if keep.size == 0:
             keep = np.array([int(np.argmax(sizes)) + 1])
-        padded = np.isin(labels, keep)
+        padded = _select(labels, n, keep)
         changed = True
     if not changed:
         return m, False
-    x0, y0 = m.box[0] - 1, m.box[1] - 1
-    return BoxedMask.from_mask(padded, offset=(x0, y0), image_hw=m.image_hw), True
+    return BoxedMask.from_mask(padded, offset=(x0 - pad_l, y0 - pad_t), image_hw=m.image_hw), True

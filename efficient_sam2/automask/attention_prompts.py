@@ -92,19 +92,23 @@ def require_hdbscan():
 # Which block and head
 
 
-def default_attention_site(model: SAM2Model) -> tuple[int, int]:
+def default_attention_site(model) -> tuple[int, int]:
     """Default (block, head): the first global-attention block of the trunk, head 2.
 
-    Per size (0-based block indices): tiny (5, 2), small (7, 2), base_plus (12, 2), large (23, 2). For Hiera-L
-    the thesis names "layer 22, head 2"; block 22 is windowed, and block 23, the first global block, is the one
-    that reads block 22's output. The first global block sits at 42-50 % of the trunk depth in every size.
+    `model` is a SAM2Model, a SAM2Config or a HieraConfig. Per size (0-based block indices): tiny (5, 2),
+    small (7, 2), base_plus (12, 2), large (23, 2). For Hiera-L the Efficient SAM2 thesis names "layer 22,
+    head 2"; block 22 is windowed, and block 23, the first global block, is the one that reads block 22's
+    output. The first global block sits at 42-50 % of the trunk depth in every size.
     """
-    trunk = model.image_encoder.trunk
-    globals_ = [i for i in trunk.global_att_blocks if trunk.blocks[i].window_size == 0]
-    if not globals_:
+    cfg = getattr(model, "cfg", model)
+    hiera = getattr(cfg, "hiera", cfg)
+    if not hasattr(hiera, "global_att_blocks"):
+        raise TypeError(f"expected a SAM2Model, SAM2Config or HieraConfig, got {type(model).__name__}")
+    if not hiera.global_att_blocks:
         raise ValueError("this trunk has no global-attention block")
-    block = globals_[0]
-    heads = trunk.blocks[block].attn.num_heads
+    block = min(hiera.global_att_blocks)
+    stage = next(s for s, end in enumerate(hiera.stage_ends) if block <= end)
+    heads = hiera.stage_heads[stage]
     return block, min(2, heads - 1)
 
 

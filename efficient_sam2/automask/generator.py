@@ -75,6 +75,7 @@ class AutomaskResult:
     timings: seconds per stage (see STAGES) and "total".
     num_prompts: point prompts decoded (over all crops).
     attention: for attention prompting, the block, head, HDBSCAN settings, clusters and noise tokens per crop.
+    boxed_masks: the masks as `BoxedMask`s (tight box + pixels), in the order of `masks`.
     """
 
     masks: list[dict]
@@ -350,7 +351,7 @@ class AutomaticMaskGenerator:
 
     def _process_crop(self, rgb: np.ndarray, crop_box, layer: int, clock: _Clock):
         x0, y0, x1, y1 = crop_box
-        crop = np.array(rgb[y0:y1, x0:x1])  # a writable, contiguous copy for torch.from_numpy
+        crop = np.array(rgb[y0:y1, x0:x1])  # contiguous and writable (torch.from_numpy warns on read-only)
         ch, cw = crop.shape[:2]
         model = self.model
 
@@ -437,6 +438,7 @@ class AutomaticMaskGenerator:
             masks = logits[idx] > self.mask_threshold
             boxes, non_empty = mask_boxes(masks)
             boxes, non_empty = boxes.cpu().numpy(), non_empty.cpu().numpy()
+            masks = masks.cpu().numpy()  # one transfer per slice
             iou_k, stab_k = iou[idx].cpu().numpy(), stab[idx].cpu().numpy()
             for j, i in enumerate(idx.tolist()):
                 if not non_empty[j]:
@@ -445,8 +447,8 @@ class AutomaticMaskGenerator:
                 full_box = (bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)
                 if box_near_crop_edge(full_box, crop_box, image_hw):
                     continue
-                pixels = masks[j, by0:by1 + 1, bx0:bx1 + 1].cpu().numpy()
-                bm = BoxedMask(full_box, np.ascontiguousarray(pixels), (int(image_hw[0]), int(image_hw[1])))
+                pixels = np.ascontiguousarray(masks[j, by0:by1 + 1, bx0:bx1 + 1])
+                bm = BoxedMask(full_box, pixels, (int(image_hw[0]), int(image_hw[1])))
                 if self.min_mask_region_area > 0:
                     bm, _ = clean_small_regions(bm, self.min_mask_region_area)
                     if bm is None:

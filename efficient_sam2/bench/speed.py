@@ -692,14 +692,22 @@ def _build_reference(settings: BenchmarkSettings, state_dict: dict, image_size: 
 
 def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: str | None = None) -> BenchmarkResult:
     """Build the model once, run every configuration interleaved, and return the raw measurements."""
+    settings.validate()
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings, progress, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> BenchmarkResult:
     from ..build import build_sam2_video_predictor
     from ..predictors.efficient_video import EfficientVideoPredictor
     from ..io.frames import VideoFrames
 
-    settings.validate()
     device = torch.device(settings.device)
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
     overrides = {"image_size": settings.image_size} if settings.image_size else {}
     cfg = get_config(settings.model, **overrides)
     image_size = cfg.image_size
@@ -759,9 +767,9 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: s
             folder = os.path.join(tmp, "jpeg")
             os.makedirs(folder)
             _write_jpegs(folder, rgb if rgb is not None else (frames.get_rgb(i) for i in range(num_frames)))
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
                 warnings.simplefilter("ignore")
-                ref_state = ref.init_state(folder)
+                ref_state = ref.init_state(folder)  # (its frame-loading progress bar goes to /dev/null)
             runners.insert(settings.configs.index("reference"),
                            _Runner("reference", ref, ref_state, masks, num_frames, ref_recorder, reference=True))
 
@@ -915,10 +923,3 @@ def _summarise_sparsity(stats: list[dict], work: dict) -> dict:
         "saliency_fallbacks": sum(s["saliency_fallbacks"] for s in stats),
         "source": "predictor.statistics",
     }
-
-
-def format_command(argv: list[str] | None = None) -> str:
-    """The command line as typed (for reports)."""
-    argv = sys.argv if argv is None else argv
-    prog = os.path.basename(argv[0]) if argv else "efficient-sam2"
-    return " ".join([prog] + [a if a and " " not in a else repr(a) for a in argv[1:]])

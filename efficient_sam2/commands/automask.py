@@ -8,7 +8,6 @@ image is also scored against its ground-truth instances (mean best-match IoU per
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -35,7 +34,6 @@ def register(subparsers) -> None:
         help=HELP,
         description=HELP + ". Writes one JSON (COCO RLE masks, scores, boxes, prompt points, stage timings) and "
         "one overlay PNG per image, and summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("input", metavar="IMAGE_OR_DIR", help="an image file, or a folder of images (not recursive)")
     add_model_args(p)
@@ -45,23 +43,24 @@ def register(subparsers) -> None:
                    help="write into a non-empty output folder, replacing files of the same name")
     p.add_argument("--prompting", choices=("grid", "attention", "both"), default="grid",
                    help="grid: a regular point grid (the reference generator); attention: HDBSCAN medoids of an "
-                        "encoder attention head (needs scikit-learn >= 1.3); both: run and compare the two")
+                        "encoder attention head (needs scikit-learn >= 1.3); both: run and compare the two, "
+                        "writing to DIR/grid and DIR/attention (default: %(default)s)")
 
     g = p.add_argument_group("grid prompting")
-    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per image side")
+    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per image side (default: %(default)s)")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
-                   help="extra crop layers: layer i also runs on (2^i)^2 overlapping crops")
+                   help="extra crop layers: layer i also runs on (2^i)^2 overlapping crops (default: %(default)s)")
     g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, metavar="F",
-                   help="overlap of the first-layer crops, as a fraction of the short image side")
+                   help="overlap of the first-layer crops, as a fraction of the short image side (default: 512/1500)")
     g.add_argument("--crop-n-points-downscale-factor", type=int, default=1, metavar="N",
-                   help="crop layer i uses points-per-side / N^i points per side")
+                   help="crop layer i uses points-per-side / N^i points per side (default: %(default)s)")
     g.add_argument("--crop-nms-thresh", type=float, default=0.7, metavar="F",
-                   help="box IoU of the NMS across crops (prefers masks from smaller crops)")
+                   help="box IoU of the NMS across crops, which prefers masks from smaller crops (default: %(default)s)")
 
     a = p.add_argument_group("attention prompting")
     a.add_argument("--preset", choices=tuple(ap.PRESETS), default="low_latency",
                    help="HDBSCAN (min_samples, min_cluster_size): " + ", ".join(
-                       f"{k} ({v.min_samples}, {v.min_cluster_size})" for k, v in ap.PRESETS.items()))
+                       f"{k} ({v.min_samples}, {v.min_cluster_size})" for k, v in ap.PRESETS.items()) + " (default: %(default)s)")
     a.add_argument("--min-samples", type=int, default=None, metavar="N", help="override the preset's min_samples")
     a.add_argument("--min-cluster-size", type=int, default=None, metavar="N",
                    help="override the preset's min_cluster_size")
@@ -71,13 +70,13 @@ def register(subparsers) -> None:
     a.add_argument("--head", type=int, default=None, metavar="N", help="attention head of that block (default 2)")
 
     d = p.add_argument_group("decoding, filtering and merging (both methods)")
-    d.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded at once")
+    d.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded at once; lower it if memory runs out (default: %(default)s)")
     d.add_argument("--pred-iou-thresh", type=float, default=0.8, metavar="F",
-                   help="keep masks with predicted IoU above this (0: no filter)")
+                   help="keep masks with predicted IoU above this; 0: no filter (default: %(default)s)")
     d.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="F",
-                   help="keep masks with stability score at least this (0: no filter)")
+                   help="keep masks with stability score at least this; 0: no filter (default: %(default)s)")
     d.add_argument("--stability-score-offset", type=float, default=1.0, metavar="F",
-                   help="logit offset of the stability score")
+                   help="logit offset of the stability score (default: %(default)s)")
     d.add_argument("--single-mask", action="store_true",
                    help="decode one mask per point instead of three (multimask)")
     d.add_argument("--merge", choices=MERGES, default=None,
@@ -87,7 +86,7 @@ def register(subparsers) -> None:
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), intersection over the "
                         "smaller mask for union-find (default 0.5)")
     d.add_argument("--min-region-area", type=int, default=0, metavar="N",
-                   help="fill holes and remove islands smaller than N pixels in every mask (0: off)")
+                   help="fill holes and remove islands smaller than N pixels in every mask; 0: off (default: %(default)s)")
     d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
 
     e = p.add_argument_group("evaluation")
@@ -197,7 +196,7 @@ def _check_inputs(args) -> list[str]:
             raise ValueError(f"{stems[stem]!r} and {path!r} would write the same output {stem}.json; rename one")
         stems[stem] = path
     if stems.keys() & {"summary"}:
-        raise ValueError(f"an input image is named 'summary', which would clash with summary.json: rename it")
+        raise ValueError("an input image is named 'summary', which would clash with summary.json: rename it")
     if os.path.exists(args.output):
         if not os.path.isdir(args.output):
             raise ValueError(f"--output {args.output!r} exists and is not a folder")

@@ -127,6 +127,8 @@ def run(args) -> int:
         os.remove(os.path.join(out_dir, "missing.csv"))  # stale report of an earlier evaluation (--overwrite)
     for line in _report_problems(result):
         print(line, file=sys.stderr)
+    for video, error in result.failed:
+        print(f"error: video {video} could not be evaluated: {error}", file=sys.stderr)
     print(result.summary_table())
     print(f"results: {', '.join(str(p) for p in written.values())}")
-    return 0
+    return 1 if result.failed else 0

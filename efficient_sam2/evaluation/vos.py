@@ -102,6 +102,8 @@ class EvalResult:
         missing_videos: GT videos without a prediction folder.
         extra: prediction videos (``"<video>"``) and SA-V object folders (``"<video>/<obj>"``) absent from the GT.
         unscored: (video, object) of GT objects with no scored frame (see the module docstring).
+        failed: (video, error) of videos that could not be evaluated (e.g. predictions of the wrong size); the
+            other videos are still scored (with strict=True such a failure raises instead).
     """
 
     objects: list[ObjectScore]
@@ -113,6 +115,7 @@ class EvalResult:
     missing_videos: list[str] = field(default_factory=list, repr=False)
     extra: list[str] = field(default_factory=list, repr=False)
     unscored: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    failed: list[tuple[str, str]] = field(default_factory=list, repr=False)
     layout: str = "davis"
     skip_first_and_last: bool = True
     from_first_appearance: bool = False
@@ -137,9 +140,9 @@ class EvalResult:
             ),
             "summary.csv": (
                 ["J&F", "J", "F", "num_objects", "num_videos", "num_missing_frames", "num_missing_videos",
-                 "num_extra", "num_unscored", "layout", "skip_first_and_last", "from_first_appearance", "bound_th"],
+                 "num_extra", "num_unscored", "num_failed", "layout", "skip_first_and_last", "from_first_appearance", "bound_th"],
                 [[self.JF, self.J, self.F, len(self.objects), len(self.videos), len(self.missing),
-                  len(self.missing_videos), len(self.extra), len(self.unscored), self.layout,
+                  len(self.missing_videos), len(self.extra), len(self.unscored), len(self.failed), self.layout,
                   self.skip_first_and_last, self.from_first_appearance, self.bound_th]],
             ),
         }
@@ -206,6 +209,7 @@ class _VideoOutcome:
     video: str
     objects: list[ObjectScore]
     unscored: list[tuple[str, str]]
+    error: str | None = None
 
 
 def _list_dir(path: str) -> tuple[list[str], list[str]]:
@@ -383,6 +387,15 @@ def _score_object_track(job: _VideoJob, track: _Track) -> _FrameScores:
 
 
 def _evaluate_video(job: _VideoJob) -> _VideoOutcome:
+    """Scores of one video; an error (e.g. a prediction of the wrong size) is reported, not raised, so that the
+    other videos' results are kept."""
+    try:
+        return _evaluate_video_or_raise(job)
+    except Exception as exc:  # noqa: BLE001 - reported per video in EvalResult.failed
+        return _VideoOutcome(job.video, [], [], error=f"{type(exc).__name__}: {exc}")
+
+
+def _evaluate_video_or_raise(job: _VideoJob) -> _VideoOutcome:
     per_object: dict[str, _FrameScores] = {}
     for track in job.tracks:
         if track.object is None:
@@ -494,6 +507,11 @@ def evaluate_vos(
 
     order = {job.video: i for i, job in enumerate(jobs)}
     outcomes = sorted(_run(jobs, workers, progress), key=lambda o: order[o.video])
+    failed = [(o.video, o.error) for o in outcomes if o.error is not None]
+    if failed and strict:
+        raise ValueError(f"{len(failed)} video(s) could not be evaluated:\n" +
+                         "\n".join(f"  {v}: {e}" for v, e in failed))
+    outcomes = [o for o in outcomes if o.error is None]
     objects = [row for o in outcomes for row in o.objects]
     unscored = [u for o in outcomes for u in o.unscored]
     videos = []
@@ -511,6 +529,7 @@ def evaluate_vos(
         missing_videos=missing_videos,
         extra=extra,
         unscored=unscored,
+        failed=failed,
         layout=layout,
         skip_first_and_last=skip,
         from_first_appearance=first_appearance,

@@ -39,16 +39,15 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 
 
 def resolve_device(device: str, local_rank: int, world_size: int) -> str:
-    """The device of this process: a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` when several processes run."""
+    """The device of this process: a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` when several processes run (modulo
+    the node's GPU count, so that more processes than GPUs share them)."""
     dev = str(device)
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError(f"--device {dev} was asked for, but CUDA is not available on this machine")
         if dev == "cuda" and world_size > 1:
-            count = torch.cuda.device_count()
-            if local_rank >= count:
-                raise RuntimeError(f"local rank {local_rank} has no GPU of its own (this node has {count})")
-            dev = f"cuda:{local_rank}"
+            # More processes than GPUs on a node share them round-robin.
+            dev = f"cuda:{local_rank % torch.cuda.device_count()}"
     return dev
 
 

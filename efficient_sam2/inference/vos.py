@@ -50,7 +50,8 @@ from ..io.datasets import (
 )
 from ..io.frames import VideoFrames
 from .common import EfficiencyTotals, autocast_context, build_predictor, logits_to_ids, merge_into
-from .distributed import DistContext, init_distributed, resolve_device
+from ..configs import resolve_model_name
+from .distributed import init_distributed, resolve_device
 
 __all__ = ["VOSError", "VOSProtocol", "VideoResult", "VOSSummary", "run_vos", "segment_video"]
 
@@ -258,7 +259,8 @@ def segment_video(
             try:
                 if not per_object and len(groups) > 1:
                     # Several propagations contribute to each frame: keep the per-pixel winner on disk.
-                    scratch = tempfile.mkdtemp(prefix=f".{video}.scratch-", dir=os.fspath(output_dir))
+                    # (named like a partial output, so that a killed run's scratch is cleaned up by the next one)
+                    scratch = tempfile.mkdtemp(prefix=f".{video}.partial-scratch-", dir=os.fspath(output_dir))
                     shape = (n, ann.size[0], ann.size[1])
                     acc_best = np.lib.format.open_memmap(os.path.join(scratch, "best.npy"), "w+", np.float32, shape)
                     acc_id = np.lib.format.open_memmap(os.path.join(scratch, "id.npy"), "w+", np.uint8, shape)
@@ -445,32 +447,53 @@ def run_vos(
             log = _RankLog(log_dir, ctx.rank)
             log.write(event="start", rank=ctx.rank, world_size=ctx.world_size, videos=mine,
                       total_videos=len(dataset.videos), output_dir=output_dir)
+            built: list = [predictor]
             if predictor is None:
+                # Cheap checks now; the model itself is only built once a video needs it (a resumed run whose
+                # videos are all complete never loads it).
                 dev = resolve_device(device, ctx.local_rank, ctx.world_size)
-                predictor = build_predictor(model, checkpoint, dev, image_size=image_size, efficient=efficient,
-                                            shortcut_checkpoint=shortcut_checkpoint, memory_stride=memory_stride,
-                                            apply_postprocessing=apply_postprocessing, non_overlap_masks=False)
-            restore_overlap = getattr(predictor, "non_overlap_masks", None)
-            if restore_overlap:
-                predictor.non_overlap_masks = False
-            say(f"{prefix}{len(mine)} of {len(dataset.videos)} video(s) on {predictor.device}")
+                resolve_model_name(model)
+                if checkpoint is not None and not os.path.isfile(os.fspath(checkpoint)):
+                    raise FileNotFoundError(f"checkpoint file not found: {os.fspath(checkpoint)!r}")
+            else:
+                dev = str(predictor.device)
+
+            def get_predictor():
+                nonlocal restore_overlap
+                if built[0] is None:
+                    try:
+                        built[0] = build_predictor(model, checkpoint, dev, image_size=image_size, efficient=efficient,
+                                                   shortcut_checkpoint=shortcut_checkpoint,
+                                                   memory_stride=memory_stride,
+                                                   apply_postprocessing=apply_postprocessing, non_overlap_masks=False)
+                    except Exception as exc:
+                        raise _Fatal(exc) from exc
+                if restore_overlap is None:
+                    restore_overlap = bool(getattr(built[0], "non_overlap_masks", False))
+                    if restore_overlap:
+                        built[0].non_overlap_masks = False
+                return built[0]
+
+            say(f"{prefix}{len(mine)} of {len(dataset.videos)} video(s) on {dev}")
             for video in tqdm(mine, desc=f"VOS{' rank ' + str(ctx.rank) if ctx.world_size > 1 else ''}",
                               unit="video", disable=not progress, position=ctx.local_rank if ctx.world_size > 1
                               else None):
-                result = _process_video(predictor, dataset, video, output_dir, protocol, overwrite, precision,
+                result = _process_video(get_predictor, dataset, video, output_dir, protocol, overwrite, precision,
                                         progress and ctx.world_size == 1, ctx.rank, log)
                 results.append(result)
                 say(prefix + _result_line(result))
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the run of this process cannot go on
+            if isinstance(exc, _Fatal):
+                exc = exc.__cause__
             fatal = f"{prefix}{_error_text(exc)}"
             fatal_exc = exc
             if log is not None:
                 log.write(event="fatal", rank=ctx.rank, error=_error_text(exc), traceback=traceback.format_exc())
         finally:
             if restore_overlap:
-                predictor.non_overlap_masks = restore_overlap
+                built[0].non_overlap_masks = True
         reports = ctx.all_gather({"rank": ctx.rank, "results": [r.to_dict() for r in results], "fatal": fatal})
         merged = [VideoResult(**r) for rep in reports for r in rep["results"]]
         merged.sort(key=lambda r: r.video)
@@ -494,7 +517,11 @@ def run_vos(
     return summary
 
 
-def _process_video(predictor, dataset, video, output_dir, protocol, overwrite, precision, progress, rank,
+class _Fatal(Exception):
+    """Wraps an error that stops the whole run of a process (the model cannot be built)."""
+
+
+def _process_video(get_predictor, dataset, video, output_dir, protocol, overwrite, precision, progress, rank,
                    log: _RankLog) -> VideoResult:
     t0 = time.perf_counter()
     try:
@@ -509,11 +536,12 @@ def _process_video(predictor, dataset, video, output_dir, protocol, overwrite, p
                     f"{len(expected)} expected files (from another run or another dataset?); use --overwrite to "
                     "redo this video"
                 )
-            result = segment_video(predictor, dataset, video, output_dir, protocol, overwrite, precision, progress)
+            result = segment_video(get_predictor(), dataset, video, output_dir, protocol, overwrite, precision,
+                                   progress)
             result.rank = rank
         log.write(event="video", **result.to_dict())
         return result
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Fatal):
         raise
     except Exception as exc:
         result = VideoResult(video, "failed", seconds=time.perf_counter() - t0, error=_error_text(exc), rank=rank)

@@ -66,7 +66,7 @@ def read_video_list(path: PathLike) -> list[str]:
     Duplicates are dropped (first occurrence kept). Raises DatasetError when the file is missing or lists nothing.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path) or os.path.isdir(path):
         raise DatasetError(f"video list file not found: {path!r}")
     names: list[str] = []
     seen = set()

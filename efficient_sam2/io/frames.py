@@ -94,7 +94,7 @@ def _pil_to_rgb_array(img: Image.Image, what: str) -> np.ndarray:
             f"{what} has PIL mode {img.mode!r} (more than 8 bits per pixel); an 8-bit RGB image is expected. "
             "Convert it to 8-bit RGB first."
         )
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))
 
 
 def _check_rgb_array(arr: np.ndarray, what: str, error: type[Exception]) -> None:
@@ -159,7 +159,9 @@ def preprocess_frame(rgb: np.ndarray, image_size: int) -> torch.Tensor:
 class _FolderSource:
     def __init__(self, folder: str):
         self.label = folder
-        names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+        # hidden files (e.g. macOS "._00000.jpg" resource forks) are not frames
+        names = [n for n in os.listdir(folder)
+                 if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
         names = [n for n in names if os.path.isfile(os.path.join(folder, n))]
         if not names:
             raise VideoError(

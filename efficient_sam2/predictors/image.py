@@ -35,7 +35,8 @@ class ImagePredictor:
     def preprocess(self, image) -> torch.Tensor:
         """(1, 3, S, S) normalised tensor for an RGB image (HxWx3 uint8 array, PIL image or path)."""
         rgb = load_image(image)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)
+        # np.array copies: arrays viewed from PIL images are read-only
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0)
         S = self.model.image_size
         x = F.interpolate(x[None], size=(S, S), mode="bilinear", align_corners=False, antialias=True)[0]
         x = (x - _MEAN) / _STD

@@ -12,6 +12,8 @@ def non_overlap(masks: torch.Tensor) -> torch.Tensor:
 
     masks: (N, 1, H, W) logits of N objects on one frame.
     """
+    if masks.dim() != 4 or masks.shape[1] != 1:
+        raise ValueError(f"non_overlap expects (N, 1, H, W) mask logits, got shape {tuple(masks.shape)}")
     if masks.shape[0] <= 1:
         return masks
     best = masks.argmax(dim=0, keepdim=True)
@@ -24,6 +26,8 @@ def fill_holes(masks: torch.Tensor, max_area: int) -> torch.Tensor:
 
     masks: (N, 1, H, W) logits. Runs on the CPU with OpenCV's connected components.
     """
+    if masks.dim() != 4 or masks.shape[1] != 1:
+        raise ValueError(f"fill_holes expects (N, 1, H, W) mask logits, got shape {tuple(masks.shape)}")
     if max_area <= 0:
         return masks
     bg = (masks <= 0).squeeze(1).cpu().numpy().astype(np.uint8)

@@ -115,7 +115,7 @@ class TrainConfig:
         "sav"), video_list (optional list file choosing the videos), max_objects (per video; 0 = all).
     Model: model (name or alias), checkpoint (official SAM 2 / 2.1 file), image_size (None = 1024),
         efficient (the router settings; the inference defaults unless overridden; SMR options are not used),
-        device, bf16 (autocast the forward passes to bfloat16; CUDA only).
+        device, bf16 (autocast the forward passes to bfloat16; meant for CUDA, allowed but slow on CPU).
     Shortcut: variant ("bottleneck", "ffn", "attention"), init_shortcut (optional shortcut file to start from).
     Schedule: epochs, lr, weight_decay (AdamW's default 0.01), update_stride (loss terms per optimizer update),
         frame_stride (None = 4 for large, 3 otherwise), memory_strides (epoch e uses memory_strides[e % len]),
@@ -216,8 +216,13 @@ class TrainConfig:
                  "be used)")
         if self.efficient.shortcut != self.variant:
             object.__setattr__(self, "efficient", self.efficient.replace(shortcut=self.variant))
-        if self.bf16 and not str(self.device).startswith("cuda"):
-            fail(f"bf16 autocast needs a CUDA device; device is {self.device!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            fail(f"invalid device {self.device!r}: {exc}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            fail(f"device {self.device!r} asked for, but CUDA is not available on this machine (use --device cpu)")
+        object.__setattr__(self, "device", str(self.device))
 
     @property
     def resolved_frame_stride(self) -> int:

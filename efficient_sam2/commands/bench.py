@@ -1,0 +1,164 @@
+"""`efficient-sam2 bench`: time dense SAM 2, SWR, SMR, Efficient-SAM2, baselines and the reference side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..configs import available_models
+from ..efficient.config import SHORTCUT_VARIANTS
+
+DESCRIPTION = """\
+Time several predictor configurations side by side in one process, on the same video and weights: image
+encoder, memory attention, mask decoder (with the prompt encoder), memory encoder and the whole frame. The
+configurations advance frame by frame in turn; after the warm-up, every frame whose memory bank is full (frames
+7 onwards) is timed. The report gives medians, the speed-up over dense, the FLOP-ideal speed-up of the windows
+and memory tokens actually computed, and the sparsity achieved.
+
+Random weights are used unless --checkpoint is given: speed does not depend on the weights. The video is a
+synthetic one with moving objects, unless --video and --mask name a real one.
+
+configurations:
+  dense          plain VideoPredictor (no SWR, no SMR); always included, every ratio is taken against it
+  swr            Sparse Window Routing only              EfficientConfig(smr=False)
+  smr            Sparse Memory Retrieval only            EfficientConfig(swr=False)
+  efficient      SWR + SMR                               EfficientConfig()
+  mempool        MemPool baseline                        EfficientConfig(swr=False, memory_selection="mempool")
+  smr-random     SMR, random tokens                      EfficientConfig(swr=False, memory_selection="random")
+  smr-uniform    SMR, uniformly spaced tokens            EfficientConfig(swr=False, memory_selection="uniform")
+  efficient-off  EfficientVideoPredictor with both off   (its bookkeeping overhead)
+  reference      the reference package's dense SAM2VideoPredictor with the same weights (needs sam2 + hydra-core)
+
+example:
+  efficient-sam2 bench --model base_plus --image-size 1024 --kept-windows 0.2 --configs dense,swr,smr,efficient,reference --json bench.json --markdown bench.md --plot bench.png
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="speed benchmark: dense vs SWR / SMR / Efficient-SAM2 / baselines / reference",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True,
+                   help=f"model name: {', '.join(available_models())}, or tiny, small, base_plus, large (SAM 2.1)")
+    p.add_argument("--checkpoint", default=None,
+                   help="official SAM 2 / 2.1 checkpoint (default: seeded random weights, fine for speed)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="model input size, a multiple of 32 (default: the model's 1024)")
+    p.add_argument("--frames", type=int, default=12,
+                   help="frames to process (default 12); frames 7.. are timed, once the memory bank is full")
+    p.add_argument("--objects", type=int, default=None,
+                   help="objects tracked together (synthetic video: default 1; --video: the first N ids of --mask, "
+                        "default all)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32, or bf16 autocast (default fp32, as in the paper's speed tables)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
+    p.add_argument("--configs", default="dense,swr,smr,efficient",
+                   help="comma-separated configurations to compare (default dense,swr,smr,efficient; see above)")
+    source = p.add_argument_group("what sets the sparsity (choose one)")
+    source.add_argument("--kept-windows", type=float, default=None, metavar="F",
+                        help="keep exactly this fraction of the routed stage's windows on routed frames, in (0, 1] "
+                             "(e.g. 0.2, as in the paper's appendix); default: the router decides")
+    source.add_argument("--video", default=None, metavar="DIR",
+                        help="a real video (folder of frames or a video file) instead of the synthetic one")
+    source.add_argument("--mask", default=None, metavar="PNG",
+                        help="object-id PNG (indexed or greyscale) of --video's first frame; needed with --video")
+    eff = p.add_argument_group("Efficient-SAM2 options (default: the paper's)")
+    eff.add_argument("--sparsity", type=float, default=None,
+                     help="[s] fraction of each pruned memory frame's tokens dropped by SMR (default 0.95)")
+    eff.add_argument("--tau", type=float, default=None,
+                     help="[tau] saliency mass of the router's fallback windows (default 0.7)")
+    eff.add_argument("--shortcut", choices=SHORTCUT_VARIANTS, default=None,
+                     help="shortcut branch of background windows (default bottleneck)")
+    eff.add_argument("--shortcut-checkpoint", default=None,
+                     help="trained shortcut weights (default: untrained; its cost is the same)")
+    timing = p.add_argument_group("timing")
+    timing.add_argument("--warmup", type=int, default=1, help="untimed passes over the video first (default 1)")
+    timing.add_argument("--repeats", type=int, default=3, help="timed passes over the video (default 3)")
+    timing.add_argument("--seed", type=int, default=0, help="seed of the random weights and the synthetic video (0)")
+    out = p.add_argument_group("output (the Markdown table is always printed)")
+    out.add_argument("--json", default=None, metavar="OUT", help="write every measurement and ratio as JSON")
+    out.add_argument("--markdown", default=None, metavar="OUT", help="write the Markdown report")
+    out.add_argument("--plot", default=None, metavar="OUT.png",
+                     help="bar chart of the speed-ups and their FLOP-ideal (matplotlib if installed, else PIL)")
+    out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+_FLAGS = ("model", "checkpoint", "image_size", "frames", "objects", "dtype", "device", "threads", "configs",
+          "kept_windows", "video", "mask", "sparsity", "tau", "shortcut", "shortcut_checkpoint", "warmup", "repeats",
+          "seed")
+_DEFAULTS = {"frames": 12, "dtype": "fp32", "device": "cpu", "configs": "dense,swr,smr,efficient", "warmup": 1,
+             "repeats": 3, "seed": 0}
+
+
+def command_line(args) -> str:
+    """The `efficient-sam2 bench` command reproducing these measurements (options left at default omitted)."""
+    import shlex
+
+    words = ["efficient-sam2", "bench"]
+    for name in _FLAGS:
+        value = getattr(args, name, None)
+        if value is None or _DEFAULTS.get(name) == value:
+            continue
+        words += ["--" + name.replace("_", "-"), str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def run(args) -> int:
+    from ..build import CheckpointError
+    from ..bench.report import check_output_path, write_json, write_markdown, write_plot
+    from ..bench.speed import BenchError, BenchmarkSettings, run_benchmark
+
+    try:
+        settings = BenchmarkSettings(
+            model=args.model, checkpoint=args.checkpoint, image_size=args.image_size, frames=args.frames,
+            objects=args.objects, dtype=args.dtype, device=args.device,
+            configs=tuple(c for c in args.configs.split(",")), kept_windows=args.kept_windows,
+            video=args.video, mask=args.mask, warmup=args.warmup, repeats=args.repeats, seed=args.seed,
+            threads=args.threads, sparsity=args.sparsity, tau=args.tau, shortcut=args.shortcut,
+            shortcut_checkpoint=args.shortcut_checkpoint,
+        ).validate()
+        outputs = [(args.json, "--json", (".json",)), (args.markdown, "--markdown", None),
+                   (args.plot, "--plot", (".png",))]
+        seen = {}
+        for path, what, suffixes in outputs:
+            if path is None:
+                continue
+            full = check_output_path(path, args.overwrite, what, suffixes)
+            if full in seen:
+                raise BenchError(f"{what} and {seen[full]} name the same file {path}")
+            seen[full] = what
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if "reference" not in settings.configs and args.configs == "dense,swr,smr,efficient":
+        from ..bench.speed import reference_available
+
+        if reference_available():
+            print("note: add 'reference' to --configs to time the reference package's dense predictor as well",
+                  file=sys.stderr)
+    try:
+        result = run_benchmark(settings, progress=not args.no_progress, command=command_line(args))
+    except (BenchError, CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # shortcut checkpoints, video decoding, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = result.markdown()
+    print(report)
+    try:
+        if args.json:
+            write_json(result, args.json, args.overwrite)
+        if args.markdown:
+            write_markdown(result, args.markdown, args.overwrite)
+        if args.plot:
+            write_plot(result, args.plot, args.overwrite)
+    except (BenchError, OSError) as exc:
+        print(f"error: could not write the results: {exc}", file=sys.stderr)
+        return 1
+    return 0
