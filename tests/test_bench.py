@@ -265,7 +265,7 @@ def test_markdown_and_plots_from_made_up_results():
 
 
 def test_timed_module_is_transparent_and_records_only_when_active():
-    inner = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    inner = torch.nn.Linear(4, 3)
     rec = CallRecorder(torch.device("cpu"))
     wrapped = TimedModule(inner, "image_encoder", "image_encoder", rec, lambda m, a, k: {"batch": a[0].shape[0]})
     x = torch.randn(5, 4)
@@ -275,7 +275,8 @@ def test_timed_module_is_transparent_and_records_only_when_active():
     wrapped(x)
     calls = rec.stop()
     assert len(calls) == 1 and calls[0].work == {"batch": 5} and calls[0].seconds >= 0
-    assert wrapped[0] is inner[0] and wrapped.inner is inner  # attributes of the wrapped module stay reachable
+    # attributes of the wrapped module stay reachable through the wrapper
+    assert wrapped.weight is inner.weight and wrapped.in_features == 4 and wrapped.inner is inner
 
 
 def test_random_weights_are_seeded():

@@ -346,10 +346,10 @@ def check_output_path(path: str, overwrite: bool = False, what: str = "output",
     if not path:
         raise BenchError(f"empty {what} path")
     full = os.path.abspath(os.path.expanduser(path))
-    if suffixes and not full.lower().endswith(tuple(suffixes)):
-        raise BenchError(f"{what} {path} must end with {' or '.join(suffixes)}")
     if os.path.isdir(full):
         raise BenchError(f"{what} {path} is a folder; give a file name")
+    if suffixes and not full.lower().endswith(tuple(suffixes)):
+        raise BenchError(f"{what} {path} must end with {' or '.join(suffixes)}")
     if os.path.exists(full) and not overwrite:
         raise BenchError(f"{what} {path} already exists; pass --overwrite to replace it")
     folder = os.path.dirname(full)
