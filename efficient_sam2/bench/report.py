@@ -178,6 +178,9 @@ def markdown_report(result) -> str:
         f"- video: {s['video_description']}; {s['frames']} frames; timed frames {frames[0]}-{frames[-1]} "
         f"(memory bank full) x {s['repeats']} repeats after {s['warmup']} warm-up = {n} samples per "
         f"configuration, all configurations interleaved frame by frame",
+        "- clock: " + ("process CPU time (robust on a shared machine with --threads 1)"
+                       if s.get("clock") == "cpu" else "wall clock" + (", CUDA synchronised around every timed call"
+                                                                        if env["device"].startswith("cuda") else "")),
     ]
     if s.get("kept_windows") is not None:
         lines.append(f"- kept windows forced to {s['kept_windows']:g} of the routed stage on routed frames")

@@ -142,6 +142,7 @@ class BenchmarkSettings:
     tau: float | None = None
     shortcut: str | None = None
     shortcut_checkpoint: str | None = None
+    clock: str = "wall"
 
     def validate(self) -> "BenchmarkSettings":
         """Check every field; raises BenchError with a readable message. Returns self (normalised)."""
@@ -200,6 +201,10 @@ class BenchmarkSettings:
             raise BenchError(f"checkpoint file not found: {self.checkpoint}")
         if self.shortcut_checkpoint is not None and not os.path.isfile(self.shortcut_checkpoint):
             raise BenchError(f"shortcut checkpoint not found: {self.shortcut_checkpoint}")
+        if self.clock not in ("wall", "cpu"):
+            raise BenchError(f"--clock must be wall or cpu, got {self.clock!r}")
+        if self.clock == "cpu" and device.type == "cuda":
+            raise BenchError("--clock cpu measures this process's CPU time: use the wall clock on CUDA")
         if self.warmup < 0:
             raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
         if self.repeats < 1:
@@ -251,9 +256,10 @@ class Call:
 class CallRecorder:
     """Collects the calls of the `TimedModule`s of one model while `active`."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, clock: str = "wall") -> None:
         self.active = False
         self.calls: list[Call] = []
+        self.clock: Callable[[], float] = time.process_time if clock == "cpu" else time.perf_counter
         self.synchronize: Callable[[], None] | None = None
         if device.type == "cuda":
             self.synchronize = lambda: torch.cuda.synchronize(device)
@@ -284,11 +290,11 @@ class TimedModule(nn.Module):
             return self.inner(*args, **kwargs)
         if rec.synchronize is not None:
             rec.synchronize()
-        start = time.perf_counter()
+        start = rec.clock()
         out = self.inner(*args, **kwargs)
         if rec.synchronize is not None:
             rec.synchronize()
-        seconds = time.perf_counter() - start
+        seconds = rec.clock() - start
         rec.calls.append(Call(self._bucket, self._kind, seconds, self._describe(self.inner, args, kwargs)))
         return out
 
@@ -713,6 +719,18 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
     image_size = cfg.image_size
     timed_from = cfg.num_maskmem
 
+    # ---- the video (read first: a bad --video or --mask fails before the model is built)
+    if settings.video is None:
+        height, width = max(32, (image_size * 9 // 16) // 2 * 2), image_size
+        rgb, masks = synthetic_video(settings.frames, height, width, settings.objects or 1, settings.seed)
+        num_frames = settings.frames
+        frames = VideoFrames(rgb, image_size=image_size, cache_size=num_frames, device=device)
+        video_desc = f"synthetic, {width}x{height}, {len(masks)} moving object(s)"
+    else:
+        frames, masks, num_frames = _load_real_video(settings, image_size, device)
+        rgb = None
+        video_desc = f"{settings.video} ({frames.width}x{frames.height}), {len(masks)} object(s)"
+
     # ---- the model: built once, shared by all our configurations (it is stateless)
     base = build_sam2_video_predictor(settings.model, checkpoint=settings.checkpoint, device="cpu",
                                       fill_hole_area=0, **overrides)
@@ -723,21 +741,10 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
     state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()} \
         if "reference" in settings.configs else None
 
-    # ---- the video
-    with tempfile.TemporaryDirectory(prefix="efficient_sam2_bench_") as tmp:
-        if settings.video is None:
-            height, width = max(32, (image_size * 9 // 16) // 2 * 2), image_size
-            rgb, masks = synthetic_video(settings.frames, height, width, settings.objects or 1, settings.seed)
-            num_frames = settings.frames
-            frames = VideoFrames(rgb, image_size=image_size, cache_size=num_frames, device=device)
-            video_desc = f"synthetic, {width}x{height}, {len(masks)} moving object(s)"
-        else:
-            frames, masks, num_frames = _load_real_video(settings, image_size, device)
-            rgb = None
-            video_desc = f"{settings.video} ({frames.width}x{frames.height}), {len(masks)} object(s)"
+    with tempfile.TemporaryDirectory(prefix="efficient_sam2_bench_") as tmp, contextlib.closing(frames):
         timed_frames = list(range(timed_from, num_frames))
 
-        recorder = CallRecorder(device)
+        recorder = CallRecorder(device, settings.clock)
         runners: list[_Runner] = []
         for name in settings.configs:
             spec = BENCH_CONFIGS[name]
@@ -761,7 +768,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
 
         ref_recorder = None
         if "reference" in settings.configs:
-            ref_recorder = CallRecorder(device)
+            ref_recorder = CallRecorder(device, settings.clock)
             ref = _build_reference(settings, state_dict, image_size, device)
             instrument(ref, ref_recorder)
             folder = os.path.join(tmp, "jpeg")
@@ -812,12 +819,12 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
                             base_mem = torch.cuda.memory_allocated(device)
                             torch.cuda.reset_peak_memory_stats(device)
                         rec.start()
-                        t0 = time.perf_counter()
+                        t0 = rec.clock()
                         with autocast():
                             frame_idx = r.step()
                         if rec.synchronize is not None:
                             rec.synchronize()
-                        total = time.perf_counter() - t0
+                        total = rec.clock() - t0
                         calls = rec.stop()
                         bar.update(1)
                         if not recording or frame_idx < timed_from:

@@ -20,8 +20,10 @@ Data: --video-dir holds one frame folder (<video>/<frame>.jpg) or video file (<v
 entries naming missing videos are all reported at once.
 
 Defaults follow the paper (Appendix F): AdamW, lr 1e-4, update stride 32, 3 epochs with memory strides 1, 3, 5,
-training-frame stride 3 (4 for large); the router uses the inference settings below. SMR options do not affect
-training (both passes read the full memory).
+training-frame stride 3 (4 for large); the router uses the inference settings of the Efficient-SAM2 group below
+(--tau, --theta-obj, --dilation, --chosen-mask-only, --kept-windows, --padding; --shortcut is a synonym of
+--variant). The SMR options (--no-smr, --sparsity, --memory-selection) do not affect training: both passes read the
+full memory. --dense, --no-swr and --shortcut-checkpoint are refused (use --init-shortcut to start from a file).
 
 Writes to --output: shortcut.pth (load it with --shortcut-checkpoint at inference, or
 build_sam2_video_predictor(..., shortcut_checkpoint=...)), shortcut_epoch<N>.pth, loss.csv, loss.png,

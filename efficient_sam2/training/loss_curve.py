@@ -133,6 +133,7 @@ def _plot_pil(path, losses, avg, window, title) -> None:
     d.rectangle([left, top, left + pw, top + ph], outline=(0, 0, 0))
     d.text((left, 12), title, fill=(0, 0, 0))
     d.text((left + pw // 2 - 30, H - 22), "loss term", fill=(0, 0, 0))
+    d.text((4, top - 16), "MSE", fill=(0, 0, 0))
     if not losses:
         d.text((left + pw // 2 - 50, top + ph // 2), "no loss term yet", fill=(0, 0, 0))
     else:

@@ -120,7 +120,8 @@ class TrainConfig:
     Schedule: epochs, lr, weight_decay (AdamW's default 0.01), update_stride (loss terms per optimizer update),
         frame_stride (None = 4 for large, 3 otherwise), memory_strides (epoch e uses memory_strides[e % len]),
         max_frames (only the first max_frames frames of each video; None = all), shuffle (a new seeded video
-        order every epoch), seed.
+        order every epoch), seed (a new run seeds torch's global generator with it: the shortcut's initialisation
+        and dropout; a resumed run restores the generator's saved state instead).
     Output: output_dir, save_every (updates between checkpoints), resume (continue the run in output_dir),
         progress (tqdm bar).
     """
@@ -771,6 +772,12 @@ class ShortcutTrainer:
             per_object = _per_object_mse(student, teacher)
             if not per_object.requires_grad:
                 raise RuntimeError("the student features do not depend on the shortcut (internal error)")
+            if not bool(torch.isfinite(per_object).all()):
+                raise ShortcutTrainingError(
+                    f"non-finite loss on video {video.name!r}, frame {t} ({per_object.tolist()}); training stopped "
+                    f"before using it. The last checkpoint ({self.saved_updates} updates) is intact; try a lower "
+                    "--lr or training without --bf16."
+                )
             self._add_terms(per_object, [(video.name, t, o, memory_stride) for o in obj_ids], callback)
             recent = [r[7] for r in self.losses[-window:]]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", updates=self.updates, refresh=False)
