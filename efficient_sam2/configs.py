@@ -6,7 +6,7 @@ Every architectural number lives here; modules take plain arguments derived from
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "HieraConfig",

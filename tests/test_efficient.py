@@ -251,12 +251,15 @@ def _track(p, video, disc, **kw):
     return out, state
 
 
-@pytest.mark.parametrize("name", SIZES)
-def test_every_window_and_zero_sparsity_gives_the_dense_output(name, video):
-    """The accelerated path with nothing pruned is the dense model, for every size (logits within 1e-5)."""
+@pytest.mark.parametrize("name,size", [(SIZES[0], 256), (SIZES[1], 128), (SIZES[2], 128), (SIZES[3], 128)])
+def test_every_window_and_zero_sparsity_gives_the_dense_output(name, size, video):
+    """The accelerated path with nothing pruned is the dense model, for every size (logits within 1e-5).
+
+    tiny runs at 256 px (2 x 2 padded windows); the larger sizes at 128 px to stay fast (one window; the
+    multi-window routed encoder is checked against the dense one at 512 px above)."""
     folder, disc = video
-    dense, _ = _track(_predictor(name, 256), folder, disc)
-    eff = _predictor(name, 256, EfficientConfig(kept_windows=1.0, sparsity=0.0))
+    dense, _ = _track(_predictor(name, size), folder, disc)
+    eff = _predictor(name, size, EfficientConfig(kept_windows=1.0, sparsity=0.0))
     got, state = _track(eff, folder, disc)
     stats = eff.statistics(state)
     assert stats.routed_frames == len(dense) - 1 and stats.mean_kept_memory == 1.0

@@ -168,6 +168,7 @@ def markdown_report(result) -> str:
     summary = result.summary()
     frames = result.timed_frames
     n = len(next(iter(result.configs.values())).samples_ms.get("end_to_end", []))
+    span = f" {frames[0]}" if len(frames) == 1 else f"s {frames[0]}-{frames[-1]}"
     lines = ["## Efficient-SAM2 speed benchmark", ""]
     if result.command:
         lines += [f"`{result.command}`", ""]
@@ -175,7 +176,7 @@ def markdown_report(result) -> str:
     lines += [
         f"- model: {s['model']} ({s['weights']}), {s['image_size']} px, {s['dtype']} on {env['device']} "
         f"({device}, {env['threads']} threads, torch {env['torch']})",
-        f"- video: {s['video_description']}; {s['frames']} frames; timed frames {frames[0]}-{frames[-1]} "
+        f"- video: {s['video_description']}; {s['frames']} frames; timed frame{span} "
         f"(memory bank full) x {s['repeats']} repeats after {s['warmup']} warm-up = {n} samples per "
         f"configuration, all configurations interleaved frame by frame",
         "- clock: " + ("process CPU time (robust on a shared machine with --threads 1)"

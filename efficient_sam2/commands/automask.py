@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-import uuid
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator
 from ..automask.visualize import render_overlay
 from ..io.frames import ImageError, load_image
 from .common import add_model_args
+from ..io.atomic import atomic_open
 
 HELP = "segment everything in images (grid or attention-guided prompts), optionally scored against ground truth"
 
@@ -120,17 +120,8 @@ def _check_device(name: str) -> torch.device:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def _clean(obj):

@@ -6,9 +6,9 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
 
 from ..evaluation.vos import LAYOUTS
+from ..io.atomic import atomic_open
 
 DESCRIPTION = """\
 Score predicted masks against ground truth with region similarity J (IoU), boundary F-measure F (tolerance
@@ -58,17 +58,10 @@ def _write_missing(path: str, result) -> None:
     rows += [("missing_frame", v, f) for v, f in result.missing]
     rows += [("extra", e.split("/")[0], e.split("/", 1)[1] if "/" in e else "") for e in result.extra]
     rows += [("unscored_object", v, o) for v, o in result.unscored]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".missing.csv.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["kind", "video", "item"])
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "video", "item"])
+        w.writerows(rows)
 
 
 def _report_problems(result, limit: int = 10) -> list[str]:

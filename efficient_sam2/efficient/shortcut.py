@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import get_config, resolve_model_name
+from ..io.atomic import atomic_torch_save
 
 __all__ = [
     "BottleneckShortcut",
@@ -566,16 +565,4 @@ def save_shortcut(
         "options": _module_options(module),
         "config": config,
     }
-    target = Path(os.fspath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)

@@ -39,7 +39,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from tqdm import tqdm
 from ..io.frames import sort_frame_names
 from ..io.masks import read_palette_mask
 from .metrics import DEFAULT_BOUND_TH, boundary_f_measure, region_similarity
+from ..io.atomic import atomic_open
 
 PathLike = Union[str, os.PathLike]
 Layout = Literal["davis", "sav", "mose"]
@@ -161,17 +161,10 @@ class EvalResult:
 
 
 def _write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
     return path
 
 

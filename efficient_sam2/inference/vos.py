@@ -52,6 +52,7 @@ from ..io.frames import VideoFrames
 from .common import EfficiencyTotals, autocast_context, build_predictor, logits_to_ids, merge_into
 from ..configs import resolve_model_name
 from .distributed import init_distributed, resolve_device
+from ..io.atomic import atomic_open
 
 __all__ = ["VOSError", "VOSProtocol", "VideoResult", "VOSSummary", "run_vos", "segment_video"]
 
@@ -351,17 +352,8 @@ class _RankLog:
 
 
 def _write_json_atomic(path: str, data) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
 
 
 def run_vos(

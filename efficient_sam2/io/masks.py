@@ -16,11 +16,11 @@ each count after the second stored as the difference to the count two places bef
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
+from .atomic import atomic_open
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,20 +51,8 @@ DAVIS_PALETTE: bytes = _voc_palette()
 
 
 def _atomic_save_png(img: Image.Image, path: PathLike) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with 0o666 lets the umask decide the final permissions, like a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        img.save(f, format="PNG")
 
 
 def _normalise_palette(palette) -> bytes:
