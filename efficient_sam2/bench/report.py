@@ -277,8 +277,11 @@ def _plot_matplotlib(labels, series, title) -> bytes:
     ax.set_xticklabels(labels)
     ax.set_ylabel("speed-up over dense (x); black tick: FLOP-ideal")
     ax.set_title(title)
+    values = [v for _, r, i in series for v in list(r) + list(i) if v]
+    ax.set_ylim(0, max([1.0] + values) * 1.12)
     if series:
-        ax.legend(loc="upper right", fontsize="small")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(series), 6), fontsize="small",
+                  frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

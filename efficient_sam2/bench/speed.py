@@ -25,7 +25,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings

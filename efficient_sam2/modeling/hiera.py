@@ -413,7 +413,14 @@ class Hiera(nn.Module):
                 xn = blk.norm1(kept)
                 if padded and plan.padding == "zero":
                     xn = (xn.view(B, K, w, w, -1) * valid_kept.to(xn.dtype)).view_as(xn)
-                kept = blk.mlp_residual(kept + blk.attention(xn))
+                kept = kept + blk.attention(xn)
+                if plan.padding == "zero":
+                    # the MLP runs on the real tokens only, in raster order, exactly as in the dense block
+                    flat = kept.reshape(B, K * w * w, -1)
+                    flat[:, real] = blk.mlp_residual(flat[:, real])
+                    kept = flat.reshape(B * K, w, w, -1)
+                else:
+                    kept = blk.mlp_residual(kept)
             else:
                 # global block: attend over the kept windows' real tokens only
                 tokens = kept.reshape(B, K * w * w, -1)[:, real]

@@ -100,7 +100,7 @@ class RotaryAttention(nn.Module):
         num_heads: int = 1,
         kv_in_dim: int | None = None,
         rope_theta: float = 10000.0,
-        saliency_chunk_elems: int = 1 << 24,
+        saliency_chunk_elems: int = 1 << 20,
     ) -> None:
         super().__init__()
         kv_in_dim = kv_in_dim or embedding_dim

@@ -48,12 +48,11 @@ class Attention(nn.Module):
         """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C); with `return_weights` also the probabilities
         (B, heads, Nq, Nk) in float32, each row summing to 1."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        out = F.scaled_dot_product_attention(q, k, v)
         if return_weights:
+            # the probabilities are computed on the side, so that asking for them leaves the output unchanged
             logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
             probs = logits.softmax(dim=-1, dtype=torch.float32)
-            out = probs.to(v.dtype) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
         b, _, n, _ = out.shape
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
         return (out, probs) if return_weights else out
