@@ -59,13 +59,7 @@ from efficient_sam2.io.masks import decode_rle, write_object_mask, write_palette
 from reference_oracle import build_reference_model, randomize_, require_reference, save_official_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI machine's few cores are shared: one intra-op thread avoids spin-waiting and is ~10x faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene(h=200, w=300, seed=0, noise=True):

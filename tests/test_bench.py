@@ -52,13 +52,7 @@ from efficient_sam2.modeling.hiera import Hiera, WindowPlan
 from efficient_sam2.modeling.memory_attention import MemoryPlan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these small workloads gain nothing from more, and a busy machine punishes them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _counted(fn) -> int:
@@ -95,13 +89,13 @@ def test_flop_model_matches_hand_counts_of_a_miniature_hiera():
     assert hiera_routed_span(MINI) == (3, 5)
     dense = hiera_flops(MINI, 96)
     assert dense["total"] == PATCH + BLOCK0 + BLOCK1 + BLOCK2 + BLOCK3 + 2 * GLOBAL + BLOCK6 == 10_273_792
-    # keep window 3 only: 16 padded tokens through block 3 (MLP included), its 4 real tokens through block 4,
-    # and the bottleneck shortcut (32 -> 16 -> 32) on the 3 background windows' 48 tokens
-    routed3 = (2 * 16 * 32 * 96 + 4 * 16 * 16 * 32 + 2 * 16 * 32 * 32 + 2 * (2 * 16 * 32 * 128)
+    # keep window 3 only: 16 padded tokens through block 3's attention and its 4 real tokens through block 3's MLP
+    # and all of block 4, and the bottleneck shortcut (32 -> 16 -> 32) on the 3 background windows' 48 tokens
+    routed3 = (2 * 16 * 32 * 96 + 4 * 16 * 16 * 32 + 2 * 16 * 32 * 32 + 2 * (2 * 4 * 32 * 128)
                + 2 * 4 * 32 * 96 + 4 * 4 * 4 * 32 + 2 * 4 * 32 * 32 + 2 * (2 * 4 * 32 * 128)
                + 2 * (2 * 48 * 32 * 16))
     got = hiera_flops(MINI, 96, keep=[3], shortcut="bottleneck")
-    assert got["total"] == PATCH + BLOCK0 + BLOCK1 + BLOCK2 + routed3 + GLOBAL + BLOCK6 == 8_602_624
+    assert got["total"] == PATCH + BLOCK0 + BLOCK1 + BLOCK2 + routed3 + GLOBAL + BLOCK6 == 8_406_016
     assert kept_window_tokens([3], 6, 6, 4) == 4 and kept_window_tokens([0], 6, 6, 4) == 16
     assert kept_window_tokens([0, 1, 2, 3], 6, 6, 4) == 36
     assert hiera_flops(MINI, 96, keep=[3], shortcut="identity")["total"] == got["total"] - 2 * (2 * 48 * 32 * 16)
@@ -379,7 +373,8 @@ def test_bench_command_writes_json_markdown_and_plot(tmp_path, capsys):
                                                                          abs=1e-3)
     assert eff["work"]["memory_keys_read"] < doc["configs"]["dense"]["work"]["memory_keys_read"]
     assert eff["ideal_ratio"]["memory_attention"] > 1.0
-    assert eff["ideal_ratio"]["mask_decoder"] == 1.0
+    # the router needs the decoder's token -> image attention maps: a little more decoder work than dense
+    assert 0.99 < eff["ideal_ratio"]["mask_decoder"] < 1.0
     if "reference" in names:  # the same work as our dense path, counted from the reference's own calls
         ref, dense = doc["configs"]["reference"], doc["configs"]["dense"]
         assert ref["gflops_per_frame"] == pytest.approx(dense["gflops_per_frame"], rel=1e-9)

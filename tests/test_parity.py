@@ -190,7 +190,7 @@ def test_video_matches_reference(name, stride, checkpoints, tmp_path):
         ids_ref, m_ref = expected[key]
         ids, m = got[key]
         assert ids == ids_ref, key
-        diff = _assert_logits_match(m, m_ref, f"{name} stride {stride} frame {key}")
+        _assert_logits_match(m, m_ref, f"{name} stride {stride} frame {key}")
         if key != 0:
             tracked_positive += int((m_ref > 0).flatten(1).any(1).sum())
     # every propagated frame with an object present makes the comparison informative; demand most of them

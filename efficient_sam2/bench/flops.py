@@ -6,7 +6,7 @@ attention (q.k^T and p.v). Norms, activations, softmax, pooling, position encodi
 
 Every count below follows the code path it describes, including padding the model really computes: windowed
 Hiera blocks run attention and projections on zero-padded windows, Sparse Window Routing runs the MLPs of routed
-blocks on padded window tokens too, while global blocks inside the routed span read only the real tokens of the
+blocks on the real tokens only, while global blocks inside the routed span read only the real tokens of the
 kept windows.
 
 The per-call functions take plain integers so that the benchmark can describe each call it timed (`describe_*`
@@ -224,15 +224,15 @@ def _routed_block_flops(b: HieraBlockSpec, blocks, first, last, batch, h, w, kee
     K = len(keep)
     if K == 0:
         return 0
+    real = batch * kept_window_tokens(keep, h, w, window)
     if b.window > 0:
-        tokens = batch * K * window * window  # padded window tokens, MLP included
+        tokens = batch * K * window * window  # attention runs on the padded windows, the MLP on real tokens
         sets, length = batch * K, window * window
     else:
-        real = kept_window_tokens(keep, h, w, window)
-        tokens, sets, length = batch * real, batch, real
+        tokens, sets, length = real, batch, real // batch
     return (linear_flops(tokens, b.dim, 3 * b.dim_out) + attention_flops(sets, length, length, b.dim_out)
-            + linear_flops(tokens, b.dim_out, b.dim_out) + linear_flops(tokens, b.dim_out, b.mlp_hidden)
-            + linear_flops(tokens, b.mlp_hidden, b.dim_out))
+            + linear_flops(tokens, b.dim_out, b.dim_out) + linear_flops(real, b.dim_out, b.mlp_hidden)
+            + linear_flops(real, b.mlp_hidden, b.dim_out))
 
 
 def neck_flops(cfg: HieraConfig, image_size: int, batch: int = 1, d_model: int = 256) -> int:
@@ -325,9 +325,13 @@ def mask_decoder_flops(
     num_mask_tokens: int = 4,
     obj_score_token: bool = True,
     iou_hidden: int = 256,
+    attention_maps: bool = False,
 ) -> int:
     """Mask decoder (two-way transformer, upscaling, hypernetworks, IoU and object-score heads) for `batch`
-    prompts of `num_prompt_tokens` sparse tokens each on an embed_size x embed_size image embedding."""
+    prompts of `num_prompt_tokens` sparse tokens each on an embed_size x embed_size image embedding.
+
+    `attention_maps`: the decoder also computes its token -> image attention probabilities (for the window
+    router) beside the attention itself: one more q.k product per token -> image attention."""
     c, ci = d_model, d_model // downsample
     n = num_mask_tokens + 1 + int(obj_score_token) + num_prompt_tokens
     l = embed_size * embed_size
@@ -344,6 +348,8 @@ def mask_decoder_flops(
         total += linear_flops(b * n, c, mlp_dim) + linear_flops(b * n, mlp_dim, c)
         total += cross(l, n)  # image -> tokens
     total += cross(n, l)  # final tokens -> image
+    if attention_maps:
+        total += (depth + 1) * attention_flops(b, n, l, ci) // 2  # the extra q.k products
     e = embed_size
     total += conv_transpose2d_flops(b, e, e, c, c // 4, 2) + conv_transpose2d_flops(b, 2 * e, 2 * e, c // 4, c // 8, 2)
     total += num_mask_tokens * (2 * linear_flops(b, c, c) + linear_flops(b, c, c // 8))  # hypernetwork MLPs
@@ -408,7 +414,7 @@ class FlopModel:
 
     def mask_decoder(self, d: dict) -> int:
         return mask_decoder_flops(d["batch"], d["prompt_tokens"], d.get("embed_size", self.cfg.embed_size),
-                                  self.cfg.d_model)
+                                  self.cfg.d_model, attention_maps=d.get("attention_maps", False))
 
     def memory_encoder(self, d: dict) -> int:
         return memory_encoder_flops(d["batch"], d["mask_size"], self.cfg.d_model, self.cfg.mem_dim)

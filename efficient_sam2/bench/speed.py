@@ -372,7 +372,8 @@ def _describe_prompt_encoder(module, args, kwargs) -> dict:
 def _describe_mask_decoder(module, args, kwargs) -> dict:
     a = _bind(module, args, kwargs)
     image, sparse = a["image_embeddings"], a["sparse_prompt_embeddings"]
-    return {"batch": sparse.shape[0], "prompt_tokens": sparse.shape[1], "embed_size": image.shape[-1]}
+    return {"batch": sparse.shape[0], "prompt_tokens": sparse.shape[1], "embed_size": image.shape[-1],
+            "attention_maps": bool(a.get("return_attention", False))}
 
 
 def _describe_memory_encoder(module, args, kwargs) -> dict:
