@@ -25,7 +25,7 @@ REF_CONFIGS = {
 
 def require_reference():
     """Import the reference package or skip the calling test."""
-    from torchvision_shim import install
+    from reference_shims import install
 
     install()
     return pytest.importorskip("sam2.build_sam", reason="reference package sam2==1.1.0 is not installed")

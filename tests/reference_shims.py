@@ -8,6 +8,7 @@ documentation, and is installed only when the real torchvision cannot be importe
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
@@ -79,7 +80,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
 
 def install() -> None:
     try:
-        import torchvision.transforms  # noqa: F401
+        importlib.import_module("torchvision.transforms")
         return
     except Exception:
         pass
