@@ -267,3 +267,38 @@ def test_trunk_backward_reaches_pos_embed():
     sum(f.sum() for f in trunk(torch.randn(1, 3, 64, 64))).backward()
     assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0
     assert trunk.pos_embed_window.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("size, hw", [("tiny", (256, 256)), ("base_plus", (256, 320))])
+def test_cache_sized_bands_compute_the_same_encoder(monkeypatch, size, hw):
+    """On the CPU, big windowed blocks run band by band and big MLPs in row chunks (both switch on at 1024 px).
+    Shrinking the chunk makes every block of a small input take those paths: windows with padding (the 14-wide
+    windows of a 16 x 20 map), Q-pool blocks, and chunked global-block MLPs; the result is the one-piece result."""
+    import efficient_sam2.modeling.hiera as hiera
+
+    encoder = build_encoder(size)
+    randomize_(encoder, 3)
+    x = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        whole = encoder(x)
+    bands, chunks = [], []
+    monkeypatch.setattr(hiera, "MLP_CHUNK_ELEMENTS", 1 << 12)
+    banded, chunked = hiera.HieraBlock._banded_forward, hiera.HieraBlock.mlp_residual
+    monkeypatch.setattr(hiera.HieraBlock, "_banded_forward",
+                        lambda self, x, rows: bands.append((self.window_size, x.shape[1], rows)) or banded(self, x, rows))
+    monkeypatch.setattr(hiera.HieraBlock, "mlp_residual",
+                        lambda self, x: chunks.append(self.window_size) or chunked(self, x))
+    with torch.inference_mode():
+        pieces = encoder(x)
+    blocks = encoder.trunk.blocks
+    assert len(bands) == sum(1 for b in blocks if b.window_size > 0)  # every windowed block ran in bands
+    assert any(h % rows for _, h, rows in bands) and any(rows < h for _, h, rows in bands)  # partial last bands
+    assert 0 in chunks  # global blocks took the chunked MLP
+    for key in ("vision_features", "backbone_fpn"):
+        a, b = whole[key], pieces[key]
+        for u, v in (zip(a, b) if isinstance(a, list) else [(a, b)]):
+            assert max_diff(u, v) <= 2e-6 * max(1.0, u.abs().max().item())  # float summation order only
+    # with autograd on (shortcut training), blocks run in one piece
+    bands.clear()
+    encoder.trunk(x[:, :, :64, :64].requires_grad_())
+    assert not bands

@@ -373,3 +373,34 @@ def test_exportable_without_complex_ops_and_cache_stays_real():
     assert all(type(c) is torch.Tensor for c, _ in ma_module._ROPE_TABLES.values())
     with torch.no_grad():
         torch.testing.assert_close(program.module()(*inputs, 4), model(*inputs, 4), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_feed_forward_in_row_chunks_is_the_one_piece_result(monkeypatch):
+    """At 1024 px the feed-forward's hidden activation (4096 x 2048 per object) goes through in row chunks on
+    the CPU; a small chunk makes a small input take that path, with the same result."""
+    import efficient_sam2.modeling.common as common
+
+    model = random_model(4)
+    inputs = memory_inputs(2, 16, 3, 8, seed=4, dim=SMALL_DIM, kv_dim=SMALL_KV)
+    whole = model(*inputs, num_obj_ptr_tokens=8)
+    calls = []
+    chunked = common.residual_in_chunks
+
+    def spy(fn, x, hidden, chunk_elements=None):
+        calls.append(x.numel() // x.shape[-1] * hidden)
+        return chunked(fn, x, hidden, chunk_elements)
+
+    monkeypatch.setattr(common, "ROW_CHUNK_ELEMENTS", 1 << 12)  # 32 rows of 128 hidden: 256-row chunks
+    monkeypatch.setattr("efficient_sam2.modeling.memory_attention.residual_in_chunks", spy)
+    pieces = model(*inputs, num_obj_ptr_tokens=8)
+    assert len(calls) == len(model.layers) and all(n >= 4 * (1 << 12) for n in calls)
+    assert (pieces - whole).abs().max().item() <= 1e-6 * max(1.0, whole.abs().max().item())
+    # by hand: x + fn(x) over 600 rows in chunks of 256, 256 and 88
+    x = torch.randn(3, 200, 8)
+    fn = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    assert torch.allclose(chunked(fn, x, 64, 1 << 10), x + fn(x), atol=1e-6)
+    with torch.enable_grad():  # autograd: one piece, gradients flow
+        xg = x.clone().requires_grad_()
+        chunked(fn, xg, 64, 1 << 10).sum().backward()
+        assert xg.grad is not None

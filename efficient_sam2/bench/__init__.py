@@ -5,6 +5,10 @@
     result = run_benchmark(BenchmarkSettings(model="tiny", image_size=512, kept_windows=0.2))
     print(result.markdown())
     write_json(result, "bench.json")
+
+    # how time and memory grow with the number of objects (one process per point and configuration)
+    sweep = run_sweep(BenchmarkSettings(model="tiny", image_size=512, kept_windows=0.2), "objects", [1, 2, 4])
+    print(sweep.markdown())
 """
 
 from .flops import FlopModel, hiera_flops, image_encoder_flops, mask_decoder_flops, memory_attention_flops, \
@@ -19,6 +23,7 @@ from .report import (
     write_markdown,
     write_plot,
 )
+from .scaling import MemoryProbe, SweepPoint, SweepResult, parse_sweep, run_sweep
 from .speed import (
     BENCH_CONFIGS,
     BUCKETS,
@@ -42,11 +47,15 @@ __all__ = [
     "BenchmarkSettings",
     "ConfigResult",
     "FlopModel",
+    "MemoryProbe",
+    "SweepPoint",
+    "SweepResult",
     "check_output_path",
     "hiera_flops",
     "image_encoder_flops",
     "mask_decoder_flops",
     "markdown_report",
+    "parse_sweep",
     "memory_attention_flops",
     "memory_encoder_flops",
     "plot_speedups",
@@ -54,6 +63,7 @@ __all__ = [
     "reference_available",
     "result_to_dict",
     "run_benchmark",
+    "run_sweep",
     "summarize",
     "synthetic_video",
     "write_json",

@@ -33,6 +33,9 @@ __all__ = [
     "write_json",
     "write_markdown",
     "write_plot",
+    "linear_fit",
+    "sweep_markdown",
+    "plot_sweep",
 ]
 
 BUCKET_LABELS = {
@@ -333,6 +336,203 @@ def _plot_pil(labels, series, title) -> bytes:
         d.text((W - right + 36, y), name, fill="black")
     d.line([(W - right + 15, top + 20 * n + 10), (W - right + 30, top + 20 * n + 10)], fill="black", width=3)
     d.text((W - right + 36, top + 20 * n + 4), "FLOP-ideal", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sweeps (objects, video length)
+# ----------------------------------------------------------------------------------------------------------------
+
+_SWEEP_UNITS = {"objects": ("objects", "object"), "frames": ("frames", "frame")}
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares (slope, intercept) of ys against xs; None with fewer than two distinct xs."""
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]
+    if len({x for x, _ in pairs}) < 2:
+        return None
+    mx = sum(x for x, _ in pairs) / len(pairs)
+    my = sum(y for _, y in pairs) / len(pairs)
+    sxx = sum((x - mx) ** 2 for x, _ in pairs)
+    slope = sum((x - mx) * (y - my) for x, y in pairs) / sxx
+    return slope, my - slope * mx
+
+
+def _sweep_series(result, config: str, key) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for v in result.values:
+        p = result.point(v, config)
+        if p is None or p.error is not None:
+            continue
+        y = key(p)
+        if y is not None:
+            xs.append(v)
+            ys.append(y)
+    return xs, ys
+
+
+def _e2e(p) -> float | None:
+    return p.median_ms.get("end_to_end")
+
+
+def _growth(p) -> float | None:
+    return None if p.memory is None else p.memory.get("growth_mb")
+
+
+def _peak(p) -> float | None:
+    return None if p.memory is None else p.memory.get("peak_mb")
+
+
+def sweep_markdown(result) -> str:
+    """Markdown report of a `--sweep`: a row per (value, configuration) and the fitted growth per unit."""
+    s, env, q = result.settings, result.environment, result.quantity
+    plural, singular = _SWEEP_UNITS[q]
+    fixed = "objects" if q == "frames" else "frames"
+    lines = [f"## Efficient-SAM2 scaling: {plural}", ""]
+    if result.command:
+        lines += [f"`{result.command}`", ""]
+    device = env.get("gpu") or env.get("cpu", "cpu")
+    memory_kind = next((p.memory.get("kind") for p in result.points if p.memory), "cpu_rss")
+    lines += [
+        f"- model: {s.get('model')} ({s.get('weights', 'random weights')}), {s.get('image_size')} px, "
+        f"{s.get('dtype')} on {env.get('device')} ({device}, {env.get('threads')} threads, torch {env.get('torch')})",
+        f"- {plural}: {', '.join(str(v) for v in result.values)}; {fixed}: "
+        f"{s.get(fixed) if s.get(fixed) is not None else ('1' if fixed == 'objects' else '-')}; "
+        f"frame cache: {s.get('frame_cache')} preprocessed frames",
+        "- every (value, configuration) ran in a fresh process of its own, one after the other; time: median "
+        "per timed frame (memory bank full)" + (", process CPU time" if s.get("clock") == "cpu" else ", wall clock"),
+        "- memory: " + ("PyTorch's CUDA allocations" if memory_kind == "cuda_allocated" else
+                        "resident set size of the process")
+        + " when tracking starts (model built, video opened), its peak while tracking, and the growth between them",
+    ]
+    if s.get("kept_windows") is not None:
+        lines.append(f"- kept windows forced to {s['kept_windows']:g} of the routed stage on routed frames")
+    cols = [q, "configuration", "image encoder (ms)", "memory attention (ms)", "end-to-end (ms/frame)",
+            "vs dense", "memory at start (MiB)", "peak (MiB)", "growth (MiB)"]
+    lines += ["", "| " + " | ".join(cols) + " |", "|---:|---|" + "---:|" * (len(cols) - 2)]
+    for v in result.values:
+        dense = result.point(v, "dense")
+        for name in result.configs:
+            p = result.point(v, name)
+            if p is None:
+                continue
+            if p.error is not None:
+                lines.append(f"| {v} | {name} | failed: {p.error} |" + " |" * (len(cols) - 3))
+                continue
+            med, mem = p.median_ms, p.memory or {}
+            vs = "-"
+            if name != "dense" and dense is not None and dense.error is None and _e2e(dense) and _e2e(p):
+                vs = f"{_e2e(dense) / _e2e(p):.2f}x"
+            lines.append("| " + " | ".join([
+                str(v), name, _fmt_ms(med.get("image_encoder")), _fmt_ms(med.get("memory_attention")),
+                _fmt_ms(med.get("end_to_end")), vs, _fmt_mb(mem.get("start_mb")), _fmt_mb(mem.get("peak_mb")),
+                _fmt_mb(mem.get("growth_mb")),
+            ]) + " |")
+    fits = []
+    for name in result.configs:
+        t = linear_fit(*_sweep_series(result, name, _e2e))
+        m = linear_fit(*_sweep_series(result, name, _growth))
+        if t is None and m is None:
+            continue
+        parts = []
+        if t is not None:
+            parts.append(f"{t[0]:+.1f} ms per frame")
+        if m is not None:
+            parts.append(f"{m[0]:+.1f} MiB of memory growth")
+        fits.append(f"- {name}: each extra {singular} adds " + " and ".join(parts) + " (least-squares fit)")
+    if fits:
+        lines += ["", f"Growth per extra {singular}:", ""] + fits
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_mb(x) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+def plot_sweep(result, backend: str = "auto") -> bytes:
+    """PNG bytes of two line charts against the swept quantity: end-to-end time per frame and memory growth,
+    one line per configuration (matplotlib when installed, else PIL)."""
+    if backend not in ("auto", "matplotlib", "pil"):
+        raise ValueError(f"unknown plot backend {backend!r}")
+    panels = [("end-to-end time per frame (ms)", _e2e), ("memory growth while tracking (MiB)", _growth)]
+    series = [[(name, *_sweep_series(result, name, key)) for name in result.configs] for _, key in panels]
+    s, env = result.settings, result.environment
+    title = f"{s.get('model')} {s.get('image_size')} px, {s.get('dtype')} on {env.get('device')}"
+    xlabel = _SWEEP_UNITS[result.quantity][0]
+    if backend in ("auto", "matplotlib"):
+        try:
+            return _sweep_matplotlib(panels, series, title, xlabel)
+        except ImportError:
+            if backend == "matplotlib":
+                raise
+    return _sweep_pil(panels, series, title, xlabel)
+
+
+def _sweep_matplotlib(panels, series, title, xlabel) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, (label, _), lines in zip(axes, panels, series):
+        for i, (name, xs, ys) in enumerate(lines):
+            if xs:
+                colour = tuple(c / 255 for c in _COLOURS[i % len(_COLOURS)])
+                ax.plot(xs, ys, marker="o", label=name, color=colour)
+        ticks = sorted({x for _, xs, _ in lines for x in xs})
+        if ticks:
+            ax.set_xticks(ticks)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _sweep_pil(panels, series, title, xlabel) -> bytes:
+    from PIL import Image, ImageDraw
+
+    W, H = 1200, 520
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    d.text((20, 10), title, fill="black")
+    pw, ph, top = 480, 380, 60
+    for k, ((label, _), lines) in enumerate(zip(panels, series)):
+        left = 80 + k * (pw + 110)
+        xs_all = [x for _, xs, _ in lines for x in xs] or [0, 1]
+        ys_all = [y for _, _, ys in lines for y in ys] or [1.0]
+        x0, x1 = min(xs_all), max(xs_all)
+        x1 = x1 if x1 > x0 else x0 + 1
+        ymax = max(ys_all) * 1.1 or 1.0
+        d.text((left, top - 25), label, fill="black")
+        d.line([(left, top), (left, top + ph), (left + pw, top + ph)], fill="black")
+        d.text((left - 60, top - 6), f"{ymax:.0f}", fill="black")
+        d.text((left - 20, top + ph - 6), "0", fill="black")
+        d.text((left + pw // 2 - 20, top + ph + 20), xlabel, fill="black")
+
+        def pt(x, y):
+            return left + pw * (x - x0) / (x1 - x0), top + ph * (1 - y / ymax)
+
+        for v in sorted(set(xs_all)):
+            px, _ = pt(v, 0)
+            d.text((px - 4, top + ph + 4), str(v), fill="black")
+        for i, (name, xs, ys) in enumerate(lines):
+            colour = _COLOURS[i % len(_COLOURS)]
+            points = [pt(x, y) for x, y in zip(xs, ys)]
+            if len(points) > 1:
+                d.line(points, fill=colour, width=2)
+            for px, py in points:
+                d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            d.text((left + 10, top + 10 + 16 * i), name, fill=colour)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

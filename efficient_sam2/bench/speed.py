@@ -29,7 +29,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from tqdm.auto import tqdm
 from ..configs import get_config, resolve_model_name
 from ..efficient.config import SHORTCUT_VARIANTS, EfficientConfig
 from .flops import FlopModel, pooled_key_count
+
+if TYPE_CHECKING:
+    from .scaling import MemoryProbe
 
 __all__ = [
     "BENCH_CONFIGS",
@@ -142,6 +145,8 @@ class BenchmarkSettings:
     shortcut: str | None = None
     shortcut_checkpoint: str | None = None
     clock: str = "wall"
+    include_dense: bool = True
+    frame_cache: int | None = None
 
     def validate(self) -> "BenchmarkSettings":
         """Check every field; raises BenchError with a readable message. Returns self (normalised)."""
@@ -179,7 +184,9 @@ class BenchmarkSettings:
                 raise BenchError(f"unknown configuration {name!r}; choose from: {', '.join(BENCH_CONFIGS)}")
             if name not in names:
                 names.append(name)
-        if "dense" not in names:
+        if not names:
+            raise BenchError("--configs names no configuration")
+        if self.include_dense and "dense" not in names:
             names.insert(0, "dense")
         if "reference" in names and not reference_available():
             raise BenchError("configuration 'reference' needs the reference package: pip install sam2==1.1.0 "
@@ -208,6 +215,8 @@ class BenchmarkSettings:
             raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
         if self.repeats < 1:
             raise BenchError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.frame_cache is not None and self.frame_cache < 0:
+            raise BenchError(f"frame_cache must be >= 0, got {self.frame_cache}")
         if self.threads is not None and self.threads < 1:
             raise BenchError(f"--threads must be >= 1, got {self.threads}")
         if self.shortcut is not None and self.shortcut not in SHORTCUT_VARIANTS:
@@ -616,6 +625,7 @@ class BenchmarkResult:
     configs: dict[str, ConfigResult]
     timed_frames: list[int]
     command: str | None = None
+    memory: dict | None = None
 
     def summary(self) -> dict:
         from .report import summarize
@@ -696,19 +706,26 @@ def _build_reference(settings: BenchmarkSettings, state_dict: dict, image_size: 
     return predictor.eval()
 
 
-def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: str | None = None) -> BenchmarkResult:
-    """Build the model once, run every configuration interleaved, and return the raw measurements."""
+def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: str | None = None,
+                  memory_probe: "MemoryProbe | None" = None) -> BenchmarkResult:
+    """Build the model once, run every configuration interleaved, and return the raw measurements.
+
+    With a `memory_probe`, the process's memory is read when tracking starts (model built, video opened) and
+    its peak during tracking when it ends (`BenchmarkResult.memory`). A process-wide peak mixes every
+    configuration of the run: give one configuration per process to attribute it (as `--sweep` does).
+    """
     settings.validate()
     threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _run(settings, progress, command)
+        return _run(settings, progress, command, memory_probe)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> BenchmarkResult:
+def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
+         memory_probe: "MemoryProbe | None" = None) -> BenchmarkResult:
     from ..build import build_sam2_video_predictor
     from ..predictors.efficient_video import EfficientVideoPredictor
     from ..io.frames import VideoFrames
@@ -724,7 +741,8 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
         height, width = max(32, (image_size * 9 // 16) // 2 * 2), image_size
         rgb, masks = synthetic_video(settings.frames, height, width, settings.objects or 1, settings.seed)
         num_frames = settings.frames
-        frames = VideoFrames(rgb, image_size=image_size, cache_size=num_frames, device=device)
+        cache = num_frames if settings.frame_cache is None else settings.frame_cache
+        frames = VideoFrames(rgb, image_size=image_size, cache_size=cache, device=device)
         video_desc = f"synthetic, {width}x{height}, {len(masks)} moving object(s)"
     else:
         frames, masks, num_frames = _load_real_video(settings, image_size, device)
@@ -764,7 +782,8 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
             runners.append(_Runner(name, predictor, None, masks, num_frames, recorder, reference=False))
         instrument(model, recorder)
         for r in runners:
-            r.state = r.predictor.init_state(frames, frame_cache_size=num_frames)
+            r.state = r.predictor.init_state(
+                frames, frame_cache_size=num_frames if settings.frame_cache is None else settings.frame_cache)
 
         ref_recorder = None
         if "reference" in settings.configs:
@@ -779,6 +798,11 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
                 ref_state = ref.init_state(folder)  # (its frame-loading progress bar goes to /dev/null)
             runners.insert(settings.configs.index("reference"),
                            _Runner("reference", ref, ref_state, masks, num_frames, ref_recorder, reference=True))
+        if all(r.reference for r in runners):
+            # only the reference runs (one configuration per process, as in a sweep): our copy of the model is
+            # not used, so its memory is not counted against the reference
+            base = model = state_dict = None
+            gc.collect()
 
         flop_model = FlopModel(cfg)
         results = {r.name: ConfigResult(r.name, BENCH_CONFIGS[r.name].description,
@@ -799,6 +823,9 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
         steps = num_frames - 1  # frame 0 is the prompted frame, yielded by start()
         bar = tqdm(total=rounds * steps * len(runners), desc="bench", unit="frame", disable=not progress)
         gc_was_enabled = gc.isenabled()
+        memory = None
+        if memory_probe is not None:
+            memory_probe.start()
         try:
             for rnd in range(rounds):
                 recording = rnd >= settings.warmup
@@ -841,6 +868,8 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
                         if st is not None:
                             stats_acc[r.name].append(st)
                     r.finish()
+            if memory_probe is not None:
+                memory = memory_probe.stop()
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -860,7 +889,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None) -> Be
     settings_dict.update({"model": cfg.name, "image_size": image_size, "frames": num_frames,
                           "objects": len(masks), "video_description": video_desc,
                           "weights": settings.checkpoint or f"random (seed {settings.seed})"})
-    return BenchmarkResult(settings_dict, env, results, timed_frames, command=command)
+    return BenchmarkResult(settings_dict, env, results, timed_frames, command=command, memory=memory)
 
 
 def _record_frame(res: ConfigResult, flops_acc: list, work_acc: list, calls: list[Call], total: float,

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    help="official SAM 2 / 2.1 checkpoint (default: seeded random weights, fine for speed)")
     p.add_argument("--image-size", type=int, default=None,
                    help="model input size, a multiple of 32 (default: the model's 1024)")
-    p.add_argument("--frames", type=int, default=12,
+    p.add_argument("--frames", type=int, default=None,
                    help="frames to process (default 12); frames 7.. are timed, once the memory bank is full")
     p.add_argument("--objects", type=int, default=None,
                    help="objects tracked together (synthetic video: default 1; --video: the first N ids of --mask, "
@@ -74,6 +74,12 @@ def register(subparsers) -> None:
                      help="shortcut branch of background windows (default bottleneck)")
     eff.add_argument("--shortcut-checkpoint", default=None,
                      help="trained shortcut weights (default: untrained; its cost is the same)")
+    sweep = p.add_argument_group("scaling")
+    sweep.add_argument("--sweep", default=None, metavar="QUANTITY=V1,V2,...",
+                       help="how time and peak memory grow: objects=1,2,4,8 or frames=12,24,48. Every (value, "
+                            "configuration) runs in a fresh process of its own, so its peak memory is its own; "
+                            "the report gives ms per frame, memory at start, peak and growth, and the growth per "
+                            "extra object or frame")
     timing = p.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=1, help="untimed passes over the video first (default 1)")
     timing.add_argument("--repeats", type=int, default=3, help="timed passes over the video (default 3)")
@@ -93,8 +99,8 @@ def register(subparsers) -> None:
 
 _FLAGS = ("model", "checkpoint", "image_size", "frames", "objects", "dtype", "device", "threads", "configs",
           "kept_windows", "video", "mask", "sparsity", "tau", "shortcut", "shortcut_checkpoint", "warmup", "repeats",
-          "seed", "clock")
-_DEFAULTS = {"frames": 12, "dtype": "fp32", "device": "cpu", "configs": "dense,swr,smr,efficient", "warmup": 1,
+          "seed", "clock", "sweep")
+_DEFAULTS = { "dtype": "fp32", "device": "cpu", "configs": "dense,swr,smr,efficient", "warmup": 1,
              "repeats": 3, "seed": 0, "clock": "wall"}
 
 
@@ -116,9 +122,17 @@ def run(args) -> int:
     from ..bench.report import check_output_path, write_json, write_markdown, write_plot
     from ..bench.speed import BenchError, BenchmarkSettings, run_benchmark
 
+    sweep = None
     try:
+        if args.sweep is not None:
+            from ..bench.scaling import parse_sweep
+
+            sweep = parse_sweep(args.sweep)
+            if getattr(args, sweep[0]) is not None:
+                raise BenchError(f"--sweep {sweep[0]}=... sets the number of {sweep[0]}: leave out --{sweep[0]}")
         settings = BenchmarkSettings(
-            model=args.model, checkpoint=args.checkpoint, image_size=args.image_size, frames=args.frames,
+            model=args.model, checkpoint=args.checkpoint, image_size=args.image_size,
+            frames=12 if args.frames is None else args.frames,
             objects=args.objects, dtype=args.dtype, device=args.device,
             configs=tuple(c for c in args.configs.split(",")), kept_windows=args.kept_windows,
             video=args.video, mask=args.mask, warmup=args.warmup, repeats=args.repeats, seed=args.seed,
@@ -138,6 +152,8 @@ def run(args) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if sweep is not None:
+        return _run_sweep(args, settings, sweep)
     if "reference" not in settings.configs and args.configs == "dense,swr,smr,efficient":
         from ..bench.speed import reference_available
 
@@ -163,5 +179,34 @@ def run(args) -> int:
             write_plot(result, args.plot, args.overwrite)
     except (BenchError, OSError) as exc:
         print(f"error: could not write the results: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_sweep(args, settings, sweep) -> int:
+    from ..build import CheckpointError
+    from ..bench.scaling import run_sweep, write_sweep_json, write_sweep_markdown, write_sweep_plot
+    from ..bench.speed import BenchError
+
+    quantity, values = sweep
+    try:
+        result = run_sweep(settings, quantity, values, progress=not args.no_progress, command=command_line(args))
+    except (BenchError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.markdown())
+    try:
+        if args.json:
+            write_sweep_json(result, args.json, args.overwrite)
+        if args.markdown:
+            write_sweep_markdown(result, args.markdown, args.overwrite)
+        if args.plot:
+            write_sweep_plot(result, args.plot, args.overwrite)
+    except (BenchError, OSError) as exc:
+        print(f"error: could not write the results: {exc}", file=sys.stderr)
+        return 1
+    failed = [p for p in result.points if p.error is not None]
+    if failed:
+        print(f"error: {len(failed)} of {len(result.points)} runs failed (see the table)", file=sys.stderr)
         return 1
     return 0

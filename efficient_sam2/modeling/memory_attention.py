@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from efficient_sam2.modeling.common import residual_in_chunks
+
 __all__ = [
     "MemoryPlan",
     "axial_rope_tables",
@@ -256,8 +258,11 @@ class MemoryAttentionLayer(nn.Module):
             out, saliency = out
         x = x + out
 
-        x = x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+        x = residual_in_chunks(self._feed_forward, x, self.linear1.out_features)
         return x, saliency
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.linear2(F.relu(self.linear1(self.norm3(x))))
 
 
 class MemoryAttention(nn.Module):
