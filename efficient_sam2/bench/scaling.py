@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .speed import BenchError, BenchmarkSettings
 
@@ -206,7 +205,7 @@ class SweepResult:
         return sweep_markdown(self)
 
 
-def _child(settings: dict, conn) -> None:
+def _child(settings: dict, conn, progress: bool = False, desc: str = "bench") -> None:
     """Runs in a fresh process: one configuration, memory probed; sends a dict back through `conn`."""
     try:
         from .speed import run_benchmark
@@ -214,7 +213,7 @@ def _child(settings: dict, conn) -> None:
         s = BenchmarkSettings(**settings)
         s.configs = tuple(s.configs)
         device = torch.device(s.device)
-        result = run_benchmark(s, progress=False, memory_probe=MemoryProbe(device))
+        result = run_benchmark(s, progress=progress, memory_probe=MemoryProbe(device), desc=desc)
         (name, res), = result.configs.items()
         medians = {b: (statistics.median(xs) if xs else None) for b, xs in res.samples_ms.items()}
         conn.send({
@@ -232,10 +231,10 @@ def _child(settings: dict, conn) -> None:
         conn.close()
 
 
-def _run_child(settings: dict) -> dict:
+def _run_child(settings: dict, progress: bool = False, desc: str = "bench") -> dict:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(settings, child), daemon=True)
+    proc = ctx.Process(target=_child, args=(settings, child, progress, desc), daemon=True)
     proc.start()
     child.close()
     try:
@@ -269,34 +268,31 @@ def run_sweep(settings: BenchmarkSettings, quantity: str, values: Sequence[int],
     points: list[SweepPoint] = []
     environment: dict = {}
     shared: dict = {}
-    bar = tqdm(total=len(values) * len(configs), desc=f"sweep {quantity}", unit="run", disable=not progress)
-    try:
-        for v in values:
-            for name in configs:
-                bar.set_postfix_str(f"{quantity}={v} {name}")
-                child_settings = dataclasses.replace(
-                    settings, configs=(name,), include_dense=False, **{quantity: v},
-                    # what a user's tracking keeps: the predictor's own bounded frame cache, not every frame
-                    frame_cache=16 if settings.frame_cache is None else settings.frame_cache,
-                )
-                message = _run_child(dataclasses.asdict(child_settings))
-                point = SweepPoint(v, name)
-                if "error" in message:
-                    point.error = message["error"]
-                    if progress:
-                        tqdm.write(f"{quantity}={v} {name}: failed: {message['error']}")
-                else:
-                    point.median_ms = message["median_ms"]
-                    point.gflops_per_frame = message["gflops_per_frame"]
-                    point.samples = message["samples"]
-                    point.sparsity = message["sparsity"]
-                    point.memory = message["memory"]
-                    environment = environment or message["environment"]
-                    shared = shared or message["settings"]
-                points.append(point)
-                bar.update(1)
-    finally:
-        bar.close()
+    total = len(values) * len(configs)
+    for v in values:
+        for name in configs:
+            # each child draws its own progress bar (the frames of its run), labelled with its place in the sweep
+            desc = f"[{len(points) + 1}/{total}] {quantity}={v} {name}"
+            child_settings = dataclasses.replace(
+                settings, configs=(name,), include_dense=False, **{quantity: v},
+                # what a user's tracking keeps: the predictor's own bounded frame cache, not every frame
+                frame_cache=16 if settings.frame_cache is None else settings.frame_cache,
+            )
+            message = _run_child(dataclasses.asdict(child_settings), progress, desc)
+            point = SweepPoint(v, name)
+            if "error" in message:
+                point.error = message["error"]
+                if progress:
+                    print(f"{desc}: failed: {message['error']}", file=sys.stderr)
+            else:
+                point.median_ms = message["median_ms"]
+                point.gflops_per_frame = message["gflops_per_frame"]
+                point.samples = message["samples"]
+                point.sparsity = message["sparsity"]
+                point.memory = message["memory"]
+                environment = environment or message["environment"]
+                shared = shared or message["settings"]
+            points.append(point)
     settings_dict = dict(shared) if shared else settings.to_dict()
     settings_dict.update({"configs": configs, quantity: None, "frame_cache": 16 if settings.frame_cache is None
                           else settings.frame_cache})

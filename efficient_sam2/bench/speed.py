@@ -707,7 +707,7 @@ def _build_reference(settings: BenchmarkSettings, state_dict: dict, image_size: 
 
 
 def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: str | None = None,
-                  memory_probe: "MemoryProbe | None" = None) -> BenchmarkResult:
+                  memory_probe: "MemoryProbe | None" = None, desc: str = "bench") -> BenchmarkResult:
     """Build the model once, run every configuration interleaved, and return the raw measurements.
 
     With a `memory_probe`, the process's memory is read when tracking starts (model built, video opened) and
@@ -719,13 +719,13 @@ def run_benchmark(settings: BenchmarkSettings, progress: bool = True, command: s
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _run(settings, progress, command, memory_probe)
+        return _run(settings, progress, command, memory_probe, desc)
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
-         memory_probe: "MemoryProbe | None" = None) -> BenchmarkResult:
+         memory_probe: "MemoryProbe | None" = None, desc: str = "bench") -> BenchmarkResult:
     from ..build import build_sam2_video_predictor
     from ..predictors.efficient_video import EfficientVideoPredictor
     from ..io.frames import VideoFrames
@@ -821,7 +821,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
             else contextlib.nullcontext
         rounds = settings.warmup + settings.repeats
         steps = num_frames - 1  # frame 0 is the prompted frame, yielded by start()
-        bar = tqdm(total=rounds * steps * len(runners), desc="bench", unit="frame", disable=not progress)
+        bar = tqdm(total=rounds * steps * len(runners), desc=desc, unit="frame", disable=not progress)
         gc_was_enabled = gc.isenabled()
         memory = None
         if memory_probe is not None:
