@@ -15,7 +15,8 @@ from PIL import Image
 
 from efficient_sam2.bench import BenchError, BenchmarkSettings
 from efficient_sam2.bench.report import linear_fit, plot_sweep, sweep_markdown
-from efficient_sam2.bench.scaling import MemoryProbe, SweepPoint, SweepResult, parse_sweep, run_sweep
+from efficient_sam2.bench.scaling import MemoryProbe, SweepPoint, SweepResult, parse_sweep, run_sweep, \
+    tensor_megabytes
 from efficient_sam2.cli import main
 
 
@@ -57,17 +58,38 @@ def test_memory_probe_sees_an_allocation_of_known_size():
         MemoryProbe("cpu").stop()
 
 
+def test_tensor_megabytes_counts_each_storage_once():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Holder:
+        a: torch.Tensor
+        more: dict
+
+    class Plain:
+        def __init__(self, t):
+            self.t = t
+            self.me = self  # cycles are fine
+
+    big = torch.zeros(2**18)  # 1 MiB
+    state = Holder(big, {"view": big[10:], "list": [torch.zeros(2**17), Plain(big)], "n": 3,
+                         "module": torch.nn.Linear(1000, 1000)})  # modules (the model) are not state
+    assert tensor_megabytes(state) == pytest.approx(1.5)
+
+
 def _made_up() -> SweepResult:
     points = []
     for v in (1, 2, 4):
         points.append(SweepPoint(v, "dense", {"image_encoder": 100.0, "memory_attention": 50.0 * v,
                                               "end_to_end": 160.0 + 50.0 * v}, {}, 3, {},
                                  {"kind": "cpu_rss", "start_mb": 500.0, "peak_mb": 510.0 + 4 * v,
-                                  "growth_mb": 10.0 + 4 * v, "setup_peak_mb": 600.0, "peak_is_tracking": True}))
+                                  "growth_mb": 10.0 + 4 * v, "setup_peak_mb": 600.0, "peak_is_tracking": True,
+                                  "state_mb": 12.0 + 0.5 * v}))
         points.append(SweepPoint(v, "efficient", {"image_encoder": 60.0, "memory_attention": 20.0 * v,
                                                   "end_to_end": 90.0 + 20.0 * v}, {}, 3, {},
                                  {"kind": "cpu_rss", "start_mb": 500.0, "peak_mb": 511.0 + 3 * v,
-                                  "growth_mb": 11.0 + 3 * v, "setup_peak_mb": 600.0, "peak_is_tracking": True}))
+                                  "growth_mb": 11.0 + 3 * v, "setup_peak_mb": 600.0, "peak_is_tracking": True,
+                                  "state_mb": 12.5 + 0.5 * v}))
     points.append(SweepPoint(8, "dense", error="the benchmark process ended without a result: killed"))
     settings = {"model": "sam2.1_hiera_tiny", "image_size": 512, "dtype": "fp32", "frames": 10, "frame_cache": 16,
                 "kept_windows": 0.2, "clock": "cpu", "weights": "random (seed 0)"}
@@ -78,11 +100,12 @@ def _made_up() -> SweepResult:
 def test_sweep_report_from_made_up_points():
     result = _made_up()
     md = sweep_markdown(result)
-    assert "| 2 | efficient | 60.0 | 40.0 | 130.0 | 2.00x | 500 | 517 | 17 |" in md
-    assert "| 4 | dense | 100.0 | 200.0 | 360.0 | - | 500 | 526 | 26 |" in md
+    assert "| 2 | efficient | 60.0 | 40.0 | 130.0 | 2.00x | 13.5 | 500 | 517 | 17 |" in md
+    assert "| 4 | dense | 100.0 | 200.0 | 360.0 | - | 14.0 | 500 | 526 | 26 |" in md
     assert "| 8 | dense | failed: the benchmark process ended without a result: killed |" in md
-    assert "- dense: each extra object adds +50.0 ms per frame and +4.0 MiB of memory growth" in md
-    assert "- efficient: each extra object adds +20.0 ms per frame and +3.0 MiB of memory growth" in md
+    assert ("- dense: each extra object adds +50.0 ms per frame, +0.50 MiB of tracking state, +4.0 MiB of peak "
+            "memory growth") in md
+    assert "- efficient: each extra object adds +20.0 ms per frame, +0.50 MiB of tracking state, +3.0 MiB" in md
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["quantity"] == "objects" and len(doc["points"]) == 7 and doc["points"][-1]["error"]
     for backend in ("pil", "matplotlib"):
@@ -129,9 +152,12 @@ def test_sweep_runs_each_point_in_its_own_process(tmp_path, capsys):
         assert p["error"] is None and p["samples"] == 1 and p["median_ms"]["end_to_end"] > 0
         mem = p["memory"]
         assert mem["start_mb"] > 100 and mem["peak_mb"] >= mem["start_mb"] and mem["growth_mb"] >= 0
+        assert mem["state_mb"] > 0
     assert two["gflops_per_frame"]["memory_attention"] == pytest.approx(
         2 * one["gflops_per_frame"]["memory_attention"], rel=1e-6)
     assert two["gflops_per_frame"]["image_encoder"] == pytest.approx(one["gflops_per_frame"]["image_encoder"])
+    # a second object keeps its own per-frame outputs and memories
+    assert two["memory"]["state_mb"] > one["memory"]["state_mb"]
     assert (out / "s.md").read_text() in printed
     assert Image.open(out / "s.png").format == "PNG"
 

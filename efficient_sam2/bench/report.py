@@ -381,8 +381,8 @@ def _growth(p) -> float | None:
     return None if p.memory is None else p.memory.get("growth_mb")
 
 
-def _peak(p) -> float | None:
-    return None if p.memory is None else p.memory.get("peak_mb")
+def _state(p) -> float | None:
+    return None if p.memory is None else p.memory.get("state_mb")
 
 
 def sweep_markdown(result) -> str:
@@ -403,14 +403,17 @@ def sweep_markdown(result) -> str:
         f"frame cache: {s.get('frame_cache')} preprocessed frames",
         "- every (value, configuration) ran in a fresh process of its own, one after the other; time: median "
         "per timed frame (memory bank full)" + (", process CPU time" if s.get("clock") == "cpu" else ", wall clock"),
+        "- tracking state: the tensors the predictor's state holds at the end (frame and feature caches, "
+        "per-frame outputs and memories; the reference keeps every preprocessed frame)",
         "- memory: " + ("PyTorch's CUDA allocations" if memory_kind == "cuda_allocated" else
                         "resident set size of the process")
-        + " when tracking starts (model built, video opened), its peak while tracking, and the growth between them",
+        + " when tracking starts (model built, video opened), its peak while tracking, and the growth between them"
+        + ("" if memory_kind == "cuda_allocated" else " (includes what the allocator keeps after frees)"),
     ]
     if s.get("kept_windows") is not None:
         lines.append(f"- kept windows forced to {s['kept_windows']:g} of the routed stage on routed frames")
     cols = [q, "configuration", "image encoder (ms)", "memory attention (ms)", "end-to-end (ms/frame)",
-            "vs dense", "memory at start (MiB)", "peak (MiB)", "growth (MiB)"]
+            "vs dense", "tracking state (MiB)", "memory at start (MiB)", "peak (MiB)", "growth (MiB)"]
     lines += ["", "| " + " | ".join(cols) + " |", "|---:|---|" + "---:|" * (len(cols) - 2)]
     for v in result.values:
         dense = result.point(v, "dense")
@@ -427,21 +430,24 @@ def sweep_markdown(result) -> str:
                 vs = f"{_e2e(dense) / _e2e(p):.2f}x"
             lines.append("| " + " | ".join([
                 str(v), name, _fmt_ms(med.get("image_encoder")), _fmt_ms(med.get("memory_attention")),
-                _fmt_ms(med.get("end_to_end")), vs, _fmt_mb(mem.get("start_mb")), _fmt_mb(mem.get("peak_mb")),
-                _fmt_mb(mem.get("growth_mb")),
+                _fmt_ms(med.get("end_to_end")), vs, _fmt_state(mem.get("state_mb")), _fmt_mb(mem.get("start_mb")),
+                _fmt_mb(mem.get("peak_mb")), _fmt_mb(mem.get("growth_mb")),
             ]) + " |")
     fits = []
     for name in result.configs:
         t = linear_fit(*_sweep_series(result, name, _e2e))
+        st = linear_fit(*_sweep_series(result, name, _state))
         m = linear_fit(*_sweep_series(result, name, _growth))
-        if t is None and m is None:
+        if t is None and m is None and st is None:
             continue
         parts = []
         if t is not None:
             parts.append(f"{t[0]:+.1f} ms per frame")
+        if st is not None:
+            parts.append(f"{st[0]:+.2f} MiB of tracking state")
         if m is not None:
-            parts.append(f"{m[0]:+.1f} MiB of memory growth")
-        fits.append(f"- {name}: each extra {singular} adds " + " and ".join(parts) + " (least-squares fit)")
+            parts.append(f"{m[0]:+.1f} MiB of peak memory growth")
+        fits.append(f"- {name}: each extra {singular} adds " + ", ".join(parts) + " (least-squares fit)")
     if fits:
         lines += ["", f"Growth per extra {singular}:", ""] + fits
     return "\n".join(lines) + "\n"
@@ -451,12 +457,17 @@ def _fmt_mb(x) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def _fmt_state(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def plot_sweep(result, backend: str = "auto") -> bytes:
     """PNG bytes of two line charts against the swept quantity: end-to-end time per frame and memory growth,
     one line per configuration (matplotlib when installed, else PIL)."""
     if backend not in ("auto", "matplotlib", "pil"):
         raise ValueError(f"unknown plot backend {backend!r}")
-    panels = [("end-to-end time per frame (ms)", _e2e), ("memory growth while tracking (MiB)", _growth)]
+    panels = [("end-to-end time per frame (ms)", _e2e), ("tracking state (MiB)", _state),
+              ("peak memory growth while tracking (MiB)", _growth)]
     series = [[(name, *_sweep_series(result, name, key)) for name in result.configs] for _, key in panels]
     s, env = result.settings, result.environment
     title = f"{s.get('model')} {s.get('image_size')} px, {s.get('dtype')} on {env.get('device')}"
@@ -476,8 +487,8 @@ def _sweep_matplotlib(panels, series, title, xlabel) -> bytes:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.5), dpi=110)
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(15, 4.5), dpi=110)
+    axes = fig.subplots(1, len(panels))
     for ax, (label, _), lines in zip(axes, panels, series):
         for i, (name, xs, ys) in enumerate(lines):
             if xs:
@@ -501,11 +512,11 @@ def _sweep_matplotlib(panels, series, title, xlabel) -> bytes:
 def _sweep_pil(panels, series, title, xlabel) -> bytes:
     from PIL import Image, ImageDraw
 
-    W, H = 1200, 520
+    pw, ph, top = 380, 380, 60
+    W, H = 80 + len(panels) * (pw + 110), 520
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     d.text((20, 10), title, fill="black")
-    pw, ph, top = 480, 380, 60
     for k, ((label, _), lines) in enumerate(zip(panels, series)):
         left = 80 + k * (pw + 110)
         xs_all = [x for _, xs, _ in lines for x in xs] or [0, 1]

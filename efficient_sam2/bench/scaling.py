@@ -29,7 +29,7 @@ import torch
 
 from .speed import BenchError, BenchmarkSettings
 
-__all__ = ["SWEEPABLE", "MemoryProbe", "SweepPoint", "SweepResult", "parse_sweep", "run_sweep"]
+__all__ = ["SWEEPABLE", "MemoryProbe", "SweepPoint", "SweepResult", "parse_sweep", "run_sweep", "tensor_megabytes"]
 
 SWEEPABLE = ("objects", "frames")
 """The quantities `--sweep` can vary."""
@@ -122,6 +122,36 @@ class MemoryProbe:
             "setup_peak_mb": None if self._setup_peak is None else round(self._setup_peak, 1),
             "peak_is_tracking": tracking,
         }
+
+
+def tensor_megabytes(obj) -> float:
+    """MiB of tensor storage reachable from `obj` (dicts, lists, tuples, dataclasses and plain objects are
+    followed; each storage counted once): what a tracking state holds, independent of the allocator."""
+    seen_objects: set[int] = set()
+    seen_storages: set[tuple] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            key = (storage.data_ptr(), item.device.type, storage.nbytes())
+            if key not in seen_storages:
+                seen_storages.add(key)
+                total += storage.nbytes()
+            continue
+        if item is None or isinstance(item, (str, bytes, int, float, bool, torch.nn.Module)) or id(item) in seen_objects:
+            continue
+        seen_objects.add(id(item))
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif hasattr(item, "__dict__"):
+            stack.extend(vars(item).values())
+        elif hasattr(item, "__slots__"):
+            stack.extend(getattr(item, name) for name in item.__slots__ if hasattr(item, name))
+    return total / 2**20
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,7 +251,7 @@ def _child(settings: dict, conn, progress: bool = False, desc: str = "bench") ->
             "gflops_per_frame": {b: round(v / 1e9, 6) for b, v in res.flops.items()},
             "samples": len(res.samples_ms.get("end_to_end", [])),
             "sparsity": res.sparsity,
-            "memory": result.memory,
+            "memory": {**(result.memory or {}), "state_mb": res.state_mb},
             "environment": result.environment,
             "settings": result.settings,
         })

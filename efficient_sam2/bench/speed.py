@@ -603,7 +603,9 @@ class ConfigResult:
     samples_ms: bucket -> per-frame milliseconds (timed frames of every repeat, in order);
     flops: bucket -> mean FLOPs per timed frame (from the recorded calls);
     work: what was computed on timed frames (windows, memory keys); sparsity: from predictor.statistics;
-    peak_memory_mb: CUDA only, the largest per-frame allocation peak above the frame's starting allocation.
+    peak_memory_mb: CUDA only, the largest per-frame allocation peak above the frame's starting allocation;
+    state_mb: with a memory probe, the tensors held by the tracking state at the end (frame and feature caches,
+    per-frame outputs).
     """
 
     name: str
@@ -614,6 +616,7 @@ class ConfigResult:
     work: dict[str, Any] = field(default_factory=dict)
     sparsity: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float | None = None
+    state_mb: float | None = None
 
 
 @dataclass
@@ -870,6 +873,10 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
                     r.finish()
             if memory_probe is not None:
                 memory = memory_probe.stop()
+                from .scaling import tensor_megabytes
+
+                for r in runners:
+                    results[r.name].state_mb = round(tensor_megabytes(r.state), 2)
         finally:
             if gc_was_enabled:
                 gc.enable()
