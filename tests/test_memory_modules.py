@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from efficient_sam2.modeling.memory_attention import (
     MemoryAttention,
     MemoryPlan,
+    RotaryAttention,
     apply_rope,
     axial_rope_tables,
 )
@@ -404,3 +405,72 @@ def test_feed_forward_in_row_chunks_is_the_one_piece_result(monkeypatch):
         xg = x.clone().requires_grad_()
         chunked(fn, xg, 64, 1 << 10).sum().backward()
         assert xg.grad is not None
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_complex_rope_path_equals_the_real_tables(heads):
+    """Eager runs rotate with complex numbers, traced / exported ones with the real tables: same rotation."""
+    from efficient_sam2.modeling.memory_attention import apply_rope_complex, axial_rope_rotations
+
+    dim, grid = 16, 5
+    cos, sin = axial_rope_tables(dim, grid, 10000.0, torch.device("cpu"))
+    rot = axial_rope_rotations(dim, grid, 10000.0, torch.device("cpu"))
+    assert rot.dtype == torch.complex64 and torch.equal(rot.real, cos) and torch.equal(rot.imag, sin)
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 9, heads * dim, generator=g)
+    x = base.unflatten(-1, (heads, dim)).transpose(1, 2)  # (B, heads, N, D), strided as in the attention
+    for idx in (torch.randint(-1, grid * grid, (9,), generator=g), torch.randint(-1, grid * grid, (2, 9), generator=g)):
+        torch.testing.assert_close(apply_rope_complex(x, rot[idx]), apply_rope(x, cos[idx], sin[idx]),
+                                   rtol=0, atol=1e-6)
+    out = apply_rope_complex(x.bfloat16(), rot[torch.arange(9)])
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    # a whole attention module gives the same output on either path
+    torch.manual_seed(0)
+    attn = RotaryAttention(embedding_dim=heads * dim, num_heads=heads, kv_in_dim=8).eval()
+    q, k = torch.randn(2, 9, heads * dim), torch.randn(2, 12, 8)
+    qi, ki = torch.arange(9), torch.cat((torch.arange(8), torch.full((4,), -1)))
+    with torch.no_grad():
+        eager = attn(q, k, k, qi, ki, grid)
+        import efficient_sam2.modeling.memory_attention as ma_module
+
+        real = ma_module._complex_rope_allowed
+        try:
+            ma_module._complex_rope_allowed = lambda x: False
+            tables = attn(q, k, k, qi, ki, grid)
+        finally:
+            ma_module._complex_rope_allowed = real
+    torch.testing.assert_close(eager, tables, rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_many_objects_run_in_chunks_with_the_same_result(monkeypatch):
+    """On the CPU, more than CPU_OBJECT_CHUNK objects go through memory attention a few at a time: outputs and
+    saliencies equal the one-batch computation, for dense, shared and per-object plans."""
+    import efficient_sam2.modeling.memory_attention as ma_module
+
+    model = random_model(7)
+    inputs = small_inputs(7, seed=8)
+    k = M // 2
+    plans = [None, MemoryPlan(saliency_span=SPAN),
+             MemoryPlan(keep=[None, random_keep(7, k, 1), random_keep(1, k, 2)[0], random_keep(7, k, 3)],
+                        saliency_span=SPAN),
+             MemoryPlan(pool=2)]
+    calls = []
+    forward = MemoryAttention.forward
+    monkeypatch.setattr(MemoryAttention, "forward",
+                        lambda self, curr, *a, **kw: calls.append(curr.shape[0]) or forward(self, curr, *a, **kw))
+    for plan in plans:
+        monkeypatch.setattr(ma_module, "CPU_OBJECT_CHUNK", 100)
+        calls.clear()
+        whole = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
+        assert calls == [7]
+        monkeypatch.setattr(ma_module, "CPU_OBJECT_CHUNK", 3)
+        calls.clear()
+        parts = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
+        assert calls == [7, 3, 3, 1]
+        if plan is not None and plan.saliency_span is not None:
+            (whole, whole_sal), (parts, parts_sal) = whole, parts
+            assert len(parts_sal) == len(whole_sal) == 4
+            for a, b in zip(whole_sal, parts_sal):
+                assert a.shape == b.shape == (7, L) and (a - b).abs().max().item() <= 1e-6
+        assert parts.shape == whole.shape and (parts - whole).abs().max().item() <= 1e-5

@@ -78,8 +78,8 @@ def register(subparsers) -> None:
     sweep.add_argument("--sweep", default=None, metavar="QUANTITY=V1,V2,...",
                        help="how time and peak memory grow: objects=1,2,4,8 or frames=12,24,48. Every (value, "
                             "configuration) runs in a fresh process of its own, so its peak memory is its own; "
-                            "the report gives ms per frame, memory at start, peak and growth, and the growth per "
-                            "extra object or frame")
+                            "the report gives ms per frame, the tensors the tracking state holds, memory at start, "
+                            "its peak and growth, and the growth per extra object or frame")
     timing = p.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=1, help="untimed passes over the video first (default 1)")
     timing.add_argument("--repeats", type=int, default=3, help="timed passes over the video (default 3)")

@@ -16,6 +16,7 @@ Shapes use B = batch (objects), L = grid * grid query tokens (64 * 64 at 1024 px
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,7 +29,9 @@ from efficient_sam2.modeling.common import residual_in_chunks
 __all__ = [
     "MemoryPlan",
     "axial_rope_tables",
+    "axial_rope_rotations",
     "apply_rope",
+    "apply_rope_complex",
     "RotaryAttention",
     "MemoryAttentionLayer",
     "MemoryAttention",
@@ -36,10 +39,15 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 2-D axial rotary position encoding with real cos / sin tables
+# 2-D axial rotary position encoding: real cos / sin tables, applied as complex numbers in eager mode
 # ----------------------------------------------------------------------------------------------------------------
 
+CPU_OBJECT_CHUNK = 4
+"""On the CPU (inference), memory attention runs on at most this many objects at a time: per object, larger
+batches are slower there (their memory keys and values no longer fit in cache), up to 20 % at 8 objects."""
+
 _ROPE_TABLES: dict[tuple[int, float, int, str], tuple[Tensor, Tensor]] = {}
+_ROPE_ROTATIONS: dict[tuple[int, float, int, str], Tensor] = {}
 
 
 def axial_rope_tables(dim: int, grid: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -70,6 +78,42 @@ def axial_rope_tables(dim: int, grid: int, theta: float, device: torch.device) -
         if type(tables[0]) is torch.Tensor and not torch.compiler.is_compiling():
             _ROPE_TABLES[key] = tables
     return tables
+
+
+def axial_rope_rotations(dim: int, grid: int, theta: float, device: torch.device) -> Tensor:
+    """The rotations of `axial_rope_tables` as unit complex numbers cos + i sin, (grid * grid + 1, dim // 2)
+    complex64, cached like the tables (the fast eager path of `RotaryAttention`)."""
+    key = (dim, float(theta), grid, str(device))
+    table = _ROPE_ROTATIONS.get(key)
+    if table is None:
+        cos, sin = axial_rope_tables(dim, grid, theta, device)
+        with torch.inference_mode(False), torch.no_grad():
+            table = torch.complex(cos, sin)
+        _ROPE_ROTATIONS[key] = table
+    return table
+
+
+def _complex_rope_allowed(x: Tensor) -> bool:
+    """Eager CPU / CUDA runs rotate with one complex multiply; tracing, scripting, export and compilation (ONNX,
+    torch.export, torch.compile) see only the real cos / sin form."""
+    if x.device.type not in ("cpu", "cuda"):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    onnx = getattr(torch, "onnx", None)
+    return not (onnx is not None and hasattr(onnx, "is_in_onnx_export") and onnx.is_in_onnx_export())
+
+
+def apply_rope_complex(x: Tensor, rotations: Tensor) -> Tensor:
+    """`apply_rope` with the rotations as complex numbers, (N, D/2) or (B, N, D/2): the same arithmetic in one
+    fused multiply (about 7x faster on the CPU than the separate real operations). Computed in fp32."""
+    if rotations.dim() == 3:
+        rotations = rotations.unsqueeze(1)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]):
+        pairs = pairs.contiguous()
+    pairs = torch.view_as_complex(pairs)
+    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -121,6 +165,9 @@ class RotaryAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, heads, N, head_dim)
 
     def _rotate(self, x: Tensor, grid_idx: Tensor, grid: int) -> Tensor:
+        if _complex_rope_allowed(x):
+            rotations = axial_rope_rotations(self.head_dim, grid, self.rope_theta, x.device)
+            return apply_rope_complex(x, rotations[grid_idx])
         cos, sin = axial_rope_tables(self.head_dim, grid, self.rope_theta, x.device)
         return apply_rope(x, cos[grid_idx], sin[grid_idx])
 
@@ -302,6 +349,8 @@ class MemoryAttention(nn.Module):
         Returns (B, L, C), or (output, [saliency (B, end - start) per layer]) when the plan asks for saliency.
         """
         batch, num_tokens, _ = curr.shape
+        if batch > CPU_OBJECT_CHUNK and curr.device.type == "cpu" and not torch.is_grad_enabled():
+            return self._in_object_chunks(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens, memory_plan)
         num_memory = memory.shape[1]
         grid = math.isqrt(num_tokens)
         if grid * grid != num_tokens:
@@ -351,3 +400,28 @@ class MemoryAttention(nn.Module):
 
         out = self.norm(x)
         return (out, saliencies) if span is not None else out
+
+    def _in_object_chunks(self, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens, memory_plan):
+        """`forward` on CPU_OBJECT_CHUNK objects at a time: every operation is per object, so this is the same
+        computation, without the cache misses of a large batch of memory keys and values."""
+        outs, saliencies = [], None
+        batch = curr.shape[0]
+        for start in range(0, batch, CPU_OBJECT_CHUNK):
+            part = slice(start, min(batch, start + CPU_OBJECT_CHUNK))
+            plan = None
+            if memory_plan is not None:
+                keep = memory_plan.keep
+                if keep is not None:
+                    keep = [k if k is None or k.dim() == 1 else k[part] for k in keep]
+                plan = dataclasses.replace(memory_plan, keep=keep)
+            out = self.forward(curr[part], curr_pos[part], memory[part], memory_pos[part], num_obj_ptr_tokens, plan)
+            if isinstance(out, tuple):
+                out, sal = out
+                saliencies = [[] for _ in sal] if saliencies is None else saliencies
+                for acc, s in zip(saliencies, sal):
+                    acc.append(s)
+            outs.append(out)
+        out = torch.cat(outs)
+        if memory_plan is not None and memory_plan.saliency_span is not None:
+            return out, [torch.cat(acc) for acc in (saliencies or [])]
+        return out
