@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import multiprocessing
 import statistics
 import sys
@@ -337,14 +336,8 @@ def run_sweep(settings: BenchmarkSettings, quantity: str, values: Sequence[int],
 def write_sweep_json(result: SweepResult, path: str, overwrite: bool = False) -> None:
     from .report import atomic_write_bytes
 
-    text = json.dumps(result.to_dict(), indent=2, allow_nan=False, default=_json_default)
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"), overwrite)
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def write_sweep_markdown(result: SweepResult, path: str, overwrite: bool = False) -> None:

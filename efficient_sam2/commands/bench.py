@@ -168,15 +168,18 @@ def run(args) -> int:
     except ValueError as exc:  # shortcut checkpoints, video decoding, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = result.markdown()
-    print(report)
+    print(result.markdown())
+    return _write_outputs(args, result, write_json, write_markdown, write_plot)
+
+
+def _write_outputs(args, result, write_json, write_markdown, write_plot) -> int:
+    """Write --json / --markdown / --plot with the given writers; 1 (and a message) when a file cannot be written."""
+    from ..bench.speed import BenchError
+
     try:
-        if args.json:
-            write_json(result, args.json, args.overwrite)
-        if args.markdown:
-            write_markdown(result, args.markdown, args.overwrite)
-        if args.plot:
-            write_plot(result, args.plot, args.overwrite)
+        for path, write in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
+            if path:
+                write(result, path, args.overwrite)
     except (BenchError, OSError) as exc:
         print(f"error: could not write the results: {exc}", file=sys.stderr)
         return 1
@@ -195,15 +198,7 @@ def _run_sweep(args, settings, sweep) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.markdown())
-    try:
-        if args.json:
-            write_sweep_json(result, args.json, args.overwrite)
-        if args.markdown:
-            write_sweep_markdown(result, args.markdown, args.overwrite)
-        if args.plot:
-            write_sweep_plot(result, args.plot, args.overwrite)
-    except (BenchError, OSError) as exc:
-        print(f"error: could not write the results: {exc}", file=sys.stderr)
+    if _write_outputs(args, result, write_sweep_json, write_sweep_markdown, write_sweep_plot):
         return 1
     failed = [p for p in result.points if p.error is not None]
     if failed:

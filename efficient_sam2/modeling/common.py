@@ -11,6 +11,14 @@ ROW_CHUNK_ELEMENTS = 1 << 21
 """Hidden activations (floats, 8 MB in fp32) per row chunk of `residual_in_chunks`."""
 
 
+def cache_bound(x: torch.Tensor, hidden: int, chunk_elements: int) -> bool:
+    """Whether token-wise work on x (..., C) with a `hidden`-wide inner activation is worth doing in cache-sized
+    pieces: CPU, no autograd, and a whole hidden activation of at least 4 chunks of `chunk_elements` floats."""
+    if x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[-1] == 0:
+        return False
+    return (x.numel() // x.shape[-1]) * hidden >= 4 * chunk_elements
+
+
 def residual_in_chunks(fn, x: torch.Tensor, hidden: int, chunk_elements: int | None = None) -> torch.Tensor:
     """x + fn(x) for a token-wise `fn` (a feed-forward block with `hidden` inner width) over x (..., C).
 
@@ -21,10 +29,10 @@ def residual_in_chunks(fn, x: torch.Tensor, hidden: int, chunk_elements: int | N
     """
     if chunk_elements is None:
         chunk_elements = ROW_CHUNK_ELEMENTS
-    C = x.shape[-1]
-    rows = x.numel() // C if C else 0
-    if x.device.type != "cpu" or torch.is_grad_enabled() or rows * hidden < 4 * chunk_elements:
+    if not cache_bound(x, hidden, chunk_elements):
         return x + fn(x)
+    C = x.shape[-1]
+    rows = x.numel() // C
     chunk = max(256, chunk_elements // hidden // 256 * 256)
     flat = x.reshape(rows, C)
     out = torch.empty_like(flat)  # x + fn(x) keeps x's dtype (fp32 under bf16 autocast as well)

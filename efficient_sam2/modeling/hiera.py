@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from efficient_sam2.configs import HieraConfig
-from efficient_sam2.modeling.common import MLP, ROW_CHUNK_ELEMENTS, residual_in_chunks
+from efficient_sam2.modeling.common import MLP, ROW_CHUNK_ELEMENTS, cache_bound, residual_in_chunks
 
 __all__ = ["Hiera", "HieraBlock", "WindowedAttention", "PatchEmbed", "window_partition", "window_unpartition",
            "max_pool_tokens"]
@@ -180,14 +180,6 @@ MLP_CHUNK_ELEMENTS = ROW_CHUNK_ELEMENTS
 CPU (8 MB in fp32). Blocks whose whole hidden activation is under 4 chunks run in one piece."""
 
 
-def _cache_bound(x: torch.Tensor, hidden: int) -> bool:
-    """Whether a block on `x` is worth running in cache-sized pieces: CPU, no autograd, and a hidden MLP
-    activation of at least 4 chunks (the stride-4 and stride-8 stages at 1024 px)."""
-    if x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[-1] == 0:
-        return False
-    return (x.numel() // x.shape[-1]) * hidden >= 4 * MLP_CHUNK_ELEMENTS
-
-
 class HieraBlock(nn.Module):
     """Pre-norm transformer block: (windowed) attention with an optional stage transition, then an MLP.
 
@@ -254,7 +246,7 @@ class HieraBlock(nn.Module):
         operation is per token, so this is the same computation (up to float summation order in the matrix
         multiplies), 30-40 % faster on the stride-4 and stride-8 stages.
         """
-        if self.window_size > 0 and _cache_bound(x, self.mlp.layers[0].out_features):
+        if self.window_size > 0 and cache_bound(x, self.mlp.layers[0].out_features, MLP_CHUNK_ELEMENTS):
             return self._banded_forward(x, self._band_rows(x))
         return self._forward(x)
 
