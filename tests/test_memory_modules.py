@@ -201,7 +201,7 @@ def run_reference_attention(ref_ma, curr, curr_pos, memory, memory_pos, num_ptr)
 def test_memory_attention_matches_reference(reference, ours, batch, side, frames, num_ptr):
     inputs = memory_inputs(batch, side, frames, num_ptr)
     want = run_reference_attention(reference.memory_attention, *inputs, num_ptr)
-    got = ours[0](*inputs, num_obj_ptr_tokens=num_ptr)
+    got = ours[0](*inputs, num_obj_ptr_tokens=num_ptr).features
     diff = (got - want).abs().max().item()
     print(f"memory attention B={batch} E={side} frames={frames} ptr={num_ptr}: max abs diff {diff:.2e}")
     assert got.shape == want.shape and diff <= TOL
@@ -215,7 +215,7 @@ def test_memory_attention_matches_reference_full_size(reference, ours):
     inputs = memory_inputs(1, 64, 7, 64)
     t0 = time.perf_counter()
     want = run_reference_attention(reference.memory_attention, *inputs, 64)
-    got = ours[0](*inputs, num_obj_ptr_tokens=64)
+    got = ours[0](*inputs, num_obj_ptr_tokens=64).features
     diff = (got - want).abs().max().item()
     print(f"memory attention E=64 7 frames + 64 ptr: max abs diff {diff:.2e} ({time.perf_counter() - t0:.1f}s)")
     assert diff <= TOL
@@ -275,7 +275,7 @@ def test_hand_computation_matches_dense_path():
     model = random_model()
     inputs = small_inputs(2, seed=5)
     want, _ = hand_memory_attention(model, *inputs, PTR)
-    got = model(*inputs, num_obj_ptr_tokens=PTR)
+    got = model(*inputs, num_obj_ptr_tokens=PTR).features
     assert (got - want).abs().max().item() <= TOL
 
 
@@ -284,13 +284,16 @@ def test_plan_keeping_everything_is_the_dense_path():
     model = random_model()
     inputs = small_inputs(2, seed=6)
     dense = model(*inputs, num_obj_ptr_tokens=PTR)
+    assert dense.saliency is None
+    dense = dense.features
     everything = torch.arange(M).expand(2, M)
     plan = MemoryPlan(keep=[everything] * 4)
-    assert (model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan) - dense).abs().max().item() <= 1e-6
+    assert (model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan).features - dense).abs().max().item() <= 1e-6
     plan = MemoryPlan(keep=[None, everything, torch.arange(M), None], saliency_span=SPAN)
-    out, saliency = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
+    got = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
+    out, saliency = got.features, got.saliency
     assert (out - dense).abs().max().item() <= 1e-6
-    _, dense_saliency = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=SPAN))
+    dense_saliency = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=SPAN)).saliency
     assert len(saliency) == 4
     for s, d in zip(saliency, dense_saliency):
         assert s.shape == (2, L) and (s - d).abs().max().item() <= 1e-6
@@ -306,8 +309,9 @@ def test_plan_subset_equals_masked_dense_attention(batch, heads):
     masks = [None if k is None else keep_to_mask(k) for k in keeps]
     masks_full = [torch.ones(batch, M, dtype=torch.bool) if m is None else m for m in masks]
     want, want_sal = hand_memory_attention(model, *inputs, PTR, key_masks=masks_full, span=SPAN)
-    got, got_sal = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(keep=keeps, saliency_span=SPAN))
-    dense = model(*inputs, num_obj_ptr_tokens=PTR)
+    out = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(keep=keeps, saliency_span=SPAN))
+    got, got_sal = out.features, out.saliency
+    dense = model(*inputs, num_obj_ptr_tokens=PTR).features
     diff = (got - want).abs().max().item()
     print(f"sparse plan B={batch} heads={heads}: max abs diff vs masked dense {diff:.2e}")
     assert diff <= TOL
@@ -324,11 +328,12 @@ def test_saliency_of_dense_pass_and_query_chunking():
     inputs = small_inputs(2, seed=8)
     span = (L, 2 * L + 5)
     want_out, want_sal = hand_memory_attention(model, *inputs, PTR, span=span)
-    out, sal = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=span))
+    got = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=span))
+    out, sal = got.features, got.saliency
     assert (out - want_out).abs().max().item() <= TOL
     for layer in model.layers:
         layer.cross_attn_image.saliency_chunk_elems = 1000  # forces many query chunks
-    _, sal_chunked = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=span))
+    sal_chunked = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=MemoryPlan(saliency_span=span)).saliency
     for g, c, w in zip(sal, sal_chunked, want_sal):
         assert (g - w).abs().max().item() <= 1e-6
         assert (c - w).abs().max().item() <= 1e-6
@@ -341,12 +346,12 @@ def test_kept_tokens_keep_their_original_positions():
     model = random_model(seed=4)
     curr, curr_pos, memory, memory_pos = small_inputs(1, seed=9)
     keep = torch.cat((torch.arange(L), torch.arange(2 * L, M)))[None]  # drop frame 1
-    got = model(curr, curr_pos, memory, memory_pos, PTR, MemoryPlan(keep=[keep] * 4))
+    got = model(curr, curr_pos, memory, memory_pos, PTR, MemoryPlan(keep=[keep] * 4)).features
     smaller = [t[:, keep[0]] for t in (memory, memory_pos)]
-    want = model(curr, curr_pos, *smaller, num_obj_ptr_tokens=PTR)
+    want = model(curr, curr_pos, *smaller, num_obj_ptr_tokens=PTR).features
     assert (got - want).abs().max().item() <= 1e-5
     # A 1-D keep is shared by the batch.
-    got_1d = model(curr, curr_pos, memory, memory_pos, PTR, MemoryPlan(keep=[keep[0]] * 4))
+    got_1d = model(curr, curr_pos, memory, memory_pos, PTR, MemoryPlan(keep=[keep[0]] * 4)).features
     assert (got_1d - got).abs().max().item() <= 1e-6
 
 
@@ -373,7 +378,8 @@ def test_exportable_without_complex_ops_and_cache_stays_real():
     assert not [t for t in targets if "complex" in t or "polar" in t]
     assert all(type(c) is torch.Tensor for c, _ in ma_module._ROPE_TABLES.values())
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(*inputs, 4), model(*inputs, 4), rtol=0, atol=1e-5)
+        torch.testing.assert_close(program.module()(*inputs, 4).features, model(*inputs, 4).features, rtol=0,
+                                   atol=1e-5)
 
 
 @torch.no_grad()
@@ -384,7 +390,7 @@ def test_feed_forward_in_row_chunks_is_the_one_piece_result(monkeypatch):
 
     model = random_model(4)
     inputs = memory_inputs(2, 16, 3, 8, seed=4, dim=SMALL_DIM, kv_dim=SMALL_KV)
-    whole = model(*inputs, num_obj_ptr_tokens=8)
+    whole = model(*inputs, num_obj_ptr_tokens=8).features
     calls = []
     chunked = common.residual_in_chunks
 
@@ -394,7 +400,7 @@ def test_feed_forward_in_row_chunks_is_the_one_piece_result(monkeypatch):
 
     monkeypatch.setattr(common, "ROW_CHUNK_ELEMENTS", 1 << 12)  # 32 rows of 128 hidden: 256-row chunks
     monkeypatch.setattr("efficient_sam2.modeling.memory_attention.residual_in_chunks", spy)
-    pieces = model(*inputs, num_obj_ptr_tokens=8)
+    pieces = model(*inputs, num_obj_ptr_tokens=8).features
     assert len(calls) == len(model.layers) and all(n >= 4 * (1 << 12) for n in calls)
     assert (pieces - whole).abs().max().item() <= 1e-6 * max(1.0, whole.abs().max().item())
     # by hand: x + fn(x) over 600 rows in chunks of 256, 256 and 88
@@ -430,13 +436,13 @@ def test_complex_rope_path_equals_the_real_tables(heads):
     q, k = torch.randn(2, 9, heads * dim), torch.randn(2, 12, 8)
     qi, ki = torch.arange(9), torch.cat((torch.arange(8), torch.full((4,), -1)))
     with torch.no_grad():
-        eager = attn(q, k, k, qi, ki, grid)
+        eager = attn(q, k, k, qi, ki, grid)[0]
         import efficient_sam2.modeling.memory_attention as ma_module
 
         real = ma_module._complex_rope_allowed
         try:
             ma_module._complex_rope_allowed = lambda x: False
-            tables = attn(q, k, k, qi, ki, grid)
+            tables = attn(q, k, k, qi, ki, grid)[0]
         finally:
             ma_module._complex_rope_allowed = real
     torch.testing.assert_close(eager, tables, rtol=0, atol=1e-5)
@@ -468,8 +474,10 @@ def test_many_objects_run_in_chunks_with_the_same_result(monkeypatch):
         calls.clear()
         parts = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
         assert calls == [7, 3, 3, 1]
-        if plan is not None and plan.saliency_span is not None:
-            (whole, whole_sal), (parts, parts_sal) = whole, parts
+        (whole, whole_sal), (parts, parts_sal) = (whole.features, whole.saliency), (parts.features, parts.saliency)
+        if plan is None or plan.saliency_span is None:
+            assert whole_sal is None and parts_sal is None
+        else:
             assert len(parts_sal) == len(whole_sal) == 4
             for a, b in zip(whole_sal, parts_sal):
                 assert a.shape == b.shape == (7, L) and (a - b).abs().max().item() <= 1e-6

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from efficient_sam2.modeling.mask_decoder import MaskDecoder, decoder_saliency, mask_stability_score
+from efficient_sam2.modeling.mask_decoder import MaskDecoder, MaskDecoderOutput, decoder_saliency, mask_stability_score
 from efficient_sam2.modeling.prompt_encoder import PromptEncoder
 from efficient_sam2.modeling.transformer import TwoWayTransformer
 from tests.reference_oracle import build_reference_model, require_reference
@@ -80,6 +80,11 @@ PROMPT_CASES = ["points", "box_points", "box", "mask", "mask_only", "pad_point",
 DECODER_CASES = ["points", "box_points", "mask", "none"]  # "none": zero sparse tokens
 
 
+def as_reference(out: MaskDecoderOutput) -> tuple[torch.Tensor, ...]:
+    """Our decoder output as the reference's tuple: (masks, ious, tokens, object score logits)."""
+    return out.masks, out.ious, out.tokens, out.object_score_logits
+
+
 def max_diffs(ours, theirs) -> list[float]:
     return [(a.float() - b.float()).abs().amax().item() if a.numel() else 0.0 for a, b in zip(ours, theirs)]
 
@@ -146,11 +151,12 @@ def test_prompt_encoder_and_decoder_match_reference(heads, case, multimask, dyna
         sparse, dense = ref.sam_prompt_encoder(points, boxes, masks)
         expected = ref_decoder(image, ref.sam_prompt_encoder.get_dense_pe(), sparse, dense, multimask, False, high_res)
         sparse, dense = prompt_encoder(points, boxes, masks)
-        got = decoder(image, prompt_encoder.get_dense_pe(), sparse, dense, multimask, False, high_res)
+        out = decoder(image, prompt_encoder.get_dense_pe(), sparse, dense, multimask, False, high_res)
     finally:
         ref_decoder.dynamic_multimask_via_stability = True
         decoder.dynamic_multimask_via_stability = True
-    assert len(got) == 4
+    assert out.saliency is None
+    got = as_reference(out)
     assert [t.shape for t in got] == [t.shape for t in expected]
     num_masks = 3 if multimask else 1
     assert got[0].shape == (batch, num_masks, 4 * E, 4 * E) and got[1].shape == (batch, num_masks)
@@ -174,7 +180,7 @@ def test_dynamic_multimask_takes_both_branches_like_reference(heads):
     assert stability[0] >= 0.98 > stability[1], stability
     best = all_iou[1, 1:].argmax() + 1
 
-    got = decoder(image, pe, sparse, dense, False, False, high_res)
+    got = as_reference(decoder(image, pe, sparse, dense, False, False, high_res))
     expected = ref.sam_mask_decoder(image, pe, sparse, dense, False, False, high_res)
     assert max(max_diffs(got, expected)) <= TOL
     assert torch.equal(got[0][0, 0], all_masks[0, 0]) and torch.equal(got[0][1, 0], all_masks[1, best])
@@ -194,7 +200,7 @@ def test_repeat_image_matches_reference(heads, multimask):
     points, boxes, masks = prompt_case("points", 2)
     sparse, dense = prompt_encoder(points, boxes, masks)
     pe = prompt_encoder.get_dense_pe()
-    got = decoder(image, pe, sparse, dense, multimask, True, high_res)
+    got = as_reference(decoder(image, pe, sparse, dense, multimask, True, high_res))
     expected = ref.sam_mask_decoder(image, pe, sparse, dense, multimask, True, high_res)
     assert got[0].shape[0] == 2
     assert max(max_diffs(got, expected)) <= TOL
@@ -241,23 +247,22 @@ def test_saliency_matches_independent_computation(heads):
     token_mask = torch.tensor([[True, True, False, True, False], [False, False, False, False, False]])
 
     expected, ref_outputs = _reference_saliency(ref, image, pe, sparse, dense, high_res, token_mask)
-    got = decoder(image, pe, sparse, dense, False, False, high_res, return_attention=True,
+    out = decoder(image, pe, sparse, dense, False, False, high_res, return_attention=True,
                   sparse_token_mask=token_mask)
-    assert len(got) == 5
-    saliency = got[4]
+    got, saliency = as_reference(out), out.saliency
     assert saliency.shape == (2, E * E)
     assert (saliency.double() - expected).abs().max().item() <= 1e-6
     assert torch.allclose(saliency.sum(-1), torch.ones(2), atol=1e-5)
     assert (saliency >= 0).all()
     # asking for the map leaves the other outputs as they were (and as the reference has them)
-    plain = decoder(image, pe, sparse, dense, False, False, high_res)
-    assert max(max_diffs(got[:4], plain)) <= 1e-5
-    assert max(max_diffs(got[:4], ref_outputs)) <= TOL
+    plain = as_reference(decoder(image, pe, sparse, dense, False, False, high_res))
+    assert max(max_diffs(got, plain)) <= 1e-5
+    assert max(max_diffs(got, ref_outputs)) <= TOL
 
     # the token mask matters, and None means "all tokens"
     all_tokens = torch.ones_like(token_mask)
     expected_all, _ = _reference_saliency(ref, image, pe, sparse, dense, high_res, all_tokens)
-    got_all = decoder(image, pe, sparse, dense, False, False, high_res, return_attention=True)[4]
+    got_all = decoder(image, pe, sparse, dense, False, False, high_res, return_attention=True).saliency
     assert (got_all.double() - expected_all).abs().max().item() <= 1e-6
     assert (got_all - saliency).abs().max().item() > 1e-6
 
@@ -333,9 +338,10 @@ def test_decoder_needs_high_res_features():
     with pytest.raises(ValueError, match="high_res_features"):
         decoder(image, torch.randn(1, 32, 4, 4), sparse, torch.zeros(1, 32, 4, 4), True, False)
     high_res = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8)]
-    masks, iou, tokens, score, saliency = decoder(
+    out = decoder(
         image, torch.randn(1, 32, 4, 4), sparse, torch.zeros(1, 32, 4, 4), True, False, high_res,
         return_attention=True,
     )
+    masks, iou, tokens, score, saliency = out.masks, out.ious, out.tokens, out.object_score_logits, out.saliency
     assert masks.shape == (1, 3, 16, 16) and iou.shape == (1, 3) and tokens.shape == (1, 3, 32)
     assert score.shape == (1, 1) and saliency.shape == (1, 16)

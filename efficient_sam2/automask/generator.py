@@ -401,7 +401,7 @@ class AutomaticMaskGenerator:
                                  device=device).view(B, 1, 2)
         labels = torch.ones(B, 1, dtype=torch.int32, device=device)
         sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        low_res, ious, _, _ = model.sam_mask_decoder(
+        out = model.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=model.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -410,6 +410,7 @@ class AutomaticMaskGenerator:
             repeat_image=True,
             high_res_features=high_res,
         )
+        low_res, ious = out.masks, out.ious
         if self.prompting == "attention" and low_res.shape[1] > 1:
             best = ious.argmax(dim=1)
             rows = torch.arange(B, device=device)

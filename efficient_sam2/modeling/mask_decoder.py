@@ -8,11 +8,13 @@ mask_0 is the single-mask output, mask_1..3 the multimask (ambiguity) outputs. A
 tokens are upsampled 4x with the high-resolution backbone features mixed in, and each mask token's hypernetwork MLP
 gives the weights of a per-pixel dot product that produces its mask.
 
-With `return_attention=True` the decoder also returns a saliency map over the image tokens (see
-`decoder_saliency`), the input of the Sparse Window Routing router.
+Every call returns a `MaskDecoderOutput`; with `return_attention=True` its `saliency` holds a saliency map over
+the image tokens (see `decoder_saliency`), the input of the Sparse Window Routing router, else None.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,27 @@ from torch import nn
 from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
 
-__all__ = ["MaskDecoder", "decoder_saliency", "mask_stability_score"]
+__all__ = ["MaskDecoder", "MaskDecoderOutput", "decoder_saliency", "mask_stability_score"]
+
+
+@dataclass
+class MaskDecoderOutput:
+    """What `MaskDecoder.forward` returns, M = 3 with multimask output else 1.
+
+    masks: (B, M, 4E, 4E) mask logits.
+    ious: (B, M) predicted IoUs.
+    tokens: (B, 3, C) the multimask tokens with multimask output (and use_multimask_token_for_obj_ptr), else
+        (B, 1, C) the single-mask token; the input of the object pointer.
+    object_score_logits: (B, 1) object presence logit.
+    saliency: (B, E*E) decoder saliency (rows sum to 1, see `decoder_saliency`) when asked for with
+        `return_attention`, else None.
+    """
+
+    masks: torch.Tensor
+    ious: torch.Tensor
+    tokens: torch.Tensor
+    object_score_logits: torch.Tensor
+    saliency: torch.Tensor | None = None
 
 
 def mask_stability_score(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:
@@ -138,7 +160,7 @@ class MaskDecoder(nn.Module):
         high_res_features: list[torch.Tensor] | None = None,
         return_attention: bool = False,
         sparse_token_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> MaskDecoderOutput:
         """Decode masks.
 
         Args:
@@ -151,16 +173,10 @@ class MaskDecoder(nn.Module):
                 consecutive prompt sets) is shared by the prompt batch.
             high_res_features: [(B, C/8, 4E, 4E), (B, C/4, 2E, 2E)] projected stride-4 / stride-8 features
                 (batch 1 or B_img is broadcast like the image); required when `use_high_res_features`.
-            return_attention: also return the decoder saliency map.
+            return_attention: also compute the decoder saliency map (`MaskDecoderOutput.saliency`).
             sparse_token_mask: (B, N) bool, which prompt tokens count in the saliency map (None: all).
 
-        Returns:
-            masks: (B, M, 4E, 4E) logits, M = 3 with multimask output else 1.
-            iou_pred: (B, M) predicted IoUs.
-            sam_tokens_out: (B, 3, C) multimask tokens if multimask output (and use_multimask_token_for_obj_ptr)
-                else (B, 1, C) the single-mask token; input of the object pointer.
-            object_score_logits: (B, 1) object presence logit.
-            saliency: (B, E*E), only with `return_attention`; rows sum to 1 (see `decoder_saliency`).
+        Returns a `MaskDecoderOutput` (masks, ious, tokens, object_score_logits, saliency or None).
         """
         masks, iou_pred, mask_tokens_out, object_score_logits, attention = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, repeat_image,
@@ -181,17 +197,23 @@ class MaskDecoder(nn.Module):
             # matching how the tracker was trained.
             sam_tokens_out = mask_tokens_out[:, :1]
 
-        if not return_attention:
-            return masks, iou_pred, sam_tokens_out, object_score_logits
+        saliency = None
+        if return_attention:
+            saliency = self._saliency(attention, sparse_prompt_embeddings, sparse_token_mask)
+        return MaskDecoderOutput(masks, iou_pred, sam_tokens_out, object_score_logits, saliency)
 
+    def _saliency(
+        self, attention: list[torch.Tensor], sparse_prompt_embeddings: torch.Tensor,
+        sparse_token_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(B, E*E) decoder saliency: every learned output token counts, prompt tokens as `sparse_token_mask` says."""
         batch, num_prompts = sparse_prompt_embeddings.shape[:2]
         output_weights = sparse_prompt_embeddings.new_ones(batch, self.num_output_tokens, dtype=torch.float32)
         if sparse_token_mask is None:
             prompt_weights = output_weights.new_ones(batch, num_prompts)
         else:
             prompt_weights = sparse_token_mask.to(device=output_weights.device, dtype=torch.float32)
-        saliency = decoder_saliency(attention, torch.cat([output_weights, prompt_weights], dim=1))
-        return masks, iou_pred, sam_tokens_out, object_score_logits, saliency
+        return decoder_saliency(attention, torch.cat([output_weights, prompt_weights], dim=1))
 
     def predict_masks(
         self,
@@ -221,9 +243,7 @@ class MaskDecoder(nn.Module):
         src = image_embeddings + dense_prompt_embeddings
         _, c, h, w = src.shape
 
-        out = self.transformer(src, image_pe, tokens, return_attention=return_attention)
-        tokens, image = out[0], out[1]
-        attention = out[2] if return_attention else None
+        tokens, image, attention = self.transformer(src, image_pe, tokens, return_attention=return_attention)
         first_mask = 1 + int(self.pred_obj_scores)
         iou_token_out = tokens[:, first_mask - 1]
         mask_tokens_out = tokens[:, first_mask : first_mask + self.num_mask_tokens]

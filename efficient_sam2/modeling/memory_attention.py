@@ -28,6 +28,7 @@ from efficient_sam2.modeling.common import residual_in_chunks
 
 __all__ = [
     "MemoryPlan",
+    "MemoryAttentionOutput",
     "axial_rope_tables",
     "axial_rope_rotations",
     "apply_rope",
@@ -182,17 +183,18 @@ class RotaryAttention(nn.Module):
         saliency_keys: Tensor | None = None,
         pool: int = 1,
         num_spatial: int = 0,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor | None]:
         """Attend from `q` (B, Nq, C) to `k`, `v` (B, Nk, kv_in_dim).
 
         With `pool` > 1 the first `num_spatial` keys and values (whole frames of grid x grid tokens) are
         average-pooled over pool x pool cells after projection and rotation (the MemPool baseline).
 
         `q_grid_idx` (Nq,) or (B, Nq) and `k_grid_idx` (Nk,) or (B, Nk): integer cell of each token on the
-        `grid x grid` map, -1 for a token that is not rotated. Returns (B, Nq, C).
+        `grid x grid` map, -1 for a token that is not rotated.
 
-        With `saliency_keys` (B, n), indices into the key axis, also returns the saliency of those keys (B, n):
-        the softmax of the scaled q.k logits over just these keys, averaged over queries and heads.
+        Returns the output (B, Nq, C) and, with `saliency_keys` (B, n), indices into the key axis, the saliency of
+        those keys (B, n): the softmax of the scaled q.k logits over just these keys, averaged over queries and
+        heads (else None).
         """
         q = self._rotate(self._heads(self.q_proj(q)), q_grid_idx, grid)
         k = self._rotate(self._heads(self.k_proj(k)), k_grid_idx, grid)
@@ -202,7 +204,7 @@ class RotaryAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         if saliency_keys is None:
-            return out
+            return out, None
         span_k = k.gather(2, saliency_keys[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3]))
         return out, self._mean_attention(q, span_k)
 
@@ -256,6 +258,30 @@ class MemoryPlan:
     pool: int = 1  # > 1: average-pool every spatial memory frame's keys and values (MemPool baseline)
 
 
+@dataclass
+class MemoryAttentionOutput:
+    """What `MemoryAttention.forward` returns.
+
+    features: (B, L, C) the current frame's tokens conditioned on the memory bank.
+    saliency: when the plan names a `saliency_span` (start, end), one (B, end - start) saliency per layer, else None.
+    """
+
+    features: Tensor
+    saliency: list[Tensor] | None = None
+
+    @staticmethod
+    def cat(parts: Sequence["MemoryAttentionOutput"]) -> "MemoryAttentionOutput":
+        """The outputs of consecutive object chunks joined along the batch."""
+        saliency = None
+        if parts[0].saliency is not None:
+            saliency = [torch.cat(layer) for layer in zip(*(p.saliency for p in parts))]
+        return MemoryAttentionOutput(torch.cat([p.features for p in parts]), saliency)
+
+
+# torch.export sees the output as a pytree of its tensors
+torch.export.register_dataclass(MemoryAttentionOutput, serialized_type_name="efficient_sam2.MemoryAttentionOutput")
+
+
 class MemoryAttentionLayer(nn.Module):
     """Pre-norm layer: RoPE self-attention, RoPE cross-attention to memory, ReLU feed-forward (no dropout)."""
 
@@ -294,15 +320,12 @@ class MemoryAttentionLayer(nn.Module):
         is given, the saliency of those keys (B, n), else None.
         """
         h = self.norm1(x)
-        x = x + self.self_attn(h, h, h, x_grid_idx, x_grid_idx, grid)
+        x = x + self.self_attn(h, h, h, x_grid_idx, x_grid_idx, grid)[0]
 
         h = self.norm2(x)
-        out = self.cross_attn_image(
+        out, saliency = self.cross_attn_image(
             h, memory_keys, memory_values, x_grid_idx, memory_grid_idx, grid, saliency_keys, pool, num_spatial
         )
-        saliency = None
-        if saliency_keys is not None:
-            out, saliency = out
         x = x + out
 
         x = residual_in_chunks(self._feed_forward, x, self.linear1.out_features)
@@ -338,7 +361,7 @@ class MemoryAttention(nn.Module):
         memory_pos: Tensor,
         num_obj_ptr_tokens: int = 0,
         memory_plan: MemoryPlan | None = None,
-    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+    ) -> MemoryAttentionOutput:
         """Condition the current frame on the memory bank.
 
         curr, curr_pos: (B, L, C) features and sine PE of the current frame, L = grid * grid (row-major).
@@ -346,7 +369,8 @@ class MemoryAttention(nn.Module):
             i mod L, the trailing num_obj_ptr_tokens are object-pointer tokens (not rotated).
         memory_plan: per-layer kept memory tokens and an optional saliency span (None = dense).
 
-        Returns (B, L, C), or (output, [saliency (B, end - start) per layer]) when the plan asks for saliency.
+        Returns a `MemoryAttentionOutput`: the features (B, L, C) and, when the plan asks for it, the saliency
+        (B, end - start) of every layer.
         """
         batch, num_tokens, _ = curr.shape
         if batch > CPU_OBJECT_CHUNK and curr.device.type == "cpu" and not torch.is_grad_enabled():
@@ -398,13 +422,12 @@ class MemoryAttention(nn.Module):
             if saliency is not None:
                 saliencies.append(saliency)
 
-        out = self.norm(x)
-        return (out, saliencies) if span is not None else out
+        return MemoryAttentionOutput(self.norm(x), saliencies if span is not None else None)
 
     def _in_object_chunks(self, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens, memory_plan):
         """`forward` on CPU_OBJECT_CHUNK objects at a time: every operation is per object, so this is the same
         computation, without the cache misses of a large batch of memory keys and values."""
-        outs, saliencies = [], None
+        outs = []
         batch = curr.shape[0]
         for start in range(0, batch, CPU_OBJECT_CHUNK):
             part = slice(start, min(batch, start + CPU_OBJECT_CHUNK))
@@ -414,14 +437,7 @@ class MemoryAttention(nn.Module):
                 if keep is not None:
                     keep = [k if k is None or k.dim() == 1 else k[part] for k in keep]
                 plan = dataclasses.replace(memory_plan, keep=keep)
-            out = self.forward(curr[part], curr_pos[part], memory[part], memory_pos[part], num_obj_ptr_tokens, plan)
-            if isinstance(out, tuple):
-                out, sal = out
-                saliencies = [[] for _ in sal] if saliencies is None else saliencies
-                for acc, s in zip(saliencies, sal):
-                    acc.append(s)
-            outs.append(out)
-        out = torch.cat(outs)
-        if memory_plan is not None and memory_plan.saliency_span is not None:
-            return out, [torch.cat(acc) for acc in (saliencies or [])]
-        return out
+            outs.append(
+                self.forward(curr[part], curr_pos[part], memory[part], memory_pos[part], num_obj_ptr_tokens, plan)
+            )
+        return MemoryAttentionOutput.cat(outs)

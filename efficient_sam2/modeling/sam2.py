@@ -243,8 +243,8 @@ class SAM2Model(nn.Module):
             return_attention=return_saliency,
             sparse_token_mask=token_mask,
         )
-        masks, ious, tokens, obj_scores = out[:4]
-        saliency = out[4] if return_saliency else None
+        masks, ious, tokens, obj_scores = out.masks, out.ious, out.tokens, out.object_score_logits
+        saliency = out.saliency
 
         present = obj_scores > 0  # (B, 1)
         masks = torch.where(present[:, :, None, None], masks, NO_OBJ_SCORE).float()
@@ -346,10 +346,7 @@ class SAM2Model(nn.Module):
         curr = x.flatten(2).transpose(1, 2)
         curr_pos = feats.vision_pos.flatten(2).transpose(1, 2)
         out = self.memory_attention(curr, curr_pos, memory, memory_pos, num_ptr_tokens, memory_plan=memory_plan)
-        saliency = None
-        if isinstance(out, tuple):
-            out, saliency = out
-        return out.transpose(1, 2).reshape(B, C, H, W), saliency
+        return out.features.transpose(1, 2).reshape(B, C, H, W), out.saliency
 
     def encode_memory(
         self,

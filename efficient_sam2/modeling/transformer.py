@@ -4,9 +4,9 @@ Prompt/output tokens and image tokens update each other: in every block the toke
 (token -> image), pass an MLP, and then the image reads the tokens back (image -> token). A final token -> image
 attention closes the stack. All tensors are batch-first.
 
-The token -> image attention probabilities can be returned (`return_attention=True`); they are what the decoder
-turns into its saliency map. Only then are probabilities formed explicitly; otherwise attention runs through
-`scaled_dot_product_attention`.
+The token -> image attention probabilities can be returned (`return_attention=True`, else that output is None);
+they are what the decoder turns into its saliency map. Only then are probabilities formed explicitly; otherwise
+attention runs through `scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -42,20 +42,24 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         return x.reshape(b, n, self.num_heads, -1).transpose(1, 2)
 
-    def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_weights: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C); with `return_weights` also the probabilities
-        (B, heads, Nq, Nk) in float32, each row summing to 1."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C)."""
+        return self.with_probabilities(q, k, v, probabilities=False)[0]
+
+    def with_probabilities(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probabilities: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward`, plus the attention probabilities (B, heads, Nq, Nk) in float32, each row summing to 1
+        (None when `probabilities` is False)."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
         out = F.scaled_dot_product_attention(q, k, v)
-        if return_weights:
+        probs = None
+        if probabilities:
             # the probabilities are computed on the side, so that asking for them leaves the output unchanged
             logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
             probs = logits.softmax(dim=-1, dtype=torch.float32)
         b, _, n, _ = out.shape
-        out = self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
-        return (out, probs) if return_weights else out
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1)), probs
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -105,11 +109,7 @@ class TwoWayAttentionBlock(nn.Module):
         tokens = self.norm1(tokens)
 
         q, k = tokens + token_pe, image + image_pe
-        probs = None
-        if return_attention:
-            attn_out, probs = self.cross_attn_token_to_image(q, k, image, return_weights=True)
-        else:
-            attn_out = self.cross_attn_token_to_image(q, k, image)
+        attn_out, probs = self.cross_attn_token_to_image.with_probabilities(q, k, image, return_attention)
         tokens = self.norm2(tokens + attn_out)
 
         tokens = self.norm3(tokens + self.mlp(tokens))
@@ -155,7 +155,7 @@ class TwoWayTransformer(nn.Module):
         image_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         return_attention: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Run the decoder transformer.
 
         Args:
@@ -167,7 +167,7 @@ class TwoWayTransformer(nn.Module):
         Returns:
             tokens (B, N, C), image (B, H*W, C) and, with `return_attention`, a list with the
             (B, heads, N, H*W) float32 probabilities of every token -> image attention (one per block, then the
-            final one).
+            final one), else None.
         """
         image = image_embedding.flatten(2).transpose(1, 2)
         image_pe = image_pe.flatten(2).transpose(1, 2)
@@ -179,13 +179,7 @@ class TwoWayTransformer(nn.Module):
             attention.append(probs)
 
         q, k = tokens + point_embedding, image + image_pe
-        if return_attention:
-            attn_out, probs = self.final_attn_token_to_image(q, k, image, return_weights=True)
-            attention.append(probs)
-        else:
-            attn_out = self.final_attn_token_to_image(q, k, image)
+        attn_out, probs = self.final_attn_token_to_image.with_probabilities(q, k, image, return_attention)
+        attention.append(probs)
         tokens = self.norm_final_attn(tokens + attn_out)
-
-        if return_attention:
-            return tokens, image, attention
-        return tokens, image
+        return tokens, image, attention if return_attention else None

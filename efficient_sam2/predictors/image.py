@@ -134,7 +134,7 @@ class ImagePredictor:
             raise PromptError("empty prompt: give points (with labels), a box, or a mask_input")
 
         sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
-        low_res, ious, _, _ = self.model.sam_mask_decoder(
+        out = self.model.sam_mask_decoder(
             image_embeddings=self._features["image_embed"],
             image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
@@ -143,7 +143,7 @@ class ImagePredictor:
             repeat_image=False,
             high_res_features=self._features["high_res_feats"],
         )
-        low_res = low_res.float()
+        low_res, ious = out.masks.float(), out.ious
         masks = F.interpolate(low_res, size=(h, w), mode="bilinear", align_corners=False)
         low_res = low_res.clamp(-32.0, 32.0)
         if not return_logits:
