@@ -275,6 +275,7 @@ def test_cache_sized_bands_compute_the_same_encoder(monkeypatch, size, hw):
     Shrinking the chunk makes every block of a small input take those paths: windows with padding (the 14-wide
     windows of a 16 x 20 map), Q-pool blocks, and chunked global-block MLPs; the result is the one-piece result."""
     import efficient_sam2.modeling.hiera as hiera
+    import efficient_sam2.modeling.kernels as kernels
 
     encoder = build_encoder(size)
     randomize_(encoder, 3)
@@ -282,17 +283,17 @@ def test_cache_sized_bands_compute_the_same_encoder(monkeypatch, size, hw):
     with torch.inference_mode():
         whole = encoder(x)
     bands, chunks = [], []
-    monkeypatch.setattr(hiera, "MLP_CHUNK_ELEMENTS", 1 << 12)
-    banded, chunked = hiera.HieraBlock._banded_forward, hiera.HieraBlock.mlp_residual
-    monkeypatch.setattr(hiera.HieraBlock, "_banded_forward",
-                        lambda self, x, rows: bands.append((self.window_size, x.shape[1], rows)) or banded(self, x, rows))
+    monkeypatch.setattr(kernels, "ROW_CHUNK_ELEMENTS", 1 << 12)
+    banded, chunked = kernels.in_bands, hiera.HieraBlock.mlp_residual
+    monkeypatch.setattr(kernels, "in_bands",
+                        lambda fn, x, rows, q_stride: bands.append((x.shape[1], rows)) or banded(fn, x, rows, q_stride))
     monkeypatch.setattr(hiera.HieraBlock, "mlp_residual",
                         lambda self, x: chunks.append(self.window_size) or chunked(self, x))
     with torch.inference_mode():
         pieces = encoder(x)
     blocks = encoder.trunk.blocks
     assert len(bands) == sum(1 for b in blocks if b.window_size > 0)  # every windowed block ran in bands
-    assert any(h % rows for _, h, rows in bands) and any(rows < h for _, h, rows in bands)  # partial last bands
+    assert any(h % rows for h, rows in bands) and any(rows < h for h, rows in bands)  # partial last bands
     assert 0 in chunks  # global blocks took the chunked MLP
     for key in ("vision_features", "backbone_fpn"):
         a, b = whole[key], pieces[key]

@@ -386,20 +386,20 @@ def test_exportable_without_complex_ops_and_cache_stays_real():
 def test_feed_forward_in_row_chunks_is_the_one_piece_result(monkeypatch):
     """At 1024 px the feed-forward's hidden activation (4096 x 2048 per object) goes through in row chunks on
     the CPU; a small chunk makes a small input take that path, with the same result."""
-    import efficient_sam2.modeling.common as common
+    import efficient_sam2.modeling.kernels as kernels
 
     model = random_model(4)
     inputs = memory_inputs(2, 16, 3, 8, seed=4, dim=SMALL_DIM, kv_dim=SMALL_KV)
     whole = model(*inputs, num_obj_ptr_tokens=8).features
     calls = []
-    chunked = common.residual_in_chunks
+    chunked = kernels.residual_mlp
 
     def spy(fn, x, hidden, chunk_elements=None):
         calls.append(x.numel() // x.shape[-1] * hidden)
         return chunked(fn, x, hidden, chunk_elements)
 
-    monkeypatch.setattr(common, "ROW_CHUNK_ELEMENTS", 1 << 12)  # 32 rows of 128 hidden: 256-row chunks
-    monkeypatch.setattr("efficient_sam2.modeling.memory_attention.residual_in_chunks", spy)
+    monkeypatch.setattr(kernels, "ROW_CHUNK_ELEMENTS", 1 << 12)  # 32 rows of 128 hidden: 256-row chunks
+    monkeypatch.setattr(kernels, "residual_mlp", spy)
     pieces = model(*inputs, num_obj_ptr_tokens=8).features
     assert len(calls) == len(model.layers) and all(n >= 4 * (1 << 12) for n in calls)
     assert (pieces - whole).abs().max().item() <= 1e-6 * max(1.0, whole.abs().max().item())
@@ -452,7 +452,7 @@ def test_complex_rope_path_equals_the_real_tables(heads):
 def test_many_objects_run_in_chunks_with_the_same_result(monkeypatch):
     """On the CPU, more than CPU_OBJECT_CHUNK objects go through memory attention a few at a time: outputs and
     saliencies equal the one-batch computation, for dense, shared and per-object plans."""
-    import efficient_sam2.modeling.memory_attention as ma_module
+    import efficient_sam2.modeling.kernels as kernels
 
     model = random_model(7)
     inputs = small_inputs(7, seed=8)
@@ -462,18 +462,18 @@ def test_many_objects_run_in_chunks_with_the_same_result(monkeypatch):
                         saliency_span=SPAN),
              MemoryPlan(pool=2)]
     calls = []
-    forward = MemoryAttention.forward
-    monkeypatch.setattr(MemoryAttention, "forward",
+    forward = MemoryAttention._forward
+    monkeypatch.setattr(MemoryAttention, "_forward",
                         lambda self, curr, *a, **kw: calls.append(curr.shape[0]) or forward(self, curr, *a, **kw))
     for plan in plans:
-        monkeypatch.setattr(ma_module, "CPU_OBJECT_CHUNK", 100)
+        monkeypatch.setattr(kernels, "CPU_OBJECT_CHUNK", 100)
         calls.clear()
         whole = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
         assert calls == [7]
-        monkeypatch.setattr(ma_module, "CPU_OBJECT_CHUNK", 3)
+        monkeypatch.setattr(kernels, "CPU_OBJECT_CHUNK", 3)
         calls.clear()
         parts = model(*inputs, num_obj_ptr_tokens=PTR, memory_plan=plan)
-        assert calls == [7, 3, 3, 1]
+        assert calls == [3, 3, 1]
         (whole, whole_sal), (parts, parts_sal) = (whole.features, whole.saliency), (parts.features, parts.saliency)
         if plan is None or plan.saliency_span is None:
             assert whole_sal is None and parts_sal is None

@@ -1,45 +1,10 @@
-"""Small building blocks shared by several modules."""
+"""Small building blocks shared by several modules (the CPU kernels live in `kernels.py`)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-ROW_CHUNK_ELEMENTS = 1 << 21
-"""Hidden activations (floats, 8 MB in fp32) per row chunk of `residual_in_chunks`."""
-
-
-def cache_bound(x: torch.Tensor, hidden: int, chunk_elements: int) -> bool:
-    """Whether token-wise work on x (..., C) with a `hidden`-wide inner activation is worth doing in cache-sized
-    pieces: CPU, no autograd, and a whole hidden activation of at least 4 chunks of `chunk_elements` floats."""
-    if x.device.type != "cpu" or torch.is_grad_enabled() or x.shape[-1] == 0:
-        return False
-    return (x.numel() // x.shape[-1]) * hidden >= 4 * chunk_elements
-
-
-def residual_in_chunks(fn, x: torch.Tensor, hidden: int, chunk_elements: int | None = None) -> torch.Tensor:
-    """x + fn(x) for a token-wise `fn` (a feed-forward block with `hidden` inner width) over x (..., C).
-
-    On the CPU, without autograd, and when the whole hidden activation would take at least 4 chunks, the
-    tokens go through in row chunks (whole multiples of 256 rows) whose hidden activations stay in cache:
-    the same per-token arithmetic, noticeably faster than writing a hundreds-of-MB hidden tensor to memory.
-    Elsewhere (GPU, training) it is simply x + fn(x).
-    """
-    if chunk_elements is None:
-        chunk_elements = ROW_CHUNK_ELEMENTS
-    if not cache_bound(x, hidden, chunk_elements):
-        return x + fn(x)
-    C = x.shape[-1]
-    rows = x.numel() // C
-    chunk = max(256, chunk_elements // hidden // 256 * 256)
-    flat = x.reshape(rows, C)
-    out = torch.empty_like(flat)  # x + fn(x) keeps x's dtype (fp32 under bf16 autocast as well)
-    for i in range(0, rows, chunk):
-        part = flat[i:i + chunk]
-        torch.add(part, fn(part), out=out[i:i + chunk])
-    return out.view(x.shape)
 
 
 class LayerNorm2d(nn.Module):

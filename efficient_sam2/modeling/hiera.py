@@ -13,7 +13,8 @@ The pieces are kept separate so that Sparse Window Routing can run a block on a 
     ...                                                                  # scatter / shortcut
     x = block.mlp_residual(x)                                            # any token layout (..., C)
 
-`Hiera.forward` is the dense path: every window of every block.
+`Hiera.forward` is the dense path: every window of every block. On the CPU, big windowed blocks run band by band
+and big MLPs in row chunks (`kernels.windowed_block`, `kernels.residual_mlp`): the same computation, in cache.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from efficient_sam2.configs import HieraConfig
-from efficient_sam2.modeling.common import MLP, ROW_CHUNK_ELEMENTS, cache_bound, residual_in_chunks
+from efficient_sam2.modeling import kernels
+from efficient_sam2.modeling.common import MLP
 
 __all__ = ["Hiera", "HieraBlock", "WindowedAttention", "PatchEmbed", "window_partition", "window_unpartition",
            "max_pool_tokens"]
@@ -175,11 +177,6 @@ class WindowedAttention(nn.Module):
         return self.proj(out)
 
 
-MLP_CHUNK_ELEMENTS = ROW_CHUNK_ELEMENTS
-"""Hidden MLP activations (floats) per band of `HieraBlock.forward` / chunk of `HieraBlock.mlp_residual` on the
-CPU (8 MB in fp32). Blocks whose whole hidden activation is under 4 chunks run in one piece."""
-
-
 class HieraBlock(nn.Module):
     """Pre-norm transformer block: (windowed) attention with an optional stage transition, then an MLP.
 
@@ -212,6 +209,11 @@ class HieraBlock(nn.Module):
         self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
 
     @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the MLP."""
+        return self.mlp.layers[0].out_features
+
+    @property
     def out_window_size(self) -> int:
         """Window side of the attention output (window_size / q_stride on Q-pool blocks)."""
         if self.q_stride is None or self.window_size == 0:
@@ -232,8 +234,8 @@ class HieraBlock(nn.Module):
 
     def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
         """x + MLP(norm2(x)) for tokens of any leading shape (..., dim_out); in cache-sized row chunks on the CPU
-        when the hidden activation is big (`residual_in_chunks`)."""
-        return residual_in_chunks(self._mlp, x, self.mlp.layers[0].out_features, MLP_CHUNK_ELEMENTS)
+        when the hidden activation is big (`kernels.residual_mlp`)."""
+        return kernels.residual_mlp(self._mlp, x, self.mlp_hidden)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm2(x))
@@ -241,45 +243,24 @@ class HieraBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, dim) -> (B, H', W', dim_out), (H', W') = (H, W) // q_stride on Q-pool blocks.
 
-        A windowed block on the CPU (without autograd) runs band by band: a band is a few rows of windows,
-        whose q/k/v and MLP activations stay in cache. Every window lies inside one band and every other
-        operation is per token, so this is the same computation (up to float summation order in the matrix
-        multiplies), 30-40 % faster on the stride-4 and stride-8 stages.
+        A big windowed block on the CPU runs band by band (`kernels.windowed_block`).
         """
-        if self.window_size > 0 and cache_bound(x, self.mlp.layers[0].out_features, MLP_CHUNK_ELEMENTS):
-            return self._banded_forward(x, self._band_rows(x))
-        return self._forward(x)
-
-    def _band_rows(self, x: torch.Tensor) -> int:
-        """Grid rows per band: whole rows of windows, about MLP_CHUNK_ELEMENTS hidden activations each."""
-        B, _, W, _ = x.shape
-        hidden = self.mlp.layers[0].out_features
-        per_window_row = B * self.window_size * W * hidden
-        return self.window_size * max(1, MLP_CHUNK_ELEMENTS // max(1, per_window_row))
-
-    def _banded_forward(self, x: torch.Tensor, rows: int) -> torch.Tensor:
-        B, H, W, _ = x.shape
-        sh, sw = self.q_stride if self.q_stride is not None else (1, 1)
-        out = None
-        for r in range(0, H, rows):
-            band = self._forward(x[:, r:r + rows])
-            if out is None:
-                out = band.new_empty(B, H // sh, W // sw, band.shape[-1])
-            out[:, r // sh:r // sh + band.shape[1]] = band
-        return out
+        return kernels.windowed_block(self._forward, x, self.window_size, self.q_stride, self.mlp_hidden)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x_norm = self.norm1(x)
         shortcut = self.shortcut(x, x_norm)
-        if self.window_size > 0:
-            windows, (Hp, Wp) = window_partition(x_norm, self.window_size)
-            out = self.attention(windows)
-            if self.q_stride is not None:
-                Hp, Wp = Hp // self.q_stride[0], Wp // self.q_stride[1]
-            out = window_unpartition(out, (Hp, Wp), shortcut.shape[1:3])
-        else:
-            out = self.attention(x_norm)
-        return self.mlp_residual(shortcut + out)
+        return self.mlp_residual(shortcut + self._attend(x_norm, shortcut.shape[1:3]))
+
+    def _attend(self, x_norm: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """Attention of a normalised grid (B, H, W, dim) window by window (or global) -> (B, *out_hw, dim_out)."""
+        if self.window_size == 0:
+            return self.attention(x_norm)
+        windows, (Hp, Wp) = window_partition(x_norm, self.window_size)
+        out = self.attention(windows)
+        if self.q_stride is not None:
+            Hp, Wp = Hp // self.q_stride[0], Wp // self.q_stride[1]
+        return window_unpartition(out, (Hp, Wp), out_hw)
 
 
 class Hiera(nn.Module):

@@ -9,14 +9,17 @@ for "not rotated"), so a subset of memory keys gathered from anywhere in the ban
 2-D position. This is what Sparse Memory Retrieval needs: a `MemoryPlan` names, per layer, the memory tokens the
 cross-attention reads; they are gathered before the key/value projections, so dropped tokens cost nothing.
 
+On the CPU (inference) objects go through a few at a time and the feed-forward blocks in row chunks
+(`kernels.by_object_chunks`, `kernels.residual_mlp`): the same computation, in cache.
+
 Shapes use B = batch (objects), L = grid * grid query tokens (64 * 64 at 1024 px), M = memory tokens
 (spatial memory frames of L tokens each, then object-pointer tokens).
 """
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from efficient_sam2.modeling.common import residual_in_chunks
+from efficient_sam2.modeling import kernels
 
 __all__ = [
     "MemoryPlan",
@@ -42,10 +45,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 # 2-D axial rotary position encoding: real cos / sin tables, applied as complex numbers in eager mode
 # ----------------------------------------------------------------------------------------------------------------
-
-CPU_OBJECT_CHUNK = 4
-"""On the CPU (inference), memory attention runs on at most this many objects at a time: per object, larger
-batches are slower there (their memory keys and values no longer fit in cache), up to 20 % at 8 objects."""
 
 _ROPE_TABLES: dict[tuple[int, float, int, str], tuple[Tensor, Tensor]] = {}
 _ROPE_ROTATIONS: dict[tuple[int, float, int, str], Tensor] = {}
@@ -257,6 +256,13 @@ class MemoryPlan:
     saliency_span: tuple[int, int] | None = None
     pool: int = 1  # > 1: average-pool every spatial memory frame's keys and values (MemPool baseline)
 
+    def for_objects(self, objects: slice) -> "MemoryPlan":
+        """The plan of a slice of the batch (per-object (B, K) keeps are sliced, shared ones kept)."""
+        keep = self.keep
+        if keep is not None:
+            keep = [k if k is None or k.dim() == 1 else k[objects] for k in keep]
+        return dataclasses.replace(self, keep=keep)
+
 
 @dataclass
 class MemoryAttentionOutput:
@@ -328,7 +334,7 @@ class MemoryAttentionLayer(nn.Module):
         )
         x = x + out
 
-        x = residual_in_chunks(self._feed_forward, x, self.linear1.out_features)
+        x = kernels.residual_mlp(self._feed_forward, x, self.linear1.out_features)
         return x, saliency
 
     def _feed_forward(self, x: Tensor) -> Tensor:
@@ -372,9 +378,25 @@ class MemoryAttention(nn.Module):
         Returns a `MemoryAttentionOutput`: the features (B, L, C) and, when the plan asks for it, the saliency
         (B, end - start) of every layer.
         """
+        def run(objects: slice) -> MemoryAttentionOutput:
+            plan = memory_plan.for_objects(objects) if memory_plan is not None else None
+            return self._forward(
+                curr[objects], curr_pos[objects], memory[objects], memory_pos[objects], num_obj_ptr_tokens, plan
+            )
+
+        return kernels.by_object_chunks(run, curr.shape[0], curr.device, MemoryAttentionOutput.cat)
+
+    def _forward(
+        self,
+        curr: Tensor,
+        curr_pos: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        num_obj_ptr_tokens: int,
+        memory_plan: MemoryPlan | None,
+    ) -> MemoryAttentionOutput:
+        """`forward` on one batch of objects."""
         batch, num_tokens, _ = curr.shape
-        if batch > CPU_OBJECT_CHUNK and curr.device.type == "cpu" and not torch.is_grad_enabled():
-            return self._in_object_chunks(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens, memory_plan)
         num_memory = memory.shape[1]
         grid = math.isqrt(num_tokens)
         if grid * grid != num_tokens:
@@ -423,21 +445,3 @@ class MemoryAttention(nn.Module):
                 saliencies.append(saliency)
 
         return MemoryAttentionOutput(self.norm(x), saliencies if span is not None else None)
-
-    def _in_object_chunks(self, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens, memory_plan):
-        """`forward` on CPU_OBJECT_CHUNK objects at a time: every operation is per object, so this is the same
-        computation, without the cache misses of a large batch of memory keys and values."""
-        outs = []
-        batch = curr.shape[0]
-        for start in range(0, batch, CPU_OBJECT_CHUNK):
-            part = slice(start, min(batch, start + CPU_OBJECT_CHUNK))
-            plan = None
-            if memory_plan is not None:
-                keep = memory_plan.keep
-                if keep is not None:
-                    keep = [k if k is None or k.dim() == 1 else k[part] for k in keep]
-                plan = dataclasses.replace(memory_plan, keep=keep)
-            outs.append(
-                self.forward(curr[part], curr_pos[part], memory[part], memory_pos[part], num_obj_ptr_tokens, plan)
-            )
-        return MemoryAttentionOutput.cat(outs)
