@@ -191,6 +191,27 @@ def test_block_layout_matches_spec():
     assert trunk.stage_ends == [1, 4, 20, 23]
 
 
+@pytest.mark.parametrize("name, span, window, dim", [
+    ("tiny", (4, 9), 14, 384), ("small", (4, 13), 14, 384), ("base_plus", (6, 20), 14, 448), ("large", (9, 43), 16, 576),
+])
+def test_geometry_is_the_trunk_layout(name, span, window, dim):
+    """The trunk is built from its HieraGeometry, the layout the FLOP model reads: the routed span runs from the
+    block after the stride-16 Q-pool block up to the stage's last global block."""
+    from efficient_sam2.modeling.hiera_geometry import HieraGeometry
+
+    cfg = get_config(name).hiera
+    geometry = HieraGeometry.of(cfg)
+    with torch.device("meta"):
+        trunk = Hiera(cfg)
+    assert [(b.dim, b.dim_out, b.attn.num_heads, b.window_size, b.q_stride, b.mlp_hidden) for b in trunk.blocks] == \
+        [(g.dim, g.dim_out, g.num_heads, g.window, g.q_stride, g.mlp_hidden) for g in geometry.blocks]
+    assert geometry.routed_span == trunk.routed_span == span
+    assert geometry.routed_window == trunk.routed_window == window and geometry.routed_dim == trunk.routed_dim == dim
+    first = span[0]
+    assert geometry.blocks[first - 1].q_stride == (2, 2) and geometry.blocks[first - 1].stage == 2
+    assert geometry.blocks[span[1]].is_global and geometry.token_grid(first, 1024) == 64
+
+
 def test_window_partition_round_trip_with_padding():
     x = torch.randn(2, 10, 13, 5)
     windows, (Hp, Wp) = window_partition(x, 4)

@@ -9,17 +9,18 @@ Hiera blocks run attention and projections on zero-padded windows, Sparse Window
 blocks on the real tokens only, while global blocks inside the routed span read only the real tokens of the
 kept windows.
 
-The per-call functions take plain integers so that the benchmark can describe each call it timed (`describe_*`
+The Hiera counts walk the trunk's `HieraGeometry` (`efficient_sam2.modeling.hiera_geometry`), the same block
+layout the model is built from. The per-call functions take plain integers so that the benchmark can describe each call it timed (`describe_*`
 in `efficient_sam2.bench.speed`) and count its work afterwards.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 from ..configs import HieraConfig, SAM2Config
+from ..modeling.hiera_geometry import HieraBlockSpec, HieraGeometry
 
 __all__ = [
     "linear_flops",
@@ -75,50 +76,29 @@ def conv_transpose2d_flops(batch: int, in_h: int, in_w: int, c_in: int, c_out: i
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HieraBlockSpec:
-    """One Hiera block as the FLOP model sees it (window 0 = global attention)."""
-
-    index: int
-    dim: int
-    dim_out: int
-    window: int
-    q_stride: int  # 1 = no query pooling
-    mlp_hidden: int
-
-
 def hiera_blocks(cfg: HieraConfig) -> list[HieraBlockSpec]:
-    """The blocks of a Hiera trunk: the first block of a stage keeps the previous stage's window and width."""
-    stage_of = [s for s, n in enumerate(cfg.stages) for _ in range(n)]
-    dims = cfg.stage_dims
-    q_pool = set(cfg.q_pool_blocks)
-    blocks, dim = [], cfg.embed_dim
-    for i, stage in enumerate(stage_of):
-        window_stage = stage_of[i - 1] if i > 0 else 0
-        window = 0 if i in cfg.global_att_blocks else cfg.window_spec[window_stage]
-        dim_out = dims[stage]
-        stride = cfg.q_stride[0] if i in q_pool else 1
-        if i in q_pool and cfg.q_stride[0] != cfg.q_stride[1]:
-            raise ValueError("the FLOP model supports square query strides only")
-        blocks.append(HieraBlockSpec(i, dim, dim_out, window, stride, int(dim_out * cfg.mlp_ratio)))
-        dim = dim_out
-    return blocks
+    """The blocks of a Hiera trunk (`HieraGeometry.blocks`)."""
+    return list(HieraGeometry.of(cfg).blocks)
 
 
 def hiera_routed_span(cfg: HieraConfig) -> tuple[int, int]:
     """(first, last): blocks first..last-1 of the stride-16 stage are routed, block `last` (the stage's last
-    global block) runs densely on the reassembled map."""
-    ends = cfg.stage_ends
-    start = cfg.q_pool_blocks[1] if len(cfg.q_pool_blocks) >= 2 else ends[1] + 1
-    globals_in_stage = [g for g in cfg.global_att_blocks if start < g <= ends[2]]
-    if not globals_in_stage:
-        raise ValueError("the stride-16 stage has no global block")
-    return start + 1, max(globals_in_stage)
+    global block) runs densely on the reassembled map (`HieraGeometry.routed_span`)."""
+    return HieraGeometry.of(cfg).routed_span
+
+
+def _stride(b: HieraBlockSpec) -> int:
+    """The block's query-pooling stride as one number (1 = none)."""
+    if b.q_stride is None:
+        return 1
+    if b.q_stride[0] != b.q_stride[1]:
+        raise ValueError("the FLOP model supports square query strides only")
+    return b.q_stride[0]
 
 
 def _block_flops(b: HieraBlockSpec, batch: int, h: int, w: int) -> tuple[int, int, int]:
     """Dense block on a (batch, h, w) grid. Returns (flops, out_h, out_w)."""
-    s = b.q_stride
+    s = _stride(b)
     out_h, out_w = h // s, w // s
     flops = 0
     if b.dim != b.dim_out:  # residual branch: proj(norm1(x)) on every real token, then pooled
@@ -182,45 +162,32 @@ def hiera_flops(
     """
     h = w = image_size // 4
     out = {"patch_embed": conv2d_flops(batch, h, w, 3, cfg.embed_dim, 7), "blocks": 0, "routed": 0, "shortcut": 0}
-    first, last = hiera_routed_span(cfg)
-    blocks = hiera_blocks(cfg)
-    for b in blocks:
+    geometry = HieraGeometry.of(cfg)
+    first, last = geometry.routed_span
+    for b in geometry.blocks:
         if first <= b.index < last:
             if keep is None:
                 f, h, w = _block_flops(b, batch, h, w)
             else:
-                f = _routed_block_flops(b, blocks, first, last, batch, h, w, keep)
+                f = _routed_block_flops(b, geometry.routed_window, batch, h, w, keep)
             out["routed"] += f
             out["blocks"] += f
             continue
         f, h, w = _block_flops(b, batch, h, w)
         out["blocks"] += f
     if keep is not None:
-        window, dim = _routed_geometry(blocks, first, last)
-        grid_h, grid_w = _routed_grid(cfg, image_size)
-        num_windows = (-(-grid_h // window)) * (-(-grid_w // window))
+        window, dim = geometry.routed_window, geometry.routed_dim
+        side = geometry.token_grid(first, image_size)
+        num_windows = (-(-side // window)) ** 2
         background = batch * (num_windows - len(keep))
         out["shortcut"] = shortcut_flops(shortcut, background * window * window, background, window, dim)
     out["total"] = out["patch_embed"] + out["blocks"] + out["shortcut"]
     return out
 
 
-def _routed_geometry(blocks: list[HieraBlockSpec], first: int, last: int) -> tuple[int, int]:
-    window = max(blocks[i].window for i in range(first, last))
-    return window, blocks[first].dim
-
-
-def _routed_grid(cfg: HieraConfig, image_size: int) -> tuple[int, int]:
-    """Grid of the routed span (the stride-16 stage)."""
-    h = image_size // 4
-    for b in hiera_blocks(cfg)[: hiera_routed_span(cfg)[0]]:
-        h //= b.q_stride
-    return h, h
-
-
-def _routed_block_flops(b: HieraBlockSpec, blocks, first, last, batch, h, w, keep) -> int:
-    """A block of the routed span run on the kept windows only (as `Hiera._routed_forward` does)."""
-    window, _ = _routed_geometry(blocks, first, last)
+def _routed_block_flops(b: HieraBlockSpec, window: int, batch: int, h: int, w: int, keep: Sequence[int]) -> int:
+    """A block of the routed span (windows of side `window`) run on the kept windows only (as
+    `Hiera._routed_forward` does)."""
     K = len(keep)
     if K == 0:
         return 0

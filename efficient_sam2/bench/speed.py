@@ -934,11 +934,9 @@ def _mean_dicts(rows: list[dict]) -> dict:
 
 def _summarise_work(rows: list[dict], cfg) -> dict:
     from ..efficient.router import WindowGrid
-    from .flops import hiera_blocks, hiera_routed_span
+    from ..modeling.hiera_geometry import HieraGeometry
 
-    first, last = hiera_routed_span(cfg.hiera)
-    window = max(b.window for b in hiera_blocks(cfg.hiera)[first:last])
-    grid = WindowGrid(cfg.embed_size, window)
+    grid = WindowGrid(cfg.embed_size, HieraGeometry.of(cfg.hiera).routed_window)
     windows = [w if w is not None else grid.num_windows for r in rows for w in r["windows"]]
     keys = [k for r in rows for k in r["memory_keys"]]
     tokens = [t for r in rows for t in r["memory_tokens"]]

@@ -3,7 +3,8 @@
 Pixels (B, 3, S, S) are embedded into a stride-4 token grid kept channels-last, (B, H, W, C), for the whole
 trunk. Four stages of pre-norm transformer blocks follow; the first block of stages 2-4 halves the grid by
 max-pooling its queries ("Q-pooling") and doubles the width. Blocks attend inside non-overlapping windows
-except for a few global-attention blocks in stage 3.
+except for a few global-attention blocks in stage 3. The layout of the blocks (stage, widths, windows, pooling,
+the routed span) is the trunk's `HieraGeometry`, which the FLOP model reads as well.
 
 The pieces are kept separate so that Sparse Window Routing can run a block on a gathered subset of windows:
 
@@ -28,6 +29,7 @@ from torch import nn
 from efficient_sam2.configs import HieraConfig
 from efficient_sam2.modeling import kernels
 from efficient_sam2.modeling.common import MLP
+from efficient_sam2.modeling.hiera_geometry import HieraGeometry
 
 __all__ = ["Hiera", "HieraBlock", "WindowedAttention", "PatchEmbed", "window_partition", "window_unpartition",
            "max_pool_tokens"]
@@ -272,40 +274,21 @@ class Hiera(nn.Module):
 
     def __init__(self, cfg: HieraConfig) -> None:
         super().__init__()
-        if len(cfg.window_spec) != len(cfg.stages):
-            raise ValueError(f"window_spec {cfg.window_spec} needs one entry per stage {cfg.stages}")
         self.cfg = cfg
-        self.stage_ends = list(cfg.stage_ends)
-        self.q_pool_blocks = list(cfg.q_pool_blocks)
-        self.global_att_blocks = list(cfg.global_att_blocks)
+        self.geometry = HieraGeometry.of(cfg)
+        self.stage_ends = list(self.geometry.stage_ends)
+        self.q_pool_blocks = list(self.geometry.q_pool_blocks)
+        self.global_att_blocks = list(self.geometry.global_blocks)
 
         C = cfg.embed_dim
         self.patch_embed = PatchEmbed(C)
         self.pos_embed = nn.Parameter(torch.zeros(1, C, *cfg.window_pos_embed_bkg_spatial_size))
         w0 = cfg.window_spec[0]
         self.pos_embed_window = nn.Parameter(torch.zeros(1, C, w0, w0))
-
-        # Block i belongs to stage `stage_of[i]`; its window is that of the stage of block i-1, so the first
-        # block of a stage still works on the previous stage's windows (before its queries are pooled).
-        stage_of = [s for s, n in enumerate(cfg.stages) for _ in range(n)]
-        blocks = []
-        dim = C
-        for i in range(cfg.depth):
-            stage = stage_of[i]
-            window_stage = stage_of[i - 1] if i > 0 else 0
-            window = 0 if i in self.global_att_blocks else cfg.window_spec[window_stage]
-            dim_out = cfg.stage_dims[stage]
-            blocks.append(
-                HieraBlock(
-                    dim=dim,
-                    dim_out=dim_out,
-                    num_heads=cfg.stage_heads[stage],
-                    window_size=window,
-                    q_stride=tuple(cfg.q_stride) if i in self.q_pool_blocks else None,
-                    mlp_ratio=cfg.mlp_ratio,
-                )
-            )
-            dim = dim_out
+        blocks = [
+            HieraBlock(b.dim, b.dim_out, b.num_heads, b.window, b.q_stride, cfg.mlp_ratio)
+            for b in self.geometry.blocks
+        ]
         self.blocks = nn.ModuleList(blocks)
         # output channels, coarsest first (the neck's `backbone_channel_list`)
         self.channel_list = [self.blocks[i].dim_out for i in reversed(self.stage_ends)]
@@ -356,25 +339,18 @@ class Hiera(nn.Module):
     @property
     def routed_span(self) -> tuple[int, int]:
         """(first, last): blocks first..last-1 of the stride-16 stage are routed; block `last`, the stage's last
-        global block, runs densely over the reassembled map."""
-        stage = 2
-        start = self.q_pool_blocks[stage - 1] if len(self.q_pool_blocks) >= stage else self.stage_ends[stage - 1] + 1
-        end = self.stage_ends[stage]
-        globals_in_stage = [g for g in self.global_att_blocks if start < g <= end]
-        if not globals_in_stage:
-            raise ValueError("the stride-16 stage has no global block to reassemble routed windows")
-        return start + 1, max(globals_in_stage)
+        global block, runs densely over the reassembled map (`HieraGeometry.routed_span`)."""
+        return self.geometry.routed_span
 
     @property
     def routed_window(self) -> int:
         """Window side of the routed span."""
-        first, last = self.routed_span
-        return max(self.blocks[i].window_size for i in range(first, last))
+        return self.geometry.routed_window
 
     @property
     def routed_dim(self) -> int:
         """Channel width of the routed span (the shortcut's width)."""
-        return self.blocks[self.routed_span[0]].dim
+        return self.geometry.routed_dim
 
     def forward(self, x: torch.Tensor, window_plan: WindowPlan | None = None) -> list[torch.Tensor]:
         """(B, 3, H, W) -> [(B, C, H/4, W/4), (B, 2C, H/8, W/8), (B, 4C, H/16, W/16), (B, 8C, H/32, W/32)].
