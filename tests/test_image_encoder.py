@@ -192,7 +192,8 @@ def test_block_layout_matches_spec():
 
 
 @pytest.mark.parametrize("name, span, window, dim", [
-    ("tiny", (4, 9), 14, 384), ("small", (4, 13), 14, 384), ("base_plus", (6, 20), 14, 448), ("large", (9, 43), 16, 576),
+    ("tiny", (4, 9), 14, 384), ("small", (4, 13), 14, 384),
+    ("base_plus", (6, 20), 14, 448), ("large", (9, 43), 16, 576),
 ])
 def test_geometry_is_the_trunk_layout(name, span, window, dim):
     """The trunk is built from its HieraGeometry, the layout the FLOP model reads: the routed span runs from the

@@ -10,8 +10,8 @@ blocks on the real tokens only, while global blocks inside the routed span read 
 kept windows.
 
 The Hiera counts walk the trunk's `HieraGeometry` (`efficient_sam2.modeling.hiera_geometry`), the same block
-layout the model is built from. The per-call functions take plain integers so that the benchmark can describe each call it timed (`describe_*`
-in `efficient_sam2.bench.speed`) and count its work afterwards.
+layout the model is built from. The per-call functions take plain integers so that the benchmark can describe each
+call it timed (`describe_*` in `efficient_sam2.bench.speed`) and count its work afterwards.
 """
 
 from __future__ import annotations
