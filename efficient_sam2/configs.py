@@ -1,4 +1,5 @@
-"""Frozen configuration dataclasses and the registry of the eight named SAM 2 / SAM 2.1 models.
+"""Frozen configuration dataclasses and the registry of named models: Meta's eight SAM 2 / SAM 2.1 models and our
+micro SAM 2.1 (trained here, shipped in the package).
 
 Every architectural number lives here; modules take plain arguments derived from these configs.
 """
@@ -16,6 +17,8 @@ __all__ = [
     "get_config",
     "resolve_model_name",
     "available_models",
+    "OFFICIAL_MODELS",
+    "MICRO",
 ]
 
 
@@ -88,6 +91,8 @@ class SAM2Config:
     sigmoid_scale_for_mem_enc: float = 20.0
     sigmoid_bias_for_mem_enc: float = -10.0
     num_memory_attention_layers: int = 4
+    memory_attention_ffn_dim: int = 2048  # hidden width of the memory-attention feed-forwards
+    decoder_mlp_dim: int = 2048  # hidden width of the mask decoder's two-way transformer MLPs
     # SAM 2 (July 2024) and SAM 2.1 (Sept 2024) differ only in these four flags.
     no_obj_embed_spatial: bool = True
     add_tpos_enc_to_obj_ptrs: bool = True
@@ -154,6 +159,24 @@ _SAM2_FLAGS = dict(
 )
 
 
+# The micro SAM 2.1: small enough to train on two CPU cores (about 2 M parameters), at a native input size where
+# the stride-16 Hiera stage still has 16 windows (4 x 4 windows of 4 x 4 tokens at 256 px), as large has at 1024 px,
+# so that window routing is as fine-grained as on the real models. Its stride-16 stage (blocks 2-5) has the same
+# shape as the real ones: a Q-pool block, a global block inside the routed span, and a last global block.
+MICRO_HIERA = HieraConfig(
+    embed_dim=32, num_heads=1, stages=(1, 1, 4, 1), global_att_blocks=(3, 5),
+    window_pos_embed_bkg_spatial_size=(4, 4), window_spec=(8, 4, 4, 4),
+)
+MICRO = SAM2Config(
+    name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
+    memory_attention_ffn_dim=256, decoder_mlp_dim=256,
+)
+OFFICIAL_MODELS: tuple[str, ...] = tuple(
+    f"{prefix}_hiera_{size}" for prefix in ("sam2.1", "sam2") for size in ("tiny", "small", "base_plus", "large")
+)
+"""Meta's eight models: their weights come from Meta's checkpoint files."""
+
+
 def _make_registry() -> dict[str, SAM2Config]:
     registry = {}
     for size, hiera in _HIERA.items():
@@ -161,6 +184,7 @@ def _make_registry() -> dict[str, SAM2Config]:
         registry[f"sam2_hiera_{size}"] = SAM2Config(
             name=f"sam2_hiera_{size}", version="2", hiera=hiera, **_SAM2_FLAGS
         )
+    registry[MICRO.name] = MICRO
     return registry
 
 
@@ -175,6 +199,7 @@ for _size, _short in _SHORT.items():
         MODEL_ALIASES[f"{_prefix}_hiera_{_short}"] = f"{_prefix}_hiera_{_size}"
         MODEL_ALIASES[f"{_prefix}_hiera_{_short}.yaml"] = f"{_prefix}_hiera_{_size}"
         MODEL_ALIASES[f"{_prefix}_hiera_{_size}.pt"] = f"{_prefix}_hiera_{_size}"
+MODEL_ALIASES["micro"] = MICRO.name
 MODEL_ALIASES["base+"] = "sam2.1_hiera_base_plus"
 MODEL_ALIASES["b+"] = "sam2.1_hiera_base_plus"
 
@@ -199,7 +224,7 @@ def resolve_model_name(name: str) -> str:
         return MODEL_ALIASES[key_l]
     raise ValueError(
         f"unknown model name {name!r}; choose one of: {', '.join(available_models())} "
-        f"(aliases: tiny, small, base_plus, large mean SAM 2.1)"
+        f"(aliases: tiny, small, base_plus, large, micro mean SAM 2.1)"
     )
 
 

@@ -305,7 +305,7 @@ def test_smr_prunes_every_object_and_reads_fewer_keys(video, monkeypatch):
 
     monkeypatch.setattr(ca, "forward", spy)
     out, state = _track(eff, folder, disc)
-    cache = eff._extras(state).cache
+    cache = state.policy.cache
     # both objects (not only the last one) have cached patterns for the strided frames t-6 .. t-2 of frame 8
     assert cache.frames(1) == cache.frames(2) == [3, 4, 5, 6, 7]
     K, k = 16 * 16, kept_count(16 * 16, 0.95)
@@ -319,9 +319,9 @@ def test_smr_with_memory_stride_caches_only_strided_frames(video):
     folder, disc = video
     eff = _predictor("tiny", 128, EfficientConfig(swr=False), memory_temporal_stride=3)
     _, state = _track(eff, folder, disc)
-    frames = eff._extras(state).cache.frames(1)
+    frames = state.policy.cache.frames(1)
     assert frames and all(f % 3 == 0 for f in frames)
-    assert eff._extras(state).cache.frames(2) == frames
+    assert state.policy.cache.frames(2) == frames
 
 
 def test_mempool_and_baselines_run(video):

@@ -15,7 +15,8 @@ from PIL import Image
 
 from efficient_sam2 import build_sam2_video_predictor
 from efficient_sam2.io.frames import FrameDecodeError, VideoError, VideoNotFoundError
-from efficient_sam2.modeling.sam2 import NO_OBJ_SCORE, select_memory_frames, select_object_pointers
+from efficient_sam2.modeling.sam2 import NO_OBJ_SCORE
+from efficient_sam2.tracking import DensePolicy, select_memory_frames, select_object_pointers
 from efficient_sam2.predictors import InferenceState, PromptError, VideoPredictor
 from efficient_sam2.predictors.postprocess import fill_holes, non_overlap
 from reference_oracle import randomize_
@@ -401,12 +402,15 @@ def test_batched_objects_match_objects_tracked_alone(predictor):
     prompts = {1: [[15, 20]], 2: [[47, 16]]}
     batch_sizes = []
 
-    class Recording(VideoPredictor):
-        def _run_frame(self, state, objs, *args, **kwargs):
-            batch_sizes.append(len(objs))
-            return super()._run_frame(state, objs, *args, **kwargs)
+    class Recording(DensePolicy):
+        def observe_step(self, frame_idx, obj_ids, step):
+            batch_sizes.append(len(obj_ids))
 
-    p = Recording(predictor.model)
+    class Factory:
+        def new_video(self):
+            return Recording()
+
+    p = VideoPredictor(predictor.model, policy=Factory())
     state = p.init_state(video)
     for obj_id, pts in prompts.items():
         p.add_new_points_or_box(state, 0, obj_id, points=pts, labels=[1])

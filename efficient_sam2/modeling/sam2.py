@@ -150,7 +150,8 @@ class SAM2Model(nn.Module):
         self.image_encoder = ImageEncoder(trunk, FpnNeck(C, cfg.hiera.channel_list), scalp=1)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         self.memory_attention = MemoryAttention(
-            d_model=C, num_layers=cfg.num_memory_attention_layers, kv_in_dim=Cm, dim_feedforward=2048
+            d_model=C, num_layers=cfg.num_memory_attention_layers, kv_in_dim=Cm,
+            dim_feedforward=cfg.memory_attention_ffn_dim
         )
         self.memory_encoder = MemoryEncoder(out_dim=Cm, in_dim=C)
         self.sam_prompt_encoder = PromptEncoder(
@@ -158,7 +159,7 @@ class SAM2Model(nn.Module):
         )
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=C,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=C, mlp_dim=2048, num_heads=8),
+            transformer=TwoWayTransformer(depth=2, embedding_dim=C, mlp_dim=cfg.decoder_mlp_dim, num_heads=8),
             num_multimask_outputs=3,
             iou_head_depth=3,
             iou_head_hidden_dim=256,
@@ -411,87 +412,3 @@ class SAM2Model(nn.Module):
             binarize = self.cfg.binarize_mask_from_pts_for_mem_enc and points is not None
             out.maskmem_features = self.encode_memory(feats.vision, dec.high_res, dec.object_score_logits, binarize)
         return out
-
-
-def select_memory_frames(
-    frame_idx: int,
-    cond_outputs: dict[int, object],
-    non_cond_outputs: dict[int, object],
-    num_maskmem: int,
-    stride: int,
-    max_cond_frames: int = -1,
-    reverse: bool = False,
-) -> tuple[list[tuple[int, int, object]], dict[int, object], dict[int, object]]:
-    """Which stored frames frame `frame_idx` attends to, following the reference memory bank rules.
-
-    Returns ([(t_pos, frame, output), ...] with conditioning frames first (t_pos 0), then recent frames from the
-    most distant (t_pos 1) to frame t-1 (t_pos num_maskmem-1); the selected and unselected conditioning outputs.
-    Missing frames are skipped.
-    """
-    selected, unselected = select_closest_cond_frames(frame_idx, cond_outputs, max_cond_frames)
-    chosen: list[tuple[int, int, object]] = [(0, t, out) for t, out in selected.items()]
-    for t_pos in range(1, num_maskmem):
-        t_rel = num_maskmem - t_pos
-        if t_rel == 1:
-            prev = frame_idx + 1 if reverse else frame_idx - 1
-        elif not reverse:
-            prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-        else:
-            prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-        out = non_cond_outputs.get(prev)
-        if out is None:
-            out = unselected.get(prev)
-        if out is not None:
-            chosen.append((t_pos, prev, out))
-    return chosen, selected, unselected
-
-
-def select_object_pointers(
-    frame_idx: int,
-    selected_cond: dict[int, object],
-    unselected_cond: dict[int, object],
-    non_cond_outputs: dict[int, object],
-    num_frames: int,
-    max_obj_ptrs: int,
-    signed: bool,
-    reverse: bool = False,
-) -> list[tuple[int, int, object]]:
-    """[(distance, frame, output), ...]: past conditioning frames, then up to max_ptrs-1 recent frames."""
-    max_ptrs = min(num_frames, max_obj_ptrs)
-    sign = -1 if reverse else 1
-    chosen = []
-    for t, out in selected_cond.items():
-        if (t >= frame_idx) if reverse else (t <= frame_idx):
-            d = (frame_idx - t) * sign if signed else abs(frame_idx - t)
-            chosen.append((d, t, out))
-    for d in range(1, max_ptrs):
-        t = frame_idx + d if reverse else frame_idx - d
-        if t < 0 or t >= num_frames:
-            break
-        out = non_cond_outputs.get(t, unselected_cond.get(t))
-        if out is not None:
-            chosen.append((d, t, out))
-    return chosen
-
-
-def select_closest_cond_frames(frame_idx: int, cond_outputs: dict[int, object], max_cond_frames: int):
-    """Split conditioning frames into (selected, unselected); all are selected when max_cond_frames is -1.
-
-    Otherwise keep the closest one before `frame_idx`, the closest at-or-after, then the rest by |distance|.
-    """
-    if max_cond_frames == -1 or len(cond_outputs) <= max_cond_frames:
-        return dict(cond_outputs), {}
-    if max_cond_frames < 2:
-        raise ValueError("max_cond_frames must be -1 or at least 2")
-    selected = {}
-    before = max((t for t in cond_outputs if t < frame_idx), default=None)
-    if before is not None:
-        selected[before] = cond_outputs[before]
-    after = min((t for t in cond_outputs if t >= frame_idx), default=None)
-    if after is not None:
-        selected[after] = cond_outputs[after]
-    rest = max_cond_frames - len(selected)
-    for t in sorted((t for t in cond_outputs if t not in selected), key=lambda t: abs(t - frame_idx))[:rest]:
-        selected[t] = cond_outputs[t]
-    unselected = {t: v for t, v in cond_outputs.items() if t not in selected}
-    return selected, unselected

@@ -1,6 +1,8 @@
 """Video predictor with the reference SAM 2 API (per-object memory semantics of the Dec-2024 predictor).
 
-All per-video state lives in an `InferenceState`; the predictor's methods are thin and the model is stateless.
+All per-video state lives in an `InferenceState` (per-object `ObjectTrack`s and the video's frame policy); the
+predictor's methods are thin, every model step goes through the one `TrackingLoop`, and the model is stateless.
+Dense SAM 2 and Efficient-SAM2 are the same predictor with different frame policies (`policy=`).
 Frames are decoded lazily through a bounded cache, so a long video never sits in memory as S x S float tensors.
 """
 
@@ -17,18 +19,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..io.frames import FrameDecodeError, VideoError, VideoFrames
-from ..modeling.sam2 import (
-    NO_OBJ_SCORE,
-    BackboneFeatures,
-    MemoryFrame,
-    ObjectPointer,
-    PointPrompt,
-    SAM2Model,
-    StepOutput,
-    select_memory_frames,
-    select_object_pointers,
-)
-from .postprocess import fill_holes, non_overlap
+from ..modeling.sam2 import NO_OBJ_SCORE, BackboneFeatures, PointPrompt, SAM2Model
+from ..tracking.loop import TrackingLoop
+from ..tracking.policy import DenseFactory, FramePolicy, PolicyFactory
+from ..tracking.state import FrameOutput, ObjectTrack
+from .postprocess import non_overlap
 
 __all__ = ["VideoPredictor", "InferenceState", "FrameOutput", "ObjectState", "PromptError", "VideoError",
            "FrameDecodeError"]
@@ -38,44 +33,7 @@ class PromptError(ValueError):
     """A prompt (points, box, mask, frame index, object id) that cannot be used."""
 
 
-@dataclass
-class FrameOutput:
-    """What is kept of one object on one frame.
-
-    maskmem_features (1, Cm, E, E) bf16 (None until encoded); pred_masks (1, 1, 4E, 4E) fp32 logits;
-    obj_ptr (1, C); object_score_logits (1, 1).
-    """
-
-    pred_masks: torch.Tensor
-    obj_ptr: torch.Tensor
-    object_score_logits: torch.Tensor
-    maskmem_features: torch.Tensor | None = None
-
-
-@dataclass
-class ObjectState:
-    """Prompts and outputs of one object. Frame dicts are keyed by frame index."""
-
-    obj_id: int
-    point_inputs: dict[int, PointPrompt] = field(default_factory=dict)
-    mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
-    cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
-    non_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
-    temp_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
-    temp_non_cond_outputs: dict[int, FrameOutput] = field(default_factory=dict)
-    frames_tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
-
-    def clear_results(self) -> None:
-        for d in (self.point_inputs, self.mask_inputs, self.cond_outputs, self.non_cond_outputs,
-                  self.temp_cond_outputs, self.temp_non_cond_outputs, self.frames_tracked):
-            d.clear()
-
-    def output_on(self, frame_idx: int) -> FrameOutput | None:
-        for d in (self.temp_cond_outputs, self.temp_non_cond_outputs, self.cond_outputs, self.non_cond_outputs):
-            out = d.get(frame_idx)
-            if out is not None:
-                return out
-        return None
+ObjectState = ObjectTrack  # the name used before the tracking layer existed
 
 
 @dataclass
@@ -88,7 +46,7 @@ class InferenceState:
     objects: "OrderedDict[int, ObjectState]" = field(default_factory=OrderedDict)
     feature_cache: "OrderedDict[int, BackboneFeatures]" = field(default_factory=OrderedDict)
     feature_cache_size: int = 2
-    extras: dict = field(default_factory=dict)  # per-video state of accelerated predictors
+    policy: FramePolicy = field(default_factory=FramePolicy)  # this video's frame policy (dense: no plans)
 
     @property
     def num_frames(self) -> int:
@@ -122,14 +80,19 @@ class VideoPredictor:
         fill_hole_area: background holes of at most this many pixels (at 4E x 4E) in predicted masks become
             foreground (0 = off).
         non_overlap_masks: at each pixel keep only the highest-scoring object in returned masks.
+        policy: makes each video's frame policy (`new_video()`); None is dense SAM 2, an
+            `efficient_sam2.efficient.EfficientSAM2` is Efficient-SAM2 (see `EfficientVideoPredictor`).
     """
 
-    def __init__(self, model: SAM2Model, fill_hole_area: int = 0, non_overlap_masks: bool = False) -> None:
+    def __init__(self, model: SAM2Model, fill_hole_area: int = 0, non_overlap_masks: bool = False,
+                 policy: PolicyFactory | None = None) -> None:
         if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
             raise ValueError(f"fill_hole_area must be a non-negative integer (pixels), got {fill_hole_area!r}")
         self.model = model
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
+        self.policy = policy if policy is not None else DenseFactory()
+        self.loop = TrackingLoop(model, fill_hole_area=fill_hole_area)
 
     @property
     def image_size(self) -> int:
@@ -187,7 +150,11 @@ class VideoPredictor:
         return state
 
     def _new_video(self, state: InferenceState) -> None:
-        """Hook for subclasses that keep per-video state of their own."""
+        state.policy = self.policy.new_video()
+
+    def statistics(self, state: InferenceState):
+        """What the frame policy skipped on this video so far (`EfficiencyStats`), or None for dense SAM 2."""
+        return getattr(state.policy, "stats", None)
 
     @torch.inference_mode()
     def reset_state(self, state: InferenceState) -> None:
@@ -203,22 +170,20 @@ class VideoPredictor:
         if obj is None:
             if not create:
                 raise PromptError(f"unknown object id {obj_id}; known ids: {state.obj_ids}")
-            obj = ObjectState(obj_id)
+            obj = ObjectTrack(obj_id)
             state.objects[obj_id] = obj
         return obj
 
     # ------------------------------------------------------------------ features
-    def _window_plan(self, state: InferenceState, frame_idx: int):
-        """Which windows to compute for this frame (None = all). Overridden by the efficient predictor."""
-        return None
-
-    def _image_features(self, state: InferenceState, frame_idx: int) -> BackboneFeatures:
+    def _image_features(self, state: InferenceState, frame_idx: int,
+                        policy: FramePolicy | None = None) -> BackboneFeatures:
+        """Features of a frame from the cache, or encoded (routed by `policy` while propagating)."""
         feats = state.feature_cache.get(frame_idx)
         if feats is not None:
             state.feature_cache.move_to_end(frame_idx)
             return feats
         image = state.frames.get_tensor(frame_idx).to(state.device, non_blocking=True).float().unsqueeze(0)
-        feats = self.model.forward_image(image, window_plan=self._window_plan(state, frame_idx))
+        feats = self.loop.encode(image, frame_idx, policy)
         state.feature_cache[frame_idx] = feats
         while len(state.feature_cache) > state.feature_cache_size:
             state.feature_cache.popitem(last=False)
@@ -259,8 +224,8 @@ class VideoPredictor:
             prev_logits = None
             if prev is not None:
                 prev_logits = prev.pred_masks.to(state.device).clamp(-32.0, 32.0)
-            out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=prompt, mask=None,
-                                  prev_mask_logits=prev_logits, run_mem_encoder=False)[0]
+            out = self._run_frame(state, obj, frame_idx, is_init, reverse, points=prompt, mask=None,
+                                  prev_mask_logits=prev_logits)
             temp[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
 
@@ -293,70 +258,27 @@ class VideoPredictor:
             raise
 
     def _make_point_prompt(self, state, points, labels, box, clear_old_points, normalize_coords) -> PointPrompt:
-        if (points is None) != (labels is None):
-            raise PromptError("points and labels must be given together")
-        H, W = state.video_height, state.video_width
-        pts = np.zeros((0, 2), np.float32) if points is None else _as_points(points)
-        lab = np.zeros((0,), np.int64) if labels is None else _as_labels(labels)
-        if pts.shape[0] != lab.shape[0]:
-            raise PromptError(f"got {pts.shape[0]} points but {lab.shape[0]} labels; give one label per point")
-        if box is None and pts.shape[0] == 0:
-            raise PromptError("empty prompt: give at least one point (with its label) or a box")
-        if lab.size and not np.isin(lab, (-1, 0, 1, 2, 3)).all():
-            raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
-        if not np.isfinite(pts).all():
-            raise PromptError("point coordinates must be finite numbers (got NaN or infinity)")
-        limit_w, limit_h = (W, H) if normalize_coords else (1.0, 1.0)
-        if box is not None:
-            if not clear_old_points:
-                raise PromptError("a box must come before any click: use clear_old_points=True with a box")
-            b = _as_box(box)
-            self._check_inside(b.reshape(2, 2), limit_w, limit_h, "box corner")
-            pts = np.concatenate([b.reshape(2, 2), pts], 0)
-            lab = np.concatenate([np.array([2, 3]), lab], 0)
-        self._check_inside(pts, limit_w, limit_h, "point")
-        scale = np.array([self.image_size / limit_w, self.image_size / limit_h], np.float32)
-        coords = torch.from_numpy(pts * scale).to(state.device)[None]
-        return PointPrompt(coords, torch.from_numpy(lab.astype(np.int32)).to(state.device)[None])
+        return point_prompt(points, labels, box, (state.video_height, state.video_width), self.image_size,
+                            state.device, clear_old_points, normalize_coords)
 
     @staticmethod
     def _check_inside(pts: np.ndarray, w: float, h: float, what: str) -> None:
-        bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
-        if bad.any():
-            x, y = pts[bad][0].tolist()
-            raise PromptError(f"{what} ({x:g}, {y:g}) is outside the frame (x in [0, {w:g}], y in [0, {h:g}])")
+        _check_inside(pts, w, h, what)
 
     @torch.inference_mode()
     def add_new_mask(self, state: InferenceState, frame_idx: int, obj_id: int, mask):
         """Give an object's mask on a frame (2-D, the video's H x W); returns (frame_idx, obj_ids, masks)."""
         frame_idx = state.check_frame(frame_idx)
         self._check_obj_id(obj_id)
-        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        if m.dtype == object or not (np.issubdtype(m.dtype, np.number) or m.dtype == bool):
-            raise PromptError(f"a mask must be a numeric or boolean array, got dtype {m.dtype}")
-        if m.ndim == 3 and m.shape[0] == 1:
-            m = m[0]
-        if m.ndim != 2:
-            raise PromptError(f"a mask must be 2-D (H, W), got shape {m.shape}")
-        H, W = state.video_height, state.video_width
-        if m.shape != (H, W):
-            raise PromptError(
-                f"mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from the video's {W}x{H}; "
-                "give a mask at the video's resolution"
-            )
-        S = self.image_size
-        mt = torch.from_numpy(m > 0).float()[None, None].to(state.device)
-        if (H, W) != (S, S):
-            mt = F.interpolate(mt, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
-            mt = (mt >= 0.5).float()
+        mt = mask_prompt(mask, (state.video_height, state.video_width), self.image_size, state.device)
         with self._prompt_transaction(state, obj_id, frame_idx) as obj:
             obj.mask_inputs[frame_idx] = mt
             obj.point_inputs.pop(frame_idx, None)
             is_init = frame_idx not in obj.frames_tracked
             reverse = False if is_init else obj.frames_tracked[frame_idx]
             temp = obj.temp_cond_outputs if is_init else obj.temp_non_cond_outputs
-            out = self._run_frame(state, [obj], frame_idx, is_init, reverse, points=None, mask=mt,
-                                  prev_mask_logits=None, run_mem_encoder=False)[0]
+            out = self._run_frame(state, obj, frame_idx, is_init, reverse, points=None, mask=mt,
+                                  prev_mask_logits=None)
             temp[frame_idx] = out
         return frame_idx, state.obj_ids, self._consolidated_masks(state, frame_idx, is_init)
 
@@ -448,132 +370,37 @@ class VideoPredictor:
         else:
             end = min(start_frame_idx + max_frame_num_to_track, n - 1)
             order = range(start_frame_idx, end + 1)
-        for frame_idx in tqdm(order, desc="propagate in video", disable=not progress):
-            masks = [None] * len(objs)
-            to_track = []
-            for i, obj in enumerate(objs):
-                out = obj.cond_outputs.get(frame_idx)
-                if out is not None:
-                    masks[i] = out.pred_masks.to(state.device)
-                else:
-                    to_track.append(i)
-            if to_track:
-                for i, out in zip(to_track, self._track_objects(state, [objs[i] for i in to_track], frame_idx,
-                                                                reverse)):
-                    objs[i].non_cond_outputs[frame_idx] = out
-                    masks[i] = out.pred_masks.to(state.device)
-            for obj in objs:
-                obj.frames_tracked[frame_idx] = reverse
-            self._frame_done(state, frame_idx, objs)
-            yield frame_idx, state.obj_ids, self._video_res(state, torch.cat(masks, 0))
-
-    def _frame_done(self, state: InferenceState, frame_idx: int, objs: list[ObjectState]) -> None:
-        """Hook called after every object has been processed on a frame."""
-
-    def _track_objects(self, state, objs: list[ObjectState], frame_idx: int, reverse: bool) -> list[FrameOutput]:
-        """Track objects on a frame with no prompts, batching those whose memory layouts coincide."""
-        groups: dict[tuple, list[int]] = {}
-        selections = []
-        for i, obj in enumerate(objs):
-            sel = self._select_memory(state, obj, frame_idx, reverse)
-            selections.append(sel)
-            key = (tuple((t_pos, t) for t_pos, t, _ in sel[0]), tuple((d, t) for d, t, _ in sel[1]),
-                   self._group_extra(state, obj, frame_idx, sel))
-            groups.setdefault(key, []).append(i)
-        results: list[FrameOutput | None] = [None] * len(objs)
-        for idx in groups.values():
-            outs = self._run_frame(state, [objs[i] for i in idx], frame_idx, False, reverse, points=None,
-                                   mask=None, prev_mask_logits=None, run_mem_encoder=True,
-                                   selections=[selections[i] for i in idx])
-            for i, out in zip(idx, outs):
-                results[i] = out
-        return results
-
-    def _group_extra(self, state: InferenceState, obj: ObjectState, frame_idx: int, selection) -> tuple:
-        """Extra grouping key: objects are batched only when these agree (SMR: which frames are pruned)."""
-        return ()
-
-    def _select_memory(self, state: InferenceState, obj: ObjectState, frame_idx: int, reverse: bool):
-        cfg = self.model.cfg
-        mems, sel_cond, unsel_cond = select_memory_frames(
-            frame_idx, obj.cond_outputs, obj.non_cond_outputs, cfg.num_maskmem, cfg.memory_temporal_stride,
-            cfg.max_cond_frames_in_attn, reverse,
-        )
-        ptrs = select_object_pointers(
-            frame_idx, sel_cond, unsel_cond, obj.non_cond_outputs, state.num_frames,
-            cfg.max_obj_ptrs_in_encoder, cfg.use_signed_tpos_enc_to_obj_ptrs, reverse,
-        )
-        return mems, ptrs
-
-    def _memory_plan(self, state, objs, frame_idx, memories: list[MemoryFrame], num_ptr_tokens: int):
-        """Which memory tokens each memory-attention layer reads (None = all). Overridden by SMR."""
-        return None
-
-    def _wants_saliency(self, state, frame_idx: int) -> bool:
-        """Whether the decoder's token->image attention map is needed (by the window router)."""
-        return False
+        policy = state.policy
+        policy.start(reverse)
+        try:
+            for frame_idx in tqdm(order, desc="propagate in video", disable=not progress):
+                results = self.loop.track_frame(
+                    lambda t=frame_idx: self._image_features(state, t, policy), objs, frame_idx, n, reverse,
+                    policy, state.storage_device,
+                )
+                masks = torch.cat([r.output.pred_masks.to(state.device) for r in results], 0)
+                yield frame_idx, state.obj_ids, self._video_res(state, masks)
+        finally:
+            policy.stop()
 
     def _run_frame(
         self,
         state: InferenceState,
-        objs: list[ObjectState],
+        obj: ObjectTrack,
         frame_idx: int,
         is_init: bool,
         reverse: bool,
         points: PointPrompt | None,
         mask: torch.Tensor | None,
         prev_mask_logits: torch.Tensor | None,
-        run_mem_encoder: bool,
-        selections=None,
-    ) -> list[FrameOutput]:
-        """One model step for objects `objs` (sharing one memory layout) on `frame_idx`."""
-        B = len(objs)
-        feats = self._image_features(state, frame_idx).expand(B)
-        memories: list[MemoryFrame] = []
-        pointers: list[ObjectPointer] = []
-        if not is_init and mask is None:
-            if selections is None:
-                selections = [self._select_memory(state, o, frame_idx, reverse) for o in objs]
-            mems0, ptrs0 = selections[0]
-            for k, (t_pos, t, _) in enumerate(mems0):
-                f = torch.cat([sel[0][k][2].maskmem_features for sel in selections], 0)
-                memories.append(MemoryFrame(f.to(state.device, non_blocking=True), t_pos, t))
-            for k, (d, t, _) in enumerate(ptrs0):
-                p = torch.cat([sel[1][k][2].obj_ptr for sel in selections], 0)
-                pointers.append(ObjectPointer(p.to(state.device), d, t))
-            if not memories and not pointers:
-                raise RuntimeError(f"no memory to track object(s) {[o.obj_id for o in objs]} on frame {frame_idx}")
-        plan = None
-        if memories:
-            plan = self._memory_plan(state, objs, frame_idx, memories, len(pointers))
-        step = self.model.track_step(
-            feats, memories, pointers, state.num_frames, points=points, mask=mask,
-            prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init, run_mem_encoder=run_mem_encoder,
-            memory_plan=plan, return_saliency=self._wants_saliency(state, frame_idx),
+    ) -> FrameOutput:
+        """A prompted step for one object on `frame_idx` (dense; its memory is encoded when tracking resumes)."""
+        group = self.loop.step(
+            self._image_features(state, frame_idx), [obj], frame_idx, state.num_frames, is_init=is_init,
+            reverse=reverse, points=points, mask=mask, prev_mask_logits=prev_mask_logits, run_mem_encoder=False,
+            storage_device=state.storage_device,
         )
-        self._step_done(state, objs, frame_idx, step, memories)
-        return self._compact(state, step, B)
-
-    def _step_done(self, state, objs, frame_idx, step: StepOutput, memories) -> None:
-        """Hook: a model step finished for `objs` on `frame_idx` (the router and SMR read it)."""
-
-    def _compact(self, state: InferenceState, step: StepOutput, B: int) -> list[FrameOutput]:
-        masks = step.pred_masks
-        if self.fill_hole_area > 0:
-            masks = fill_holes(masks, self.fill_hole_area)
-        sd = state.storage_device
-        outs = []
-        for b in range(B):
-            mem = None
-            if step.maskmem_features is not None:
-                mem = step.maskmem_features[b : b + 1].to(torch.bfloat16).to(sd, non_blocking=True)
-            outs.append(FrameOutput(
-                pred_masks=masks[b : b + 1].to(sd, non_blocking=True),
-                obj_ptr=step.obj_ptr[b : b + 1],
-                object_score_logits=step.object_score_logits[b : b + 1],
-                maskmem_features=mem,
-            ))
-        return outs
+        return group.outputs[0]
 
     def _preflight(self, state: InferenceState) -> None:
         """Move just-prompted outputs into the memory bank, encoding their memories."""
@@ -584,14 +411,8 @@ class VideoPredictor:
                                 (obj.temp_cond_outputs, obj.cond_outputs)):
                 for t, out in temp.items():
                     if out.maskmem_features is None:
-                        feats = self._image_features(state, t)
-                        high = F.interpolate(out.pred_masks.to(state.device), size=(self.image_size,) * 2,
-                                             mode="bilinear", align_corners=False)
-                        mem = self.model.encode_memory(
-                            feats.vision, high, out.object_score_logits.to(state.device),
-                            binarize=self.model.cfg.binarize_mask_from_pts_for_mem_enc,
-                        )
-                        out.maskmem_features = mem.to(torch.bfloat16).to(state.storage_device)
+                        mem = self.loop.encode_memory(self._image_features(state, t), out)
+                        out.maskmem_features = mem.to(state.storage_device)
                     store[t] = out
                 temp.clear()
             if not obj.cond_outputs:
@@ -625,6 +446,76 @@ class VideoPredictor:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Prompt parsing shared by the video and image predictors.
+
+
+def point_prompt(points, labels, box, size: tuple[int, int], image_size: int, device, clear_old_points: bool = True,
+                 normalize_coords: bool = True) -> PointPrompt:
+    """Clicks and/or a box on a frame of `size` (H, W) as a PointPrompt in model-input pixels (a box first).
+
+    Points are (x, y) in frame pixels (or in [0, 1] with normalize_coords=False); PromptError for anything unusable.
+    """
+    if (points is None) != (labels is None):
+        raise PromptError("points and labels must be given together")
+    H, W = size
+    pts = np.zeros((0, 2), np.float32) if points is None else _as_points(points)
+    lab = np.zeros((0,), np.int64) if labels is None else _as_labels(labels)
+    if pts.shape[0] != lab.shape[0]:
+        raise PromptError(f"got {pts.shape[0]} points but {lab.shape[0]} labels; give one label per point")
+    if box is None and pts.shape[0] == 0:
+        raise PromptError("empty prompt: give at least one point (with its label) or a box")
+    if lab.size and not np.isin(lab, (-1, 0, 1, 2, 3)).all():
+        raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
+    if not np.isfinite(pts).all():
+        raise PromptError("point coordinates must be finite numbers (got NaN or infinity)")
+    limit_w, limit_h = (W, H) if normalize_coords else (1.0, 1.0)
+    if box is not None:
+        if not clear_old_points:
+            raise PromptError("a box must come before any click: use clear_old_points=True with a box")
+        b = _as_box(box)
+        _check_inside(b.reshape(2, 2), limit_w, limit_h, "box corner")
+        pts = np.concatenate([b.reshape(2, 2), pts], 0)
+        lab = np.concatenate([np.array([2, 3]), lab], 0)
+    _check_inside(pts, limit_w, limit_h, "point")
+    scale = np.array([image_size / limit_w, image_size / limit_h], np.float32)
+    coords = torch.from_numpy(pts * scale).to(device)[None]
+    return PointPrompt(coords, torch.from_numpy(lab.astype(np.int32)).to(device)[None])
+
+
+def _check_inside(pts: np.ndarray, w: float, h: float, what: str) -> None:
+    bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h)
+    if bad.any():
+        x, y = pts[bad][0].tolist()
+        raise PromptError(f"{what} ({x:g}, {y:g}) is outside the frame (x in [0, {w:g}], y in [0, {h:g}])")
+
+
+def _as_mask(mask) -> np.ndarray:
+    """A 2-D (H, W) numeric or boolean array from a mask prompt ((1, H, W) accepted); PromptError otherwise."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.dtype == object or not (np.issubdtype(m.dtype, np.number) or m.dtype == bool):
+        raise PromptError(f"a mask must be a numeric or boolean array, got dtype {m.dtype}")
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2:
+        raise PromptError(f"a mask must be 2-D (H, W), got shape {m.shape}")
+    return m
+
+
+def mask_prompt(mask, size: tuple[int, int], image_size: int, device, what: str = "the video's") -> torch.Tensor:
+    """A (1, 1, S, S) binary mask input from a mask at the frame's `size` (H, W): pixels > 0 are the object,
+    resized (bilinear, antialiased) to S x S and re-binarised at 0.5. PromptError for a bad mask or size."""
+    m = _as_mask(mask)
+    H, W = size
+    if m.shape != (H, W):
+        raise PromptError(
+            f"mask size {m.shape[1]}x{m.shape[0]} (WxH) differs from {what} {W}x{H}; "
+            f"give a mask at {what} resolution"
+        )
+    S = image_size
+    mt = torch.from_numpy(m > 0).float()[None, None].to(device)
+    if (H, W) != (S, S):
+        mt = F.interpolate(mt, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        mt = (mt >= 0.5).float()
+    return mt
 
 
 def _as_points(points) -> np.ndarray:

@@ -63,10 +63,12 @@ from ..efficient.router import WindowGrid, WindowRouter
 from ..efficient.shortcut import build_shortcut, load_shortcut, save_shortcut
 from ..io.frames import VideoFrames
 from ..modeling.hiera import WindowPlan
-from ..modeling.sam2 import MemoryFrame, ObjectPointer, SAM2Model, select_memory_frames, select_object_pointers
+from ..modeling.sam2 import MemoryFrame, ObjectPointer, SAM2Model
+from ..tracking.memory_bank import select_memory_frames, select_object_pointers
 from ..predictors.postprocess import fill_holes
 from .data import LAYOUTS, TrainingDataError, TrainingVideo, scan_training_videos
 from .files import atomic_open, atomic_torch_save
+from ..io.torch_files import TorchFileError, read_torch_file
 from .loss_curve import plot_loss_curve, write_loss_csv
 
 __all__ = [
@@ -92,7 +94,7 @@ STATE_FILE = "training_state.pt"
 LOSS_CSV = "loss.csv"
 LOSS_PLOT = "loss.png"
 CONFIG_FILE = "train_config.json"
-_RUN_FILES = (SHORTCUT_FILE, STATE_FILE, LOSS_CSV)
+_RUN_FILES = (SHORTCUT_FILE, STATE_FILE, LOSS_CSV, LOSS_PLOT, CONFIG_FILE)  # and shortcut_epoch<N>.pth
 _STATE_FORMAT = "efficient-sam2-shortcut-training"
 _STATE_VERSION = 1
 _TRAINABLE = ("bottleneck", "ffn", "attention")
@@ -152,6 +154,17 @@ class TrainConfig:
     seed: int = 0
     init_shortcut: str | None = None
     progress: bool = True
+
+    def __new__(cls, *args, **kwargs):
+        # A guessed keyword gets the list of real fields, not only the generated __init__'s bare TypeError.
+        unknown = [k for k in kwargs if k not in cls.__dataclass_fields__]
+        if unknown:
+            router = [k for k in unknown if k in EfficientConfig.__dataclass_fields__]
+            hint = (f" Router settings ({', '.join(router)}) belong to EfficientConfig: "
+                    f"TrainConfig(..., efficient=EfficientConfig({router[0]}=...))." if router else "")
+            raise TypeError(f"TrainConfig got unknown field(s) {', '.join(map(repr, unknown))}. Its fields are: "
+                            f"{', '.join(cls.__dataclass_fields__)}.{hint}")
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         def fail(msg: str) -> None:
@@ -504,6 +517,14 @@ def _describe_value(v) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else repr(v)
 
 
+def _run_files_in(folder: str) -> list[str]:
+    """The files of a training run that `folder` holds (every name a run writes there), sorted."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder)
+                  if n in _RUN_FILES or (n.startswith("shortcut_epoch") and n.endswith(".pth")))
+
+
 class ShortcutTrainer:
     """One training run: checks the data, builds the frozen model and the shortcut, resumes if asked.
 
@@ -580,22 +601,22 @@ class ShortcutTrainer:
         out = self.output_dir
         if os.path.exists(out) and not os.path.isdir(out):
             raise ShortcutTrainingError(f"output path {out!r} exists and is not a folder")
-        existing = [f for f in _RUN_FILES if os.path.exists(os.path.join(out, f))]
+        existing = _run_files_in(out)
         if not cfg.resume:
             if existing:
                 raise ShortcutTrainingError(
                     f"{out!r} already holds a training run ({', '.join(existing)}). Continue it with --resume "
                     "(resume=True) or choose another output folder; nothing was overwritten."
                 )
-            return None
+            return None  # other files in the folder are never touched
         if not os.path.isfile(self.state_path):
             raise ShortcutTrainingError(
                 f"nothing to resume: {self.state_path!r} does not exist (start a new run without --resume)"
             )
         try:
-            saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ShortcutTrainingError(f"cannot read the training state {self.state_path!r}: {exc}") from exc
+            saved = read_torch_file(self.state_path, "training state")
+        except (TorchFileError, OSError) as exc:
+            raise ShortcutTrainingError(f"cannot resume: {exc}") from exc
         if not isinstance(saved, dict) or saved.get("format") != _STATE_FORMAT:
             raise ShortcutTrainingError(f"{self.state_path!r} is not a shortcut training state")
         if saved.get("version") != _STATE_VERSION:

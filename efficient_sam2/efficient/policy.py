@@ -1,0 +1,249 @@
+"""The Efficient-SAM2 frame policy: window router (SWR) and saliency cache (SMR) driving the tracking loop.
+
+`EfficientSAM2` holds what is shared by every video (the configuration, the window grid and router, the shortcut
+branch); `new_video()` gives an `EfficientPolicy` that owns one video's or stream's state: the next frame's window
+plan, the saliency FIFO of first recollections, the SMR-random generator and the statistics of what was skipped.
+After every frame the router turns all objects' outputs into the next frame's `WindowPlan`; before memory attention
+the saliency cache turns each object group's memory bank into a `MemoryPlan`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..modeling.hiera import WindowPlan
+from ..modeling.memory_attention import MemoryPlan
+from ..modeling.sam2 import MemoryFrame, SAM2Model, StepOutput
+from ..tracking.policy import FramePolicy, FrameResult
+from .config import EfficientConfig
+from .memory_retrieval import MemorySlot, SaliencyCache, build_memory_plan, select_tokens
+from .router import RouteDecision, WindowGrid, WindowRouter
+
+__all__ = ["EfficientSAM2", "EfficientPolicy", "EfficiencyStats"]
+
+
+@dataclass
+class EfficiencyStats:
+    """What the accelerated path skipped on one video.
+
+    kept_windows: frame -> fraction of the routed stage's windows computed (1.0 for dense frames);
+    kept_memory: frame -> fraction of memory tokens read by cross-attention (averaged over object groups);
+    saliency_fallbacks: frames on which the saliency fallback (W_saliency) fired.
+    """
+
+    kept_windows: dict[int, float] = field(default_factory=dict)
+    kept_memory: dict[int, float] = field(default_factory=dict)
+    saliency_fallbacks: list[int] = field(default_factory=list)
+    routed_frames: int = 0
+
+    @property
+    def mean_kept_windows(self) -> float:
+        return sum(self.kept_windows.values()) / max(1, len(self.kept_windows))
+
+    @property
+    def mean_kept_memory(self) -> float:
+        return sum(self.kept_memory.values()) / max(1, len(self.kept_memory))
+
+    @property
+    def fallback_rate(self) -> float:
+        return len(self.saliency_fallbacks) / max(1, self.routed_frames)
+
+    def summary(self) -> dict:
+        return {
+            "frames": len(self.kept_windows),
+            "mean_kept_window_fraction": round(self.mean_kept_windows, 4),
+            "mean_kept_memory_fraction": round(self.mean_kept_memory, 4) if self.kept_memory else None,
+            "routed_frames": self.routed_frames,
+            "saliency_fallbacks": len(self.saliency_fallbacks),
+            "saliency_fallback_rate": round(self.fallback_rate, 4),
+        }
+
+
+class EfficientSAM2:
+    """The method for one model: configuration, router and shortcut; `new_video()` makes per-video policies.
+
+    Args:
+        model: the SAM2Model the policy plans for.
+        efficient: EfficientConfig (paper defaults when None).
+        shortcut_checkpoint: a shortcut file (ours or the official `.pth`); its variant wins over the config's.
+        shortcut: an already built shortcut module (takes precedence over the checkpoint).
+        bundled_shortcut: the shortcut shipped with the model (used, without a warning, when nothing is given).
+    """
+
+    def __init__(self, model: SAM2Model, efficient: EfficientConfig | None = None, shortcut_checkpoint=None,
+                 shortcut: torch.nn.Module | None = None) -> None:
+        self.model = model
+        self.config = efficient if efficient is not None else EfficientConfig()
+        trunk = model.image_encoder.trunk
+        self.grid = WindowGrid(model.cfg.embed_size, trunk.routed_window)
+        self.shortcut_info: dict = {}
+        if shortcut is None:
+            shortcut = self._make_shortcut(shortcut_checkpoint, trunk.routed_dim)
+        self.shortcut = shortcut.to(model.device).eval() if shortcut is not None else None
+        self.router = WindowRouter(self.grid, self.config)
+
+    def _make_shortcut(self, checkpoint, dim: int):
+        from .shortcut import build_shortcut, load_shortcut
+
+        cfg = self.config
+        if checkpoint is not None:
+            variant = None if cfg.shortcut == "bottleneck" else cfg.shortcut
+            module, info = load_shortcut(checkpoint, dim=dim, variant=variant, model_name=self.model.cfg.name)
+            self.shortcut_info = info
+            if info.get("variant") and info["variant"] != cfg.shortcut:
+                self.config = cfg.replace(shortcut=info["variant"])
+            return module
+        if cfg.swr and cfg.shortcut != "identity":
+            warnings.warn(
+                f"no shortcut checkpoint given: the {cfg.shortcut} shortcut is untrained (close to identity). "
+                "Train one with `efficient-sam2 train-shortcut` or load the official file with "
+                "shortcut_checkpoint=...",
+                stacklevel=4,
+            )
+        self.shortcut_info = {"variant": cfg.shortcut, "source": "untrained"}
+        return build_shortcut(cfg.shortcut, dim)
+
+    def new_video(self) -> "EfficientPolicy":
+        return EfficientPolicy(self)
+
+
+class EfficientPolicy(FramePolicy):
+    """One video's (or stream's) Efficient-SAM2 state; see the module docstring."""
+
+    def __init__(self, method: EfficientSAM2) -> None:
+        self.method = method
+        self.config = method.config
+        model = method.model
+        self.stats = EfficiencyStats()
+        self.cache = SaliencyCache(max(0, model.cfg.num_maskmem - 2))
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.reverse = False
+        self.processed = 0  # frames of the current propagation
+        self.next_plan: tuple[int, RouteDecision] | None = None
+        self.plan_used: dict[int, float] = {}
+        self.frame_outputs: list[tuple] = []  # (mask logits, scores, saliency) of this frame's model steps
+        self.memory_fractions: list[float] = []
+
+    # ------------------------------------------------------------------ propagation
+    def start(self, reverse: bool) -> None:
+        self.reverse, self.processed, self.next_plan = reverse, 0, None
+        self.frame_outputs.clear()
+        self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
+
+    def stop(self) -> None:
+        self.next_plan = None
+
+    # ------------------------------------------------------------------ SWR
+    def window_plan(self, frame_idx: int) -> WindowPlan | None:
+        if self.config.swr and self.next_plan is not None and self.next_plan[0] == frame_idx:
+            decision = self.next_plan[1]
+            self.plan_used[frame_idx] = decision.kept_fraction
+            return WindowPlan(keep=decision.keep, shortcut=self.method.shortcut, padding=self.config.padding)
+        self.plan_used[frame_idx] = 1.0
+        return None
+
+    def wants_saliency(self, frame_idx: int) -> bool:
+        return self.config.swr
+
+    def observe_step(self, frame_idx: int, obj_ids: Sequence[int], step: StepOutput) -> None:
+        dec = step.decoder
+        if self.config.swr and dec is not None:
+            masks = dec.multimask_logits if self.config.all_masks else dec.low_res
+            self.frame_outputs.append((masks, dec.object_score_logits, dec.saliency))
+        if step.memory_saliency is not None and self.config.smr:
+            prev = frame_idx + 1 if self.reverse else frame_idx - 1
+            idx = select_tokens("topk", len(step.memory_saliency), step.memory_saliency[0].shape[1],
+                                self.config.sparsity, saliency=step.memory_saliency)
+            for b, obj_id in enumerate(obj_ids):
+                self.cache.put(obj_id, prev, idx[b])
+
+    def observe_frame(self, frame_idx: int, results: Sequence[FrameResult], device: torch.device) -> None:
+        stats = self.stats
+        stats.kept_windows[frame_idx] = self.plan_used.pop(frame_idx, 1.0)
+        if self.memory_fractions:
+            stats.kept_memory[frame_idx] = sum(self.memory_fractions) / len(self.memory_fractions)
+        self.memory_fractions.clear()
+        self.processed += 1
+        outputs, self.frame_outputs = self.frame_outputs, []
+        self.next_plan = None
+        if not self.config.swr or self.processed < self.config.dense_frames:
+            return
+        # objects prompted on this frame contribute their stored mask
+        for r in results:
+            if r.prompted:
+                outputs.append((r.output.pred_masks.to(device), r.output.object_score_logits.to(device), None))
+        if not outputs:
+            return
+        if len({m.shape[1] for m, _, _ in outputs}) == 1:
+            masks = torch.cat([m for m, _, _ in outputs], 0)
+        else:
+            masks = torch.cat([m.amax(dim=1, keepdim=True) for m, _, _ in outputs], 0)
+        scores = torch.cat([s.reshape(-1) for _, s, _ in outputs])
+        maps = [sal for _, _, sal in outputs]
+        saliency = torch.cat(maps, 0) if all(m is not None for m in maps) else None
+        decision = self.method.router.route(masks, scores, saliency)
+        nxt = frame_idx - 1 if self.reverse else frame_idx + 1
+        self.next_plan = (nxt, decision)
+        stats.routed_frames += 1
+        if decision.saliency_fired:
+            stats.saliency_fallbacks.append(nxt)
+
+    def forget_object(self, obj_id: int) -> None:
+        self.cache.drop_object(obj_id)
+
+    def nbytes(self) -> int:
+        return self.cache.nbytes()
+
+    # ------------------------------------------------------------------ SMR
+    def group_key(self, obj_id: int, memory_frames: Sequence[int]) -> tuple:
+        if not self.config.smr:
+            return ()
+        return tuple(self.cache.get(obj_id, t) is not None for t in memory_frames)
+
+    def memory_plan(self, frame_idx: int, obj_ids: Sequence[int], memories: Sequence[MemoryFrame],
+                    num_ptr_tokens: int) -> MemoryPlan | None:
+        cfg = self.config
+        if not cfg.smr:
+            return None
+        model = self.method.model
+        E = model.cfg.embed_size
+        tokens = E * E
+        num_layers = len(model.memory_attention.layers)
+        num_ptr = num_ptr_tokens * (model.hidden_dim // model.mem_dim)
+        total = len(memories) * tokens + num_ptr
+        if cfg.memory_selection == "mempool":
+            k = cfg.mempool_kernel
+            kept = len(memories) * math.ceil(E / k) ** 2 + num_ptr
+            self.memory_fractions.append(kept / total)
+            return MemoryPlan(pool=k)
+        last_slot = model.num_maskmem - 1
+        prev = frame_idx + 1 if self.reverse else frame_idx - 1
+        stride = model.cfg.memory_temporal_stride
+        device = memories[0].features.device if memories else model.device
+        slots = []
+        for m in memories:
+            slot = MemorySlot(m.frame_idx)
+            if m.t_pos == last_slot and m.frame_idx == prev:
+                # first recollection of frame t-1: rank its tokens if it stays in the bank as a strided memory
+                if m.frame_idx % stride == 0 and any(self.cache.get(o, prev) is None for o in obj_ids):
+                    if cfg.memory_selection == "topk":
+                        slot.first_recollection = True
+                    else:
+                        idx = select_tokens(cfg.memory_selection, num_layers, tokens, cfg.sparsity,
+                                            generator=self.generator, batch=len(obj_ids), device=device)
+                        for b, o in enumerate(obj_ids):
+                            self.cache.put(o, prev, idx[b])
+            elif m.t_pos != 0:
+                cached = [self.cache.get(o, m.frame_idx) for o in obj_ids]
+                if all(c is not None for c in cached):
+                    slot.dense = False
+                    slot.indices = torch.stack(cached, 0)
+            slots.append(slot)
+        plan, kept = build_memory_plan(slots, tokens, num_ptr, num_layers, len(obj_ids), device)
+        self.memory_fractions.append(kept / total)
+        return plan
