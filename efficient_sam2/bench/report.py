@@ -6,8 +6,9 @@
     ideal_ratio[b]        flops(dense)[b] / flops(config)[b]                 (the speed-up the removed work allows)
     fraction_of_ideal[b]  ratio_to_dense[b] / ideal_ratio[b]
 
-Every file is written atomically (a temporary file in the same folder, then renamed), and an existing file is
-replaced only when asked to.
+Every file is written atomically (`bench.common.atomic_write_bytes`, through `io.atomic.atomic_open`), and an
+existing file is replaced only when asked to. This module reads `bench.common` only; the engine (`bench.speed`) and
+the sweeps (`bench.scaling`) import it, never the other way round.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import statistics
-import uuid
 from typing import Mapping, Sequence
 
-from .speed import BUCKETS, MODULES, BenchError
+from .common import BUCKETS, MODULES, atomic_write_bytes, check_output_path
 
 __all__ = [
     "BUCKET_LABELS",
@@ -552,53 +551,6 @@ def _sweep_pil(panels, series, title, xlabel) -> bytes:
 # ----------------------------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def check_output_path(path: str, overwrite: bool = False, what: str = "output",
-                      suffixes: Sequence[str] | None = None) -> str:
-    """Make sure `path` can be written before any long work starts; returns its absolute path.
-
-    Refuses a folder, an existing file (unless `overwrite`), a wrong extension and a folder that cannot be
-    created or written to. Missing parent folders are created.
-    """
-    if not path:
-        raise BenchError(f"empty {what} path")
-    full = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(full):
-        raise BenchError(f"{what} {path} is a folder; give a file name")
-    if suffixes and not full.lower().endswith(tuple(suffixes)):
-        raise BenchError(f"{what} {path} must end with {' or '.join(suffixes)}")
-    if os.path.exists(full) and not overwrite:
-        raise BenchError(f"{what} {path} already exists; pass --overwrite to replace it")
-    folder = os.path.dirname(full)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:8]}.probe")
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise BenchError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-    return full
-
-
-def atomic_write_bytes(path: str, data: bytes, overwrite: bool = False) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    full = os.path.abspath(path)
-    if os.path.exists(full) and not overwrite:
-        raise BenchError(f"{path} already exists; pass --overwrite to replace it")
-    folder = os.path.dirname(full)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(full)}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, full)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_json(result, path: str, overwrite: bool = False) -> None:

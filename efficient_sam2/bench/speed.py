@@ -13,7 +13,8 @@ before and after) and describes the work each call did: windows kept, memory key
 
 Configurations (`BENCH_CONFIGS`): dense (the plain `VideoPredictor`), swr, smr, efficient, mempool, smr-random,
 smr-uniform, efficient-off (the efficient predictor with both mechanisms off: its overhead), and reference (the
-reference package's dense `SAM2VideoPredictor` with the same weights, when `sam2` is installed).
+reference package's dense `SAM2VideoPredictor` with the same weights, when `sam2` is installed). They, the settings
+of a run and the other types the bench modules share live in `efficient_sam2.bench.common`.
 """
 
 from __future__ import annotations
@@ -23,25 +24,32 @@ import gc
 import inspect
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..configs import get_config, resolve_model_name
-from ..efficient.config import SHORTCUT_VARIANTS, EfficientConfig
+from ..configs import get_config
+from .common import (
+    BENCH_CONFIGS,
+    BUCKETS,
+    MODULES,
+    BenchConfig,
+    BenchError,
+    BenchmarkSettings,
+    environment,
+    reference_available,
+)
 from .flops import FlopModel, pooled_key_count
-
-if TYPE_CHECKING:
-    from .scaling import MemoryProbe
+from .memory import MemoryProbe, tensor_megabytes
+from .report import markdown_report, result_to_dict, summarize
 
 __all__ = [
     "BENCH_CONFIGS",
@@ -61,189 +69,12 @@ __all__ = [
     "reference_available",
 ]
 
-MODULES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
-"""The timed modules (the prompt encoder is timed with the mask decoder)."""
-BUCKETS = MODULES + ("other", "end_to_end")
-"""Reported per-frame quantities: the modules, the rest of the frame, and the whole frame."""
-
-
-class BenchError(ValueError):
-    """Benchmark settings or inputs that cannot be used."""
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """One benchmarked configuration: a description and the EfficientConfig changes (None = plain predictor)."""
-
-    description: str
-    efficient: dict | None = None
-    reference: bool = False
-
-
-BENCH_CONFIGS: dict[str, BenchConfig] = {
-    "dense": BenchConfig("plain VideoPredictor (no SWR, no SMR)"),
-    "swr": BenchConfig("Sparse Window Routing only", dict(smr=False)),
-    "smr": BenchConfig("Sparse Memory Retrieval only (top-k)", dict(swr=False)),
-    "efficient": BenchConfig("SWR + SMR (Efficient-SAM2)", dict()),
-    "mempool": BenchConfig("MemPool baseline (2x2 pooled memory)", dict(swr=False, memory_selection="mempool")),
-    "smr-random": BenchConfig("SMR with random token selection", dict(swr=False, memory_selection="random")),
-    "smr-uniform": BenchConfig("SMR with uniform token selection", dict(swr=False, memory_selection="uniform")),
-    "efficient-off": BenchConfig("EfficientVideoPredictor with SWR and SMR off (its overhead)",
-                                 dict(swr=False, smr=False)),
-    "reference": BenchConfig("reference package sam2 SAM2VideoPredictor (dense), same weights", reference=True),
-}
-
 # our registry name -> the reference package's config file
 _REFERENCE_CONFIG_FILES = {
     f"{prefix}_hiera_{size}": f"configs/{prefix}/{prefix}_hiera_{short}.yaml"
     for prefix in ("sam2.1", "sam2")
     for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
 }
-
-
-def reference_available() -> bool:
-    """Whether the reference package (`sam2`, with hydra-core) can be imported."""
-    try:
-        import sam2.build_sam  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Settings
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchmarkSettings:
-    """What to benchmark. See `efficient-sam2 bench --help` for the meaning of every field.
-
-    `configs` names entries of BENCH_CONFIGS ("dense" is always added: every ratio is taken against it).
-    A synthetic video of `frames` frames with `objects` moving objects is used unless `video` and `mask` name a
-    real video and its first-frame object-id PNG. `kept_windows` forces the kept fraction of windows on routed
-    frames (EfficientConfig(kept_windows=...)); otherwise the router decides.
-    """
-
-    model: str = "tiny"
-    checkpoint: str | None = None
-    image_size: int | None = None
-    frames: int = 12
-    objects: int | None = None
-    dtype: str = "fp32"
-    device: str = "cpu"
-    configs: tuple[str, ...] = ("dense", "swr", "smr", "efficient")
-    kept_windows: float | None = None
-    video: str | None = None
-    mask: str | None = None
-    warmup: int = 1
-    repeats: int = 3
-    seed: int = 0
-    threads: int | None = None
-    sparsity: float | None = None
-    tau: float | None = None
-    shortcut: str | None = None
-    shortcut_checkpoint: str | None = None
-    clock: str = "wall"
-    include_dense: bool = True
-    frame_cache: int | None = None
-
-    def validate(self) -> "BenchmarkSettings":
-        """Check every field; raises BenchError with a readable message. Returns self (normalised)."""
-        try:
-            self.model = resolve_model_name(self.model)
-        except (ValueError, TypeError) as exc:
-            raise BenchError(str(exc)) from None
-        if self.image_size is not None and (self.image_size <= 0 or self.image_size % 32):
-            raise BenchError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
-        cfg = get_config(self.model, **({"image_size": self.image_size} if self.image_size else {}))
-        first = cfg.num_maskmem
-        if self.frames < first + 1:
-            raise BenchError(
-                f"--frames must be at least {first + 1}: frames {first} onwards are timed, once the memory bank is "
-                f"full ({cfg.num_maskmem} memory frames); got {self.frames}"
-            )
-        if self.objects is not None and self.objects < 1:
-            raise BenchError(f"--objects must be at least 1, got {self.objects}")
-        if self.dtype not in ("fp32", "bf16"):
-            raise BenchError(f"--dtype must be fp32 or bf16, got {self.dtype!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise BenchError(f"invalid --device {self.device!r}: {exc}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise BenchError(f"--device {self.device} asked for, but CUDA is not available on this machine")
-        if device.type not in ("cpu", "cuda"):
-            raise BenchError(f"--device must be cpu or cuda[:N], got {self.device!r}")
-        names = []
-        for name in self.configs:
-            name = name.strip()
-            if not name:
-                continue
-            if name not in BENCH_CONFIGS:
-                raise BenchError(f"unknown configuration {name!r}; choose from: {', '.join(BENCH_CONFIGS)}")
-            if name not in names:
-                names.append(name)
-        if not names:
-            raise BenchError("--configs names no configuration")
-        if self.include_dense and "dense" not in names:
-            names.insert(0, "dense")
-        if "reference" in names and not reference_available():
-            raise BenchError("configuration 'reference' needs the reference package: pip install sam2==1.1.0 "
-                             "hydra-core (or leave 'reference' out of --configs)")
-        self.configs = tuple(names)
-        if self.kept_windows is not None and not 0.0 < self.kept_windows <= 1.0:
-            raise BenchError(f"--kept-windows must be in (0, 1], got {self.kept_windows}")
-        if self.kept_windows is not None and self.video is not None:
-            raise BenchError("use either --kept-windows (synthetic video) or --video/--mask (the router decides), "
-                             "not both")
-        if (self.video is None) != (self.mask is None):
-            raise BenchError("--video and --mask go together: --mask is the first frame's object-id PNG of --video")
-        if self.video is not None and not os.path.exists(self.video):
-            raise BenchError(f"video not found: {self.video}")
-        if self.mask is not None and not os.path.isfile(self.mask):
-            raise BenchError(f"mask file not found: {self.mask}")
-        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
-            raise BenchError(f"checkpoint file not found: {self.checkpoint}")
-        if self.shortcut_checkpoint is not None and not os.path.isfile(self.shortcut_checkpoint):
-            raise BenchError(f"shortcut checkpoint not found: {self.shortcut_checkpoint}")
-        if self.clock not in ("wall", "cpu"):
-            raise BenchError(f"--clock must be wall or cpu, got {self.clock!r}")
-        if self.clock == "cpu" and device.type == "cuda":
-            raise BenchError("--clock cpu measures this process's CPU time: use the wall clock on CUDA")
-        if self.warmup < 0:
-            raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.repeats < 1:
-            raise BenchError(f"--repeats must be >= 1, got {self.repeats}")
-        if self.frame_cache is not None and self.frame_cache < 0:
-            raise BenchError(f"frame_cache must be >= 0, got {self.frame_cache}")
-        if self.threads is not None and self.threads < 1:
-            raise BenchError(f"--threads must be >= 1, got {self.threads}")
-        if self.shortcut is not None and self.shortcut not in SHORTCUT_VARIANTS:
-            raise BenchError(f"--shortcut must be one of {', '.join(SHORTCUT_VARIANTS)}, got {self.shortcut!r}")
-        try:
-            for name in self.configs:
-                if BENCH_CONFIGS[name].efficient is not None:
-                    self.efficient_config(name)
-        except ValueError as exc:
-            raise BenchError(str(exc)) from None
-        return self
-
-    def efficient_config(self, name: str) -> EfficientConfig | None:
-        """The EfficientConfig of configuration `name` with this run's options (None for plain predictors)."""
-        spec = BENCH_CONFIGS[name]
-        if spec.efficient is None:
-            return None
-        options = dict(spec.efficient)
-        if self.kept_windows is not None:
-            options["kept_windows"] = self.kept_windows
-        for key in ("sparsity", "tau", "shortcut"):
-            if getattr(self, key) is not None:
-                options[key] = getattr(self, key)
-        return EfficientConfig(**options)
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -631,54 +462,17 @@ class BenchmarkResult:
     memory: dict | None = None
 
     def summary(self) -> dict:
-        from .report import summarize
-
         return summarize({n: c.samples_ms for n, c in self.configs.items()},
                          {n: c.flops for n, c in self.configs.items()}, baseline="dense")
 
     def to_dict(self) -> dict:
-        from .report import result_to_dict
-
         return result_to_dict(self)
 
     def markdown(self) -> str:
-        from .report import markdown_report
-
         return markdown_report(self)
 
 
-def _environment(device: torch.device) -> dict:
-    from .. import __version__
-
-    env = {
-        "efficient_sam2": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        from importlib.metadata import version
-
-        env["reference_sam2"] = version("sam2")
-    except Exception:
-        env["reference_sam2"] = None
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+_environment = environment  # the former name, still imported by bench/stream.py
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -873,7 +667,6 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
                     r.finish()
             if memory_probe is not None:
                 memory = memory_probe.stop()
-                from .scaling import tensor_megabytes
 
                 for r in runners:
                     results[r.name].state_mb = round(tensor_megabytes(r.state), 2)
@@ -891,7 +684,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
             res.sparsity = _summarise_sparsity(stats_acc[r.name], res.work)
             res.peak_memory_mb = round(peaks[r.name], 1) if r.name in peaks else None
 
-    env = _environment(device)
+    env = environment(device)
     settings_dict = settings.to_dict()
     settings_dict.update({"model": cfg.name, "image_size": image_size, "frames": num_frames,
                           "objects": len(masks), "video_description": video_desc,
