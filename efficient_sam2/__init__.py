@@ -1,7 +1,8 @@
 """efficient-sam2: fast SAM 2 video object segmentation without retraining.
 
 A clean, checkpoint-compatible SAM 2 / SAM 2.1 implementation with the Efficient-SAM2 method (Sparse Window
-Routing in the image encoder, Sparse Memory Retrieval in memory attention).
+Routing in the image encoder, Sparse Memory Retrieval in memory attention), and automatic mask generation with
+grid or attention-guided prompts (`AutomaticMaskGenerator`).
 """
 
 from .build import (
@@ -17,7 +18,31 @@ from .efficient.config import EfficientConfig
 
 __version__ = "0.1.0"
 
+# Exported lazily (module __getattr__): importing the package stays light, and automatic mask generation loads
+# its own modules (and, for attention prompting, scikit-learn) only when asked for.
+_LAZY = {
+    "AutomaticMaskGenerator": "efficient_sam2.automask",
+    "AutomaskResult": "efficient_sam2.automask",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'efficient_sam2' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    "AutomaticMaskGenerator",
+    "AutomaskResult",
     "CheckpointError",
     "EfficientConfig",
     "SAM2Config",

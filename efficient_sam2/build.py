@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from typing import Any, Mapping
 
 import torch
@@ -44,19 +43,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    from .io.torch_files import TorchFileError, read_torch_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"could not read checkpoint {path}: it is not a PyTorch tensor file, or it stores Python objects other "
-            f"than tensors, which are not loaded for safety ({str(exc).splitlines()[0][:200]})"
-        ) from exc
-    except Exception as exc:  # corrupt, truncated, or not a torch file at all
-        first_line = (str(exc).splitlines() or [""])[0][:300]
-        raise CheckpointError(
-            f"could not read checkpoint {path} (corrupt, truncated or not a PyTorch file): "
-            f"{type(exc).__name__}: {first_line}"
-        ) from exc
+        obj = read_torch_file(path, "checkpoint")
+    except TorchFileError as exc:  # empty, random bytes, truncated, or Python objects that are never unpickled
+        raise CheckpointError(str(exc)) from exc
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]

@@ -117,18 +117,20 @@ def test_folder_instead_of_file(tmp_path):
 def test_corrupt_and_truncated_files(tmp_path, tiny):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    with pytest.raises(CheckpointError, match=f"could not read checkpoint {re.escape(str(garbage))}"):
+    with pytest.raises(CheckpointError, match=f"could not read checkpoint {re.escape(str(garbage))}: it is not a "
+                                              "PyTorch checkpoint"):
         build_sam2("tiny", garbage, image_size=IMAGE_SIZE)
 
     data = tiny[1].read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"could not read checkpoint .*truncated\.pt \(corrupt, truncated"):
+    with pytest.raises(CheckpointError, match=r"could not read checkpoint .*truncated\.pt: it is a truncated or "
+                                              r"damaged PyTorch file"):
         build_sam2("tiny", truncated, image_size=IMAGE_SIZE)
 
     text = tmp_path / "notes.pt"
     text.write_text("this is not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="could not read checkpoint"):
+    with pytest.raises(CheckpointError, match="could not read checkpoint .*: it is not a PyTorch checkpoint"):
         build_sam2("tiny", text, image_size=IMAGE_SIZE)
 
 

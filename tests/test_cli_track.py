@@ -110,9 +110,12 @@ def test_track_points_box_backward_and_overwrite(tmp_path, ckpt, video, capsys):
     assert "--overwrite" in capsys.readouterr().err and (out / "keep.txt").read_text() == "user data"
 
     assert main(args + ["--overwrite"]) == 0
-    printed = capsys.readouterr().out
-    assert "efficient: kept-window fraction" in printed  # efficient by default
-    assert sorted(os.listdir(out)) == [f"{t:05d}.png" for t in range(N)]  # backward pass covered frame 0
+    captured = capsys.readouterr()
+    assert "efficient: kept-window fraction" in captured.out  # efficient by default
+    # --overwrite writes the frame PNGs and leaves the user's file alone (named in a note)
+    assert sorted(os.listdir(out)) == [f"{t:05d}.png" for t in range(N)] + ["keep.txt"]  # backward pass: frame 0
+    assert (out / "keep.txt").read_text() == "user data"
+    assert "note:" in captured.err and "keep.txt" in captured.err
     assert all(set(np.unique(_png(out / f"{t:05d}.png")[1])) <= {0, 7} for t in range(N))
 
 

@@ -147,11 +147,16 @@ def test_wrong_hash_is_rejected(tmp_path, server, capsys):
 def test_existing_file_refused_without_overwrite(tmp_path, server, capsys):
     final = tmp_path / "sam2.1_hiera_tiny.pt"
     final.write_bytes(b"precious")
+    (tmp_path / "keep.txt").write_text("user data")
     assert _dl(tmp_path, server.url) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert final.read_bytes() == b"precious" and server.requests == []
     assert _dl(tmp_path, server.url, "--overwrite") == 0
     assert final.read_bytes() == PAYLOAD
+    # --overwrite replaces only the file it downloads (and its .sha256 record)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "sam2.1_hiera_tiny.pt",
+                                                          "sam2.1_hiera_tiny.pt.sha256"]
+    assert (tmp_path / "keep.txt").read_text() == "user data"
 
 
 def test_unknown_name_http_errors_and_listing(tmp_path, server, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 import efficient_sam2.io.frames as frames_mod
 from efficient_sam2.io import (
     DAVIS_PALETTE,
+    FrameCountWarning,
     FrameDecodeError,
     FrameSizeError,
     ImageError,
@@ -226,9 +228,15 @@ def test_video_frame_count_is_verified(tmp_path, monkeypatch, claimed):
             return getattr(self._cap, name)
 
     monkeypatch.setattr(cv2, "VideoCapture", LyingCapture)
-    v = VideoFrames(path, image_size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = VideoFrames(path, image_size=16)
     assert v.num_frames == 10
     assert np.abs(v.get_rgb(9).astype(int) - src[9].astype(int)).mean() < 8
+    # a header count that disagrees is announced with both numbers; a missing one (0, -1) is not
+    said = [str(w.message) for w in caught if issubclass(w.category, FrameCountWarning)]
+    assert said == ([f"video file {str(path)!r}: its header says {claimed} frames but 10 decode (truncated or "
+                     "damaged?); using the 10 frames that decode"] if claimed > 0 else [])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

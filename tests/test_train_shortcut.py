@@ -409,6 +409,8 @@ def test_cli_trains_and_refuses_to_overwrite(data, tmp_path, capsys):
             "--output", str(tmp_path / "run"), "--image-size", str(SIZE), "--epochs", "1", "--max-frames", "3",
             "--frame-stride", "1", "--dense-frames", "1", "--kept-windows", "0.25", "--update-stride", "2",
             "--memory-strides", "1", "--no-progress"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("user data")  # not a run: the folder is accepted, the file kept
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert "2 loss terms" in out and "1 updates" in out
@@ -419,6 +421,7 @@ def test_cli_trains_and_refuses_to_overwrite(data, tmp_path, capsys):
     assert cli_main(args) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert cli_main(args + ["--resume"]) == 0  # a finished run: nothing left to do
+    assert (tmp_path / "run" / "keep.txt").read_text() == "user data"
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator
 from ..automask.visualize import render_overlay
 from ..io.frames import ImageError, load_image
 from .common import add_model_args
-from ..io.atomic import atomic_open
+from ..io.atomic import atomic_open, check_output_folder
 
 HELP = "segment everything in images (grid or attention-guided prompts), optionally scored against ground truth"
 
@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, metavar="DIR",
                    help="output folder (created; must be empty or missing unless --overwrite)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty output folder, replacing files of the same name")
+                   help="write into a non-empty output folder, replacing the files of the same name that this run "
+                        "writes (other files are kept)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--prompting", choices=("grid", "attention", "both"), default="grid",
                    help="grid: a regular point grid (the reference generator); attention: HDBSCAN medoids of an "
                         "encoder attention head (needs scikit-learn >= 1.3); both: run and compare the two, "
@@ -188,12 +190,10 @@ def _check_inputs(args) -> list[str]:
         stems[stem] = path
     if stems.keys() & {"summary"}:
         raise ValueError("an input image is named 'summary', which would clash with summary.json: rename it")
-    if os.path.exists(args.output):
-        if not os.path.isdir(args.output):
-            raise ValueError(f"--output {args.output!r} exists and is not a folder")
-        if os.listdir(args.output) and not args.overwrite:
-            raise ValueError(f"output folder {args.output!r} exists and is not empty; pass --overwrite to write "
-                             "into it (files of the same name are replaced) or choose another folder")
+    try:
+        check_output_folder(args.output, args.overwrite, "--output")
+    except FileExistsError as e:
+        raise ValueError(str(e)) from None
     if args.evaluate and not args.gt_dir:
         raise ValueError("--evaluate needs --gt-dir DIR (the ground-truth instance masks)")
     if args.gt_dir and not os.path.isdir(args.gt_dir):
@@ -241,7 +241,7 @@ def run(args) -> int:
                  "ious": [], "image_mious": []} for m in methods}
     failures: list[tuple[str, str]] = []
     missing_gt: list[str] = []
-    for path in tqdm(images, desc="automask", unit="img", file=sys.stderr):
+    for path in tqdm(images, desc="automask", unit="img", file=sys.stderr, disable=args.no_progress):
         stem = os.path.splitext(os.path.basename(path))[0]
         t0 = time.perf_counter()
         try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import warnings
+from typing import Iterator
 
 from ..configs import available_models
 from ..efficient.config import MEMORY_SELECTIONS, PADDING_MODES, SHORTCUT_VARIANTS, EfficientConfig
@@ -65,3 +69,26 @@ def efficient_config_from_args(args) -> EfficientConfig | None:
         sparsity=args.sparsity,
         memory_selection=args.memory_selection,
     )
+
+
+def note(message: str) -> None:
+    """Print `message` as one line ``note: ...`` on stderr, above any progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """Within: Python warnings are printed as one-line notes (`note`), without the file, line number and source
+    line of a raw warning. The library keeps `warnings.warn` for the Python API; the command line shows them here."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        note(str(message))
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous

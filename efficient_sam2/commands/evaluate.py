@@ -7,7 +7,7 @@ import csv
 import os
 import sys
 
-from ..evaluation.vos import LAYOUTS
+from ..evaluation.vos import LAYOUTS, RESULT_FILES
 from ..io.atomic import atomic_open
 
 DESCRIPTION = """\
@@ -24,7 +24,6 @@ into --output (default: the prediction folder) and prints the summary table. Mis
 masks and are reported; --strict makes them an error instead.
 """
 
-_RESULT_FILES = ("per_object.csv", "per_video.csv", "summary.csv", "missing.csv")
 
 
 def register(subparsers) -> None:
@@ -95,7 +94,7 @@ def run(args) -> int:
         print(f"error: --workers must be >= 0; got {args.workers}", file=sys.stderr)
         return 2
     if not args.overwrite and os.path.isdir(out_dir):
-        existing = [f for f in _RESULT_FILES if os.path.exists(os.path.join(out_dir, f))]
+        existing = [f for f in RESULT_FILES if os.path.exists(os.path.join(out_dir, f))]
         if existing:
             print(f"error: {out_dir!r} already holds result file(s) {', '.join(existing)}; use --overwrite to "
                   "replace them or --output to write elsewhere", file=sys.stderr)

@@ -15,8 +15,12 @@ with the masks drawn over the frames.
 Prompts: --mask PNG (an indexed or greyscale PNG at the video's resolution; each non-zero value is one object, a
 single-valued mask is object --obj-id), or --points and/or --box for one object (--obj-id, default 1). The prompt is
 on frame --frame (default 0); tracking runs forward to the end and, when the frame is not the first, backward to the
-start. The output folder is written to a temporary folder first and renamed when complete; an existing non-empty
-folder is only replaced with --overwrite.
+start. The masks are written to a temporary folder first and moved into place when complete. A non-empty output
+folder is refused unless --overwrite: then the frame PNGs of this run replace files of the same name and every other
+file in the folder is left as it is (and named in a note).
+
+A video file whose header promises more frames than can be decoded (a truncated download, say) is tracked over the
+frames that decode, with a note giving both counts; --strict makes that an error.
 """
 
 
@@ -70,7 +74,9 @@ def register(subparsers) -> None:
     o.add_argument("--fps", type=float, default=None,
                    help="frame rate of the overlay (default: the video file's, or 24 for a folder of frames)")
     o.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay colours (default 0.5)")
-    o.add_argument("--overwrite", action="store_true", help="replace an existing output folder / overlay video")
+    o.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing the frame PNGs of the same name (other files "
+                        "are kept), and replace an existing overlay video")
     t = p.add_argument_group("tracking")
     t.add_argument("--no-reverse", action="store_true",
                    help="do not track backward from a prompt frame other than the first (earlier frames stay empty)")
@@ -82,6 +88,9 @@ def register(subparsers) -> None:
                         "clicked frames, hole filling)")
     t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
+    t.add_argument("--strict", action="store_true",
+                   help="fail when a video file decodes to fewer frames than its header says (default: a note, and "
+                        "the frames that decode are tracked)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
     add_efficient_args(p)
@@ -129,12 +138,13 @@ def run(args) -> int:
         return _fail(f"--memory-stride must be >= 1; got {args.memory_stride}")
     if not 0.0 <= args.alpha <= 1.0:
         return _fail(f"--alpha must be in [0, 1]; got {args.alpha}")
+    from ..io.atomic import check_output_folder
+
     out_dir = os.path.abspath(args.output)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return _fail(f"--output {args.output!r} exists and is not a folder")
-    replacing = os.path.isdir(out_dir) and bool(os.listdir(out_dir))
-    if replacing and not args.overwrite:
-        return _fail(f"output folder {args.output!r} is not empty; use --overwrite to replace it")
+    try:
+        check_output_folder(args.output, args.overwrite, "--output")
+    except FileExistsError as exc:
+        return _fail(str(exc))
     if args.overlay is not None:
         if os.path.exists(args.overlay) and not args.overwrite:
             return _fail(f"overlay video {args.overlay!r} already exists; use --overwrite to replace it")
@@ -163,7 +173,7 @@ def _track(args, out_dir: str) -> int:
     efficient = efficient_config_from_args(args)
     # Check the video and the prompt before the (slow) model build.
     image_size = get_config(args.model, **({"image_size": args.image_size} if args.image_size else {})).image_size
-    frames = VideoFrames(args.video, image_size=image_size)
+    frames = VideoFrames(args.video, image_size=image_size, strict=args.strict)
     try:
         n = len(frames)
         names = frames.frame_names
@@ -209,6 +219,10 @@ def _track(args, out_dir: str) -> int:
                     if not out.has(f"{names[t]}.png"):
                         out.write_ids(names[t], empty)
                 out.commit([f"{nm}.png" for nm in names])
+            if out.kept:
+                shown = ", ".join(out.kept[:10]) + (f" (+{len(out.kept) - 10} more)" if len(out.kept) > 10 else "")
+                print(f"note: {args.output} also holds {len(out.kept)} file(s) this run did not write, left as they "
+                      f"were: {shown}", file=sys.stderr)
         seconds = time.perf_counter() - t0
         stats = predictor.statistics(state).summary() if hasattr(predictor, "statistics") else None
         overlay_path = None

@@ -17,13 +17,22 @@ object ids) and write one palette PNG per frame (<output-dir>/<video>/<frame>.pn
 ties); sav reads and writes one 0/1 PNG per object per frame (<dir>/<video>/<obj>/<frame>.png).
 
 The run is resumable: videos whose output folder already holds every file are skipped, each video is written to a
-hidden temporary folder and renamed into place when complete, and nothing is overwritten without --overwrite. A
-video that fails is reported and the run goes on; the exit code is 1 if any video failed.
+hidden temporary folder and moved into place when complete, and nothing is overwritten without --overwrite (every
+video) or --redo VIDEO[,VIDEO] (the named videos); either replaces only the files the run writes. A video that fails
+is reported and the run goes on; the exit code is 1 if any video failed. Evaluation results (per_object.csv, ...)
+left in --output-dir by an earlier `eval` are named in a note when new predictions are written beside them.
 
 Multi-GPU / multi-node: `torchrun --nproc-per-node N -m efficient_sam2 vos ...` gives video i (in sorted order) to
 process i % N; with --device cuda each process uses cuda:LOCAL_RANK. Each process logs to
 <log-dir>/vos-rank<r>.jsonl and process 0 prints the merged summary and writes <log-dir>/summary.json.
 """
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip().rstrip("/\\") for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated video names, got {text!r}")
+    return names
 
 
 def register(subparsers) -> None:
@@ -62,7 +71,10 @@ def register(subparsers) -> None:
                    help="auto: bfloat16 autocast on CUDA (the reference protocol), float32 on the CPU")
     r = p.add_argument_group("run")
     r.add_argument("--overwrite", action="store_true",
-                   help="recompute videos that are already complete and replace existing outputs")
+                   help="recompute every video, complete or not, replacing the files this run writes (other files "
+                        "are kept)")
+    r.add_argument("--redo", action="append", type=_names, default=[], metavar="VIDEO[,VIDEO]",
+                   help="recompute only these videos (comma-separated; may be repeated), as --overwrite does")
     r.add_argument("--log-dir", default=None,
                    help="per-process logs and summary.json (default <output-dir>/.logs)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -92,6 +104,7 @@ def run(args) -> int:
             apply_postprocessing=args.apply_postprocessing, video_list=args.video_list,
             per_object=args.per_object, track_objects_appearing_later=args.track_objects_appearing_later,
             use_all_masks=args.use_all_masks, score_threshold=args.score_threshold, overwrite=args.overwrite,
+            redo=[v for group in args.redo for v in group],
             precision=args.precision, progress=not args.no_progress, log_dir=args.log_dir,
             dist_backend=args.dist_backend, dist_timeout_minutes=args.dist_timeout,
         )

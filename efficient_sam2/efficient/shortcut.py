@@ -324,13 +324,13 @@ def _read(path: str, map_location: Any) -> Any:
         raise FileNotFoundError(f"shortcut checkpoint not found: {path}")
     if os.path.isdir(path):
         raise ShortcutCheckpointError(f"{path}: is a directory, expected a shortcut checkpoint file (.pth)")
+    from ..io.torch_files import TorchFileError, read_torch_file
+
     try:
-        # weights_only: the file is data, never code; map_location: official files hold tensors saved on cuda:0
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, pickled objects that are not plain data, ...
-        raise ShortcutCheckpointError(
-            f"{path}: could not read it as a shortcut checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        # data only, never code; map_location: official files hold tensors saved on cuda:0
+        return read_torch_file(path, "shortcut checkpoint", map_location)
+    except TorchFileError as exc:  # empty, not a torch file, truncated, pickled objects that are not plain data
+        raise ShortcutCheckpointError(f"{path}: could not read it as a shortcut checkpoint: {exc.reason}") from exc
 
 
 def load_shortcut(

@@ -60,6 +60,8 @@ VOID_LABEL = 255
 """DAVIS marks ambiguous pixels with 255 in its ground truth; they are treated as background, never as an object."""
 
 _CHUNK = 8  # frames decoded and scored together; bounds memory to a few frames per object at a time
+RESULT_FILES: tuple[str, ...] = ("per_object.csv", "per_video.csv", "summary.csv", "missing.csv")
+"""The files an evaluation writes into its output folder (missing.csv only when something is missing or extra)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ Protocol (that of the reference VOS tooling):
   Frames before an object's first annotated frame are background.
 
 Robustness: videos whose output folder already holds every file are skipped; each video is written into a hidden
-temporary folder and renamed into place when complete; nothing is overwritten without ``overwrite=True``; a video
-that fails is recorded with its error and the run goes on. Several processes launched by ``torchrun`` split the
-videos (see `efficient_sam2.inference.distributed`); each writes a JSON-lines log ``<log_dir>/vos-rank<r>.jsonl``
-and rank 0 writes the merged ``summary.json``.
+temporary folder and moved into place when complete; nothing is overwritten without ``overwrite=True`` (every video)
+or ``redo=[...]`` (the named videos), and then only the files the run writes; a video that fails is recorded with
+its error and the run goes on. Several processes launched by ``torchrun`` split the videos (see
+`efficient_sam2.inference.distributed`); each writes a JSON-lines log ``<log_dir>/vos-rank<r>.jsonl`` and rank 0
+writes the merged ``summary.json``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class VOSSummary:
     fatal: list[str] = field(default_factory=list)
     log_dir: Optional[str] = None
     rank: int = 0  # the process this summary was returned to
+    notes: list[str] = field(default_factory=list)  # about the run as a whole (e.g. stale evaluation results)
 
     def _with(self, status: str) -> list[VideoResult]:
         return [r for r in self.results if r.status == status]
@@ -138,6 +140,7 @@ class VOSSummary:
             "frames": frames,
             "seconds": round(seconds, 3),
             "frames_per_second": round(frames / seconds, 3) if seconds > 0 else None,
+            "notes": list(self.notes),
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -171,6 +174,8 @@ class VOSSummary:
             lines.append(f"  FAILED {r.video}: {r.error}")
         for msg in self.fatal:
             lines.append(f"  ERROR {msg}")
+        for msg in self.notes:
+            lines.append(f"  note: {msg}")
         return "\n".join(lines)
 
 
@@ -305,6 +310,10 @@ def segment_video(
                         elif not out.has(f"{name}.png"):
                             out.write_ids(name, empty)
                 out.commit(expected)
+                if out.kept:
+                    shown = ", ".join(out.kept[:5]) + (f" (+{len(out.kept) - 5} more)" if len(out.kept) > 5 else "")
+                    notes.append(f"its folder also holds {len(out.kept)} file(s) this run did not write, left as "
+                                 f"they were: {shown}")
             finally:
                 del acc_best, acc_id
                 if scratch is not None:
@@ -377,6 +386,7 @@ def run_vos(
     use_all_masks: bool = False,
     score_threshold: float = 0.0,
     overwrite: bool = False,
+    redo: Sequence[str] = (),
     precision: str = "auto",
     progress: bool = True,
     log_dir: Optional[PathLike] = None,
@@ -404,7 +414,9 @@ def run_vos(
             annotation (otherwise such a video fails with an explanation).
         use_all_masks: condition on every annotated frame, not only each object's first.
         score_threshold: logit threshold of the output masks.
-        overwrite: recompute complete videos and replace existing outputs.
+        overwrite: recompute every video, complete or not, replacing the files this run writes (other files in a
+            video's folder are kept and named in the video's notes).
+        redo: names of videos to recompute as with `overwrite`; the other videos are resumed as usual.
         precision: "auto" (bf16 autocast on CUDA), "fp32", "bf16" or "fp16".
         progress: tqdm progress bars.
         log_dir: per-process logs and summary.json (default ``<output_dir>/.logs``; the leading dot keeps it out of
@@ -431,9 +443,12 @@ def run_vos(
     fatal_exc: Optional[BaseException] = None
     log: Optional[_RankLog] = None
     restore_overlap = None
+    stale_results: list[str] = []
     try:
         try:
             dataset = VOSDataset(layout, video_dir, mask_dir, video_list)
+            redo = _check_redo(redo, dataset.videos)
+            stale_results = _evaluation_files(output_dir)
             os.makedirs(output_dir, exist_ok=True)
             mine = ctx.shard(dataset.videos)
             log = _RankLog(log_dir, ctx.rank)
@@ -470,8 +485,9 @@ def run_vos(
             for video in tqdm(mine, desc=f"VOS{' rank ' + str(ctx.rank) if ctx.world_size > 1 else ''}",
                               unit="video", disable=not progress, position=ctx.local_rank if ctx.world_size > 1
                               else None):
-                result = _process_video(get_predictor, dataset, video, output_dir, protocol, overwrite, precision,
-                                        progress and ctx.world_size == 1, ctx.rank, log)
+                result = _process_video(get_predictor, dataset, video, output_dir, protocol,
+                                        overwrite or video in redo, precision, progress and ctx.world_size == 1,
+                                        ctx.rank, log)
                 results.append(result)
                 say(prefix + _result_line(result))
         except KeyboardInterrupt:
@@ -491,6 +507,12 @@ def run_vos(
         merged.sort(key=lambda r: r.video)
         summary = VOSSummary(merged, output_dir, ctx.world_size, [rep["fatal"] for rep in reports if rep["fatal"]],
                              log_dir, ctx.rank)
+        done = [r.video for r in merged if r.status == "done"]
+        if stale_results and done:
+            summary.notes.append(
+                f"{', '.join(stale_results)} in {output_dir} hold the scores of earlier predictions, not of the "
+                f"{len(done)} video(s) computed in this run; evaluate again (efficient-sam2 eval ... --overwrite) to "
+                "replace them")
         if ctx.is_main and (merged or log is not None):
             _write_json_atomic(os.path.join(log_dir, "summary.json"), summary.to_dict())
         if log is not None:
@@ -509,6 +531,24 @@ def run_vos(
     return summary
 
 
+def _check_redo(redo: Union[str, Sequence[str]], videos: Sequence[str]) -> frozenset:
+    """The set of video names to redo; every name must be a video of the dataset."""
+    names = [redo] if isinstance(redo, str) else list(redo)
+    unknown = sorted(set(names) - set(videos))
+    if unknown:
+        shown = ", ".join(videos[:10]) + (", ..." if len(videos) > 10 else "")
+        raise DatasetError(f"--redo names video(s) that are not in the dataset: {', '.join(unknown)} (its videos: "
+                           f"{shown})")
+    return frozenset(names)
+
+
+def _evaluation_files(output_dir: str) -> list[str]:
+    """Evaluation results (of `efficient-sam2 eval`, whose default output is the prediction folder) already there."""
+    from ..evaluation.vos import RESULT_FILES
+
+    return [f for f in RESULT_FILES if os.path.isfile(os.path.join(output_dir, f))]
+
+
 class _Fatal(Exception):
     """Wraps an error that stops the whole run of a process (the model cannot be built)."""
 
@@ -525,8 +565,8 @@ def _process_video(get_predictor, dataset, video, output_dir, protocol, overwrit
             if os.path.lexists(os.path.join(output_dir, video)) and not overwrite:
                 raise FileExistsError(
                     f"output folder {os.path.join(output_dir, video)!r} exists but holds only {present} of the "
-                    f"{len(expected)} expected files (from another run or another dataset?); use --overwrite to "
-                    "redo this video"
+                    f"{len(expected)} expected files (from another run or another dataset?); use --redo {video} "
+                    f"(Python: redo=[{video!r}]) to redo this video (--overwrite redoes every video)"
                 )
             result = segment_video(get_predictor(), dataset, video, output_dir, protocol, overwrite, precision,
                                    progress)

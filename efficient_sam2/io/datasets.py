@@ -26,6 +26,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from .atomic import move_into, unlisted_files
 from .frames import IMAGE_EXTENSIONS, sort_frame_names
 from .masks import read_palette_mask, write_object_mask, write_palette_mask
 
@@ -383,8 +384,10 @@ class VideoOutput:
     """Writes one video's output masks into a hidden temporary folder, then moves it into place atomically.
 
     Use as a context manager: on a clean exit `commit()` is called (if not done yet); on an exception the temporary
-    folder is removed and any existing output is left untouched. With `overwrite`, an existing video folder is
-    replaced only once the new one is complete (the old one is renamed aside first, then deleted).
+    folder is removed and any existing output is left untouched. With `overwrite`, the files of an existing video
+    folder are replaced only once the new ones are complete, and only those: a folder that holds nothing else is
+    swapped for the new one (the old one renamed aside, then deleted); files this run did not write are left where
+    they are and listed in `kept` after the commit.
     """
 
     def __init__(self, output_dir: PathLike, video: str, overwrite: bool = False,
@@ -399,6 +402,7 @@ class VideoOutput:
         self.tmp = os.path.join(self.output_dir, f".{video}{_PARTIAL}{uuid.uuid4().hex[:10]}")
         os.makedirs(self.tmp)
         self.committed = False
+        self.kept: list[str] = []  # files of an existing folder that this output left in place (see commit)
         self._written: set[str] = set()
 
     @staticmethod
@@ -437,6 +441,14 @@ class VideoOutput:
         if os.path.lexists(self.final):
             if not self.overwrite:
                 raise FileExistsError(f"output {self.final!r} already exists; use --overwrite to replace it")
+            if not os.path.isdir(self.final):
+                raise FileExistsError(f"output {self.final!r} exists and is not a folder; move it away")
+            self.kept = unlisted_files(self.final, self._written)
+            if self.kept:  # other files live there: replace ours one by one and leave theirs alone
+                move_into(self.tmp, self.final, sorted(self._written))
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.committed = True
+                return
             old = os.path.join(self.output_dir, f".{self.video}{_OLD}{uuid.uuid4().hex[:10]}")
             os.replace(self.final, old)
         os.replace(self.tmp, self.final)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections import OrderedDict
 from typing import Iterator, Sequence, Union, overload
 
@@ -55,6 +56,14 @@ class FrameDecodeError(VideoError):
 
 class FrameSizeError(VideoError):
     """A frame's size differs from frame 0's."""
+
+
+class FrameCountError(VideoError):
+    """A video file decodes to a number of frames other than its header's (raised with ``strict=True``)."""
+
+
+class FrameCountWarning(UserWarning):
+    """A video file decodes to a number of frames other than its header's; the decoded frames are used."""
 
 
 class ImageError(ValueError):
@@ -207,15 +216,24 @@ class _FolderSource:
 class _VideoFileSource:
     """Sequential cv2 decoding with seeking for jumps; remembers the position of the next frame `read()` returns."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, strict: bool = False):
         self.label = path
         self._cap = self._open()
         self._pos: int | None = 0
         claimed = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.header_frames = claimed if claimed > 0 else None
         self._len = self._verified_count(claimed)
         if self._len == 0:
             self.close()
             raise VideoError(f"video file {path!r} has zero frames")
+        if self.header_frames is not None and self._len != claimed:
+            msg = (f"video file {path!r}: its header says {claimed} frames but {self._len} decode (truncated or "
+                   "damaged?)")
+            if strict:
+                self.close()
+                raise FrameCountError(f"{msg}; refused because strict checking is on")
+            # stacklevel: warn -> _VideoFileSource -> _open_source -> VideoFrames -> its caller
+            warnings.warn(f"{msg}; using the {self._len} frames that decode", FrameCountWarning, stacklevel=4)
         self.names = [f"{i:05d}" for i in range(self._len)]
 
     def _open(self) -> cv2.VideoCapture:
@@ -349,7 +367,7 @@ class _MemorySource:
         pass
 
 
-def _open_source(video: VideoLike):
+def _open_source(video: VideoLike, strict: bool = False):
     if isinstance(video, (str, os.PathLike)):
         path = os.fspath(video)
         if not os.path.exists(path):
@@ -358,7 +376,7 @@ def _open_source(video: VideoLike):
             return _FolderSource(path)
         ext = os.path.splitext(path)[1].lower()
         if ext in VIDEO_EXTENSIONS:
-            return _VideoFileSource(path)
+            return _VideoFileSource(path, strict)
         if ext in IMAGE_EXTENSIONS:
             raise VideoError(f"{path!r} is a single image; pass the folder that holds the video's frames")
         raise VideoError(
@@ -394,6 +412,8 @@ class VideoFrames(Sequence[torch.Tensor]):
         cache_size: number of preprocessed frames kept; 0 disables the cache.
         device: where returned tensors live.
         offload: keep cached tensors on the CPU instead of `device`.
+        strict: raise `FrameCountError` when a video file decodes to a number of frames other than its header's
+            (default: a `FrameCountWarning` with both counts, and the frames that decode are used).
     """
 
     def __init__(
@@ -403,6 +423,7 @@ class VideoFrames(Sequence[torch.Tensor]):
         cache_size: int = 16,
         device: Union[str, torch.device] = "cpu",
         offload: bool = False,
+        strict: bool = False,
     ):
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
@@ -412,7 +433,7 @@ class VideoFrames(Sequence[torch.Tensor]):
         self.cache_size = cache_size
         self.device = torch.device(device)
         self.cache_device = torch.device("cpu") if offload else self.device
-        self._source = _open_source(video)
+        self._source = _open_source(video, strict)
         self._height, self._width = self._source.size()
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._last_rgb: tuple[int, np.ndarray] | None = None
