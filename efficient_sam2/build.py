@@ -1,4 +1,10 @@
-"""Builders and checkpoint loading with strict, readable errors. Nothing is ever downloaded here."""
+"""Builders and checkpoint loading with strict, readable errors. Nothing is ever downloaded here.
+
+Where a model's weights come from: a `checkpoint` file (Meta's official checkpoints load unchanged), the weights
+bundled with the package (the micro model, trained here: `weights=None` and no checkpoint), or a random
+initialisation that must be asked for (`weights="random"`, for benchmarks and tests). Asking a real model for no
+checkpoint and no random weights is an error that says where to get the file.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,28 @@ __all__ = [
     "load_checkpoint",
     "read_state_dict",
     "identify_checkpoint",
+    "MissingCheckpointError",
+    "bundled_weights",
+    "bundled_shortcut",
+    "WEIGHT_SOURCES",
 ]
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+_BUNDLED = {"sam2.1_hiera_micro": ("sam2.1_hiera_micro.pt", "sam2.1_hiera_micro_shortcut.pt")}
+WEIGHT_SOURCES = ("checkpoint", "bundled", "random")
+"""`weights=`: None picks the checkpoint if given, else the bundled weights; "random" is a fresh initialisation."""
+
+
+def bundled_weights(name: str) -> str | None:
+    """Path of the weights shipped in the package for model `name`, or None (Meta's models ship none)."""
+    files = _BUNDLED.get(resolve_model_name(name))
+    return os.path.join(WEIGHTS_DIR, files[0]) if files else None
+
+
+def bundled_shortcut(name: str) -> str | None:
+    """Path of the SWR shortcut trained for the bundled weights of `name`, or None."""
+    files = _BUNDLED.get(resolve_model_name(name))
+    return os.path.join(WEIGHTS_DIR, files[1]) if files else None
 
 # Options that configure the video predictor rather than the network.
 _PREDICTOR_OPTIONS = ("fill_hole_area", "non_overlap_masks")
@@ -27,6 +54,10 @@ _PREDICTOR_OPTIONS = ("fill_hole_area", "non_overlap_masks")
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded into the requested model."""
+
+
+class MissingCheckpointError(CheckpointError):
+    """A model with no weights of its own was built without a checkpoint and without `weights="random"`."""
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -158,14 +189,47 @@ def _check_overrides(func: str, overrides: Mapping[str, Any], predictor_options:
     raise TypeError(f"{func}() got unknown option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
 
 
-def _model(name: str, checkpoint, device, cfg_overrides: dict[str, Any]) -> SAM2Model:
-    cfg: SAM2Config = get_config(name, **cfg_overrides)
+def resolve_weights(name: str, checkpoint, weights: str | None) -> tuple[str, str | None]:
+    """(source, file) of a model's weights: ("checkpoint", path), ("bundled", path) or ("random", None)."""
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a file path (str or os.PathLike) or None, got {type(checkpoint).__name__}")
-    device = _check_device(device)
-    model = SAM2Model(cfg)
+    if weights not in (None, *WEIGHT_SOURCES):
+        raise ValueError(f"weights must be None, 'checkpoint', 'bundled' or 'random', got {weights!r}")
+    canonical = resolve_model_name(name)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        if weights not in (None, "checkpoint"):
+            raise ValueError(f"a checkpoint file was given together with weights={weights!r}: give one or the other")
+        return "checkpoint", os.fspath(checkpoint)
+    if weights == "checkpoint":
+        raise MissingCheckpointError(f"weights='checkpoint' but no checkpoint file was given for {canonical}")
+    if weights == "random":
+        return "random", None
+    bundled = bundled_weights(canonical)
+    if bundled is not None:
+        if not os.path.isfile(bundled):
+            raise MissingCheckpointError(
+                f"the bundled weights of {canonical} are missing from this installation ({bundled}); reinstall the "
+                "package, or pass a checkpoint (train one with `efficient-sam2 train --model micro ...`)"
+            )
+        return "bundled", bundled
+    if weights == "bundled":
+        raise MissingCheckpointError(f"{canonical} has no bundled weights; only the micro model ships with weights")
+    raise MissingCheckpointError(
+        f"no checkpoint given for {canonical}: Meta's weights are not shipped with this package. Get the file with "
+        f"`efficient-sam2 download {canonical} --dir checkpoints` and pass checkpoint='checkpoints/{canonical}.pt' "
+        f"(--checkpoint on the command line); for an untrained model (benchmarks, tests) pass weights='random' "
+        f"(--random-weights). The micro model ('micro') runs with no download."
+    )
+
+
+def _model(name: str, checkpoint, device, cfg_overrides: dict[str, Any], weights: str | None = None) -> SAM2Model:
+    cfg: SAM2Config = get_config(name, **cfg_overrides)
+    device = _check_device(device)
+    source, path = resolve_weights(name, checkpoint, weights)
+    model = SAM2Model(cfg)
+    if path is not None:
+        load_checkpoint(model, path)
+    model.weights_source = source  # "checkpoint", "bundled" or "random": reported by the commands
     return model.to(device).eval()
 
 
@@ -186,10 +250,13 @@ def build_sam2(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     apply_postprocessing: bool = True,
+    weights: str | None = None,
     **overrides,
 ) -> SAM2Model:
-    """Build a SAM 2 / 2.1 network by name (e.g. "sam2.1_hiera_large" or "large") and load its checkpoint.
+    """Build a SAM 2 / 2.1 network by name (e.g. "sam2.1_hiera_large", "large" or "micro") with its weights.
 
+    Weights: `checkpoint` (a file; Meta's checkpoints load unchanged), else the bundled weights (micro), else an
+    error saying how to get Meta's file; `weights="random"` asks for a fresh initialisation instead.
     `overrides` are SAM2Config fields such as `image_size=512`. With `apply_postprocessing` (the reference
     builder's default) the decoder falls back to the best multimask output when the single mask is unstable.
     """
@@ -201,14 +268,14 @@ def build_sam2(
     resolve_model_name(name)  # an unknown name is reported before anything else
     _check_overrides("build_sam2", overrides, predictor_options=False)
     cfg_overrides.update(overrides)
-    return _model(name, checkpoint, device, cfg_overrides)
+    return _model(name, checkpoint, device, cfg_overrides, weights)
 
 
-def build_sam2_image_predictor(name: str, checkpoint=None, device="cpu", **overrides):
-    """An ImagePredictor around `build_sam2(name, checkpoint, device, **overrides)`."""
+def build_sam2_image_predictor(name: str, checkpoint=None, device="cpu", weights: str | None = None, **overrides):
+    """An ImagePredictor around `build_sam2(name, checkpoint, device, weights=weights, **overrides)`."""
     from .predictors.image import ImagePredictor
 
-    return ImagePredictor(build_sam2(name, checkpoint, device, **overrides))
+    return ImagePredictor(build_sam2(name, checkpoint, device, weights=weights, **overrides))
 
 
 def build_sam2_video_predictor(
@@ -218,14 +285,16 @@ def build_sam2_video_predictor(
     apply_postprocessing: bool = True,
     efficient=None,
     shortcut_checkpoint: str | os.PathLike | None = None,
+    weights: str | None = None,
     **overrides,
 ):
-    """Build a video predictor by name and load its checkpoint.
+    """Build a video predictor by name with its weights (see `build_sam2`).
 
     `overrides` are SAM2Config fields (`image_size`, `memory_temporal_stride`, ...) or predictor options
     (`fill_hole_area`, `non_overlap_masks`). With `apply_postprocessing` (the reference default) the memory of
     clicked frames is encoded from binarised masks and holes of up to 8 px in masks are filled.
     `efficient` (an EfficientConfig) turns on Sparse Window Routing / Sparse Memory Retrieval; None is dense.
+    With the bundled micro weights and no `shortcut_checkpoint`, the shortcut trained for them is used.
     """
     resolve_model_name(name)
     _check_overrides("build_sam2_video_predictor", overrides, predictor_options=True)
@@ -236,7 +305,12 @@ def build_sam2_video_predictor(
     }
     base.update(cfg_overrides)
     predictor_opts.setdefault("fill_hole_area", 8 if apply_postprocessing else 0)
-    model = _model(name, checkpoint, device, base)
+    model = _model(name, checkpoint, device, base, weights)
+    if (efficient is not None and shortcut_checkpoint is None and model.weights_source == "bundled"
+            and efficient.swr and efficient.shortcut == "bottleneck"):
+        shortcut_checkpoint = bundled_shortcut(name)
+        if not os.path.isfile(shortcut_checkpoint):
+            shortcut_checkpoint = None
     if efficient is None and shortcut_checkpoint is None:
         from .predictors.video import VideoPredictor
 
@@ -245,3 +319,27 @@ def build_sam2_video_predictor(
 
     return EfficientVideoPredictor(model, efficient=efficient, shortcut_checkpoint=shortcut_checkpoint,
                                    **predictor_opts)
+
+
+def build_sam2_stream_tracker(
+    name: str,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    efficient=None,
+    shortcut_checkpoint: str | os.PathLike | None = None,
+    max_cond_frames: int = 4,
+    **overrides,
+):
+    """Build a `StreamingTracker` (frames tracked as they arrive, bounded memory) by name.
+
+    The model, its post-processing defaults and the frame policy are built exactly as by
+    `build_sam2_video_predictor` (same arguments, e.g. `apply_postprocessing`, `image_size`, `fill_hole_area`), so
+    for prompts on the first frame the tracker's masks equal `propagate_in_video`'s. `max_cond_frames`: prompted
+    frames kept per object (the first and the most recent).
+    """
+    from .predictors.stream import StreamingTracker
+
+    predictor = build_sam2_video_predictor(name, checkpoint, device, efficient=efficient,
+                                           shortcut_checkpoint=shortcut_checkpoint, **overrides)
+    return StreamingTracker(predictor.model, fill_hole_area=predictor.fill_hole_area, policy=predictor.policy,
+                            max_cond_frames=max_cond_frames, non_overlap_masks=predictor.non_overlap_masks)

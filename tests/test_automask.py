@@ -79,7 +79,7 @@ def _scene(h=200, w=300, seed=0, noise=True):
 
 @pytest.fixture(scope="module")
 def tiny256():
-    m = build_sam2("tiny", image_size=256)
+    m = build_sam2("tiny", weights="random", image_size=256)
     randomize_(m, 0)
     return m.eval()
 
@@ -274,7 +274,7 @@ def test_cosine_distances_and_hdbscan_recover_groups():
 
 @torch.inference_mode()
 def test_block_attention_equals_sdpa_head_and_encoder_is_unchanged():
-    model = build_sam2("tiny", image_size=128)
+    model = build_sam2("tiny", weights="random", image_size=128)
     randomize_(model, 3)
     model.eval()
     trunk = model.image_encoder.trunk

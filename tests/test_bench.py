@@ -139,7 +139,7 @@ def test_prompt_and_memory_encoder_flops_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny128():
-    model = build_sam2("tiny", image_size=128).eval()
+    model = build_sam2("tiny", weights="random", image_size=128).eval()
     random_weights_(model, 0)
     return model
 
@@ -183,7 +183,7 @@ def test_flop_model_matches_flop_counter_on_real_modules(tiny128):
 
 
 def test_routed_image_encoder_flops_match_flop_counter():
-    m = build_sam2("tiny", image_size=256).eval()  # a 16 x 16 stride-16 map: 2 x 2 windows of 14, padded
+    m = build_sam2("tiny", weights="random", image_size=256).eval()  # a 16 x 16 stride-16 map: 2 x 2 windows of 14, padded
     x = torch.randn(1, 3, 256, 256)
     shortcut = build_shortcut("bottleneck", m.image_encoder.trunk.routed_dim)
     for keep in ([1], [0, 3]):
@@ -323,7 +323,7 @@ def test_kept_window_fraction_is_the_one_asked_for():
     assert swr.sparsity["mean_kept_window_fraction"] == 0.5
     assert swr.work["windows_computed"] == 2 and swr.work["windows_total"] == 4
     assert dense.work["computed_window_fraction"] == 1.0
-    cfg = build_sam2("tiny", image_size=256).cfg
+    cfg = build_sam2("tiny", weights="random", image_size=256).cfg
     assert dense.flops["image_encoder"] == image_encoder_flops(cfg)
     # routed frames compute 2 of 4 windows: between the cheapest and the dearest pair of windows
     pairs = [image_encoder_flops(cfg, keep=[i, j]) for i in range(4) for j in range(i + 1, 4)]

@@ -76,26 +76,26 @@ def test_bad_override_values_and_device():
     with pytest.raises(ValueError, match="image_size must be a positive multiple of 32, got 100"):
         build_sam2("tiny", image_size=100)
     with pytest.raises(ValueError, match="fill_hole_area must be a non-negative integer"):
-        build_sam2_video_predictor("tiny", image_size=IMAGE_SIZE, fill_hole_area=-1)
+        build_sam2_video_predictor("tiny", weights="random", image_size=IMAGE_SIZE, fill_hole_area=-1)
     with pytest.raises(ValueError, match="invalid device 'banana'"):
-        build_sam2("tiny", image_size=IMAGE_SIZE, device="banana")
+        build_sam2("tiny", weights="random", image_size=IMAGE_SIZE, device="banana")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
-            build_sam2("tiny", image_size=IMAGE_SIZE, device="cuda")
+            build_sam2("tiny", weights="random", image_size=IMAGE_SIZE, device="cuda")
     with pytest.raises(TypeError, match="checkpoint must be a file path"):
         build_sam2("tiny", {"model": {}})
 
 
 def test_predictor_types_and_options():
-    video = build_sam2_video_predictor("tiny", image_size=IMAGE_SIZE, non_overlap_masks=True)
+    video = build_sam2_video_predictor("tiny", weights="random", image_size=IMAGE_SIZE, non_overlap_masks=True)
     assert isinstance(video, VideoPredictor) and video.non_overlap_masks and video.fill_hole_area == 8
     assert video.model.cfg.binarize_mask_from_pts_for_mem_enc
-    plain = build_sam2_video_predictor("tiny", image_size=IMAGE_SIZE, apply_postprocessing=False,
+    plain = build_sam2_video_predictor("tiny", weights="random", image_size=IMAGE_SIZE, apply_postprocessing=False,
                                        memory_temporal_stride=3)
     assert plain.fill_hole_area == 0 and plain.model.cfg.memory_temporal_stride == 3
     assert not plain.model.cfg.binarize_mask_from_pts_for_mem_enc
     assert not plain.model.cfg.dynamic_multimask_via_stability
-    assert isinstance(build_sam2_image_predictor("tiny", image_size=IMAGE_SIZE), ImagePredictor)
+    assert isinstance(build_sam2_image_predictor("tiny", weights="random", image_size=IMAGE_SIZE), ImagePredictor)
 
 
 # ----------------------------------------------------------------------------------------------------- bad files

@@ -26,7 +26,7 @@ N = 2
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    m = build_sam2_video_predictor("tiny", image_size=SIZE)
+    m = build_sam2_video_predictor("tiny", weights="random", image_size=SIZE)
     randomize_(m.model, 1)
     path = tmp_path_factory.mktemp("ckpt") / "tiny128.pt"
     torch.save({"model": m.model.state_dict()}, path)

@@ -61,7 +61,7 @@ def test_torchrun_two_cpu_processes_share_the_videos(tmp_path):
     videos = ["a", "b", "c", "d"]
     _dataset(tmp_path, videos)
     (tmp_path / "frames" / "e_broken").mkdir()  # no frames, no mask: fails on the rank that gets it
-    m = build_sam2_video_predictor("tiny", image_size=128)
+    m = build_sam2_video_predictor("tiny", weights="random", image_size=128)
     randomize_(m.model, 0)
     ckpt = tmp_path / "tiny.pt"
     torch.save({"model": m.model.state_dict()}, ckpt)

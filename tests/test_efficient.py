@@ -165,7 +165,7 @@ def test_build_memory_plan_offsets():
 @pytest.mark.parametrize("name,size", [("tiny", 512), ("base_plus", 512), ("large", 512)])
 @torch.no_grad()
 def test_routed_encoder_with_every_window_is_the_dense_encoder(name, size):
-    m = build_sam2(name, image_size=size)
+    m = build_sam2(name, weights="random", image_size=size)
     randomize_(m, 5)
     trunk = m.image_encoder.trunk
     g = WindowGrid(size // 16, trunk.routed_window)
@@ -182,7 +182,7 @@ def test_routed_encoder_with_every_window_is_the_dense_encoder(name, size):
 
 @torch.no_grad()
 def test_routed_blocks_compute_only_the_kept_windows():
-    m = build_sam2("tiny", image_size=512)  # 32 x 32 map, windows of 14: 3 x 3 windows, padded
+    m = build_sam2("tiny", weights="random", image_size=512)  # 32 x 32 map, windows of 14: 3 x 3 windows, padded
     trunk = m.image_encoder.trunk
     first, last = trunk.routed_span
     seen = []
@@ -214,7 +214,7 @@ def test_routed_blocks_compute_only_the_kept_windows():
 def test_official_padding_differs_only_on_padded_grids():
     torch.manual_seed(0)
     for name, size, padded in [("base_plus", 256, True), ("tiny", 448, False)]:  # 2 x 2 windows of 14 at 448
-        m = build_sam2(name, image_size=size)
+        m = build_sam2(name, weights="random", image_size=size)
         randomize_(m, 2)
         g = WindowGrid(size // 16, m.image_encoder.trunk.routed_window)
         x = torch.randn(1, 3, size, size)
@@ -238,7 +238,7 @@ def video(tmp_path_factory):
 def _predictor(name, size, efficient=None, seed=1, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained shortcut
-        p = build_sam2_video_predictor(name, image_size=size, fill_hole_area=0, efficient=efficient, **kw)
+        p = build_sam2_video_predictor(name, weights="random", image_size=size, fill_hole_area=0, efficient=efficient, **kw)
     randomize_(p.model, seed)
     return p
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def model():
-    pred = build_sam2_image_predictor("tiny", image_size=IMAGE_SIZE)
+    pred = build_sam2_image_predictor("tiny", weights="random", image_size=IMAGE_SIZE)
     randomize_(pred.model, 0)
     return pred.model
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def predictor():
-    p = build_sam2_video_predictor("tiny", image_size=IMAGE_SIZE, fill_hole_area=0)
+    p = build_sam2_video_predictor("tiny", weights="random", image_size=IMAGE_SIZE, fill_hole_area=0)
     randomize_(p.model, 0)
     return p
 
@@ -484,7 +484,7 @@ def test_select_object_pointers_hand_computed():
 
 
 def test_memory_stride_3_in_the_predictor(predictor):
-    p = build_sam2_video_predictor("tiny", image_size=IMAGE_SIZE, fill_hole_area=0, memory_temporal_stride=3)
+    p = build_sam2_video_predictor("tiny", weights="random", image_size=IMAGE_SIZE, fill_hole_area=0, memory_temporal_stride=3)
     p.model.load_state_dict(predictor.model.state_dict())
     used = {}
     track_step = p.model.track_step

@@ -29,7 +29,7 @@ H, W = 40, 56
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    m = build_sam2_video_predictor("tiny", image_size=SIZE)
+    m = build_sam2_video_predictor("tiny", weights="random", image_size=SIZE)
     randomize_(m.model, 0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny128.pt"
     torch.save({"model": m.model.state_dict()}, path)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..build import bundled_weights
 from ..configs import get_config
 from .common import (
     BENCH_CONFIGS,
@@ -416,6 +417,8 @@ class _Runner:
         if self.reference or stats_fn is None:
             return None
         stats = stats_fn(self.state)
+        if stats is None:
+            return None
         win = [stats.kept_windows[t] for t in frames if t in stats.kept_windows]
         mem = [stats.kept_memory[t] for t in frames if t in stats.kept_memory]
         fired = sum(1 for t in frames if t in stats.saliency_fallbacks)
@@ -547,10 +550,12 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
         video_desc = f"{settings.video} ({frames.width}x{frames.height}), {len(masks)} object(s)"
 
     # ---- the model: built once, shared by all our configurations (it is stateless)
+    # weights: the checkpoint if given, else the bundled ones (micro), else random (speed does not depend on them)
+    random_init = settings.checkpoint is None and bundled_weights(settings.model) is None
     base = build_sam2_video_predictor(settings.model, checkpoint=settings.checkpoint, device="cpu",
-                                      fill_hole_area=0, **overrides)
+                                      fill_hole_area=0, weights="random" if random_init else None, **overrides)
     model = base.model
-    if settings.checkpoint is None:
+    if random_init:
         random_weights_(model, settings.seed)
     model = model.to(device).eval()
     # taken before the timing wrappers rename the submodules; the reference copies the values when it loads them

@@ -22,7 +22,7 @@ from ..automask.evaluate import GroundTruthError, best_match_ious, find_gt, list
 from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator
 from ..automask.visualize import render_overlay
 from ..io.frames import ImageError, load_image
-from .common import add_model_args
+from .common import add_model_args, weights_from_args
 from ..io.atomic import atomic_open, check_output_folder
 
 HELP = "segment everything in images (grid or attention-guided prompts), optionally scored against ground truth"
@@ -198,7 +198,7 @@ def _check_inputs(args) -> list[str]:
         raise ValueError("--evaluate needs --gt-dir DIR (the ground-truth instance masks)")
     if args.gt_dir and not os.path.isdir(args.gt_dir):
         raise ValueError(f"--gt-dir {args.gt_dir!r} is not a folder")
-    if not os.path.isfile(args.checkpoint):
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         what = "is a folder, not a file" if os.path.isdir(args.checkpoint) else "not found"
         raise ValueError(f"checkpoint {args.checkpoint!r} {what}")
     return images
@@ -223,7 +223,7 @@ def run(args) -> int:
 
     overrides = {} if args.image_size is None else {"image_size": args.image_size}
     try:
-        model = build_sam2(args.model, args.checkpoint, device=device, **overrides)
+        model = build_sam2(args.model, args.checkpoint, device=device, weights=weights_from_args(args), **overrides)
     except (FileNotFoundError, CheckpointError, ValueError, TypeError) as e:
         return _error(str(e))
     generators = {}

@@ -16,8 +16,11 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True)
     p.add_argument("--model", required=True,
                    help=f"model name: {', '.join(available_models())}, or the aliases tiny, small, base_plus, "
                         "large (SAM 2.1)")
-    p.add_argument("--checkpoint", required=checkpoint_required,
-                   help="official SAM 2 / 2.1 checkpoint file (e.g. sam2.1_hiera_large.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (e.g. Meta's sam2.1_hiera_large.pt, or model.pt of `efficient-sam2 train`); "
+                        "not needed for micro, whose trained weights ship with the package")
+    p.add_argument("--random-weights", action="store_true",
+                   help="use an untrained, randomly initialised model (benchmarks, tests) instead of a checkpoint")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
 
@@ -50,6 +53,12 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-selection", choices=MEMORY_SELECTIONS, default=d.memory_selection,
                    help=f"SMR token selection: topk (paper), random, uniform, or the mempool baseline "
                         f"({d.memory_selection})")
+
+
+def weights_from_args(args) -> str | None:
+    """The builders' `weights=` for the model options: "random" with --random-weights, else None (checkpoint or
+    bundled weights)."""
+    return "random" if getattr(args, "random_weights", False) else None
 
 
 def efficient_config_from_args(args) -> EfficientConfig | None:

@@ -167,7 +167,7 @@ def _track(args, out_dir: str) -> int:
     from ..io.frames import VideoFrames
     from ..io.masks import read_palette_mask
     from ..io.overlay import OverlayWriter, overlay_ids
-    from .common import efficient_config_from_args
+    from .common import efficient_config_from_args, weights_from_args
 
     check_device(args.device)
     efficient = efficient_config_from_args(args)
@@ -186,6 +186,7 @@ def _track(args, out_dir: str) -> int:
             if bad:
                 raise ValueError(f"object id(s) {bad} do not fit a palette PNG (1..255)")
         predictor = build_predictor(args.model, args.checkpoint, args.device, image_size=args.image_size,
+                                    weights=weights_from_args(args),
                                     efficient=efficient, shortcut_checkpoint=args.shortcut_checkpoint,
                                     memory_stride=args.memory_stride,
                                     apply_postprocessing=not args.no_postprocessing)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..io.datasets import DATASET_LAYOUTS
-from .common import add_efficient_args, add_model_args, efficient_config_from_args
+from .common import add_efficient_args, add_model_args, efficient_config_from_args, weights_from_args
 
 DESCRIPTION = """\
 Track every annotated object of every video from its first-frame mask and write a mask PNG for every frame at the
@@ -99,7 +99,8 @@ def run(args) -> int:
         check_device(args.device)
         summary = run_vos(
             args.video_dir, args.mask_dir, args.output_dir, args.layout,
-            model=args.model, checkpoint=args.checkpoint, device=args.device, image_size=args.image_size,
+            model=args.model, checkpoint=args.checkpoint, weights=weights_from_args(args), device=args.device,
+            image_size=args.image_size,
             efficient=efficient, shortcut_checkpoint=args.shortcut_checkpoint, memory_stride=args.memory_stride,
             apply_postprocessing=args.apply_postprocessing, video_list=args.video_list,
             per_object=args.per_object, track_objects_appearing_later=args.track_objects_appearing_later,

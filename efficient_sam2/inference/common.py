@@ -68,8 +68,10 @@ def build_predictor(
     memory_stride: Optional[int] = None,
     apply_postprocessing: bool = True,
     non_overlap_masks: bool = False,
+    weights: Optional[str] = None,
 ):
-    """A video predictor (dense when `efficient` is None and no shortcut checkpoint is given)."""
+    """A video predictor (dense when `efficient` is None and no shortcut checkpoint is given); `weights` as for
+    `build_sam2` (None: the checkpoint, else the bundled weights; "random": untrained)."""
     from ..build import build_sam2_video_predictor
 
     overrides = {"non_overlap_masks": non_overlap_masks}
@@ -83,7 +85,8 @@ def build_predictor(
         raise FileNotFoundError(f"checkpoint file not found: {os.fspath(checkpoint)!r} "
                                 "(official checkpoints can be fetched with `efficient-sam2 download NAME`)")
     return build_sam2_video_predictor(model, checkpoint, device=device, apply_postprocessing=apply_postprocessing,
-                                      efficient=efficient, shortcut_checkpoint=shortcut_checkpoint, **overrides)
+                                      efficient=efficient, shortcut_checkpoint=shortcut_checkpoint, weights=weights,
+                                      **overrides)
 
 
 def merge_into(best: np.ndarray, best_id: np.ndarray, logits: np.ndarray, obj_ids: Sequence[int]) -> None:

@@ -373,6 +373,7 @@ def run_vos(
     *,
     model: Optional[str] = None,
     checkpoint: Optional[PathLike] = None,
+    weights: Optional[str] = None,
     predictor=None,
     device: str = "cpu",
     image_size: Optional[int] = None,
@@ -401,7 +402,8 @@ def run_vos(
         mask_dir: annotations in `layout` (``Annotations/480p``, SA-V ``Annotations_6fps``).
         output_dir: where ``<video>/...`` outputs go.
         layout: "davis", "mose" or "sav" (see `efficient_sam2.io.datasets`).
-        model, checkpoint: model name and official checkpoint, used when `predictor` is None.
+        model, checkpoint: model name and official checkpoint, used when `predictor` is None; weights: as for
+            `build_sam2` (None: the checkpoint, else the bundled weights (micro); "random": untrained).
         predictor: an already built video predictor (its `non_overlap_masks` is switched off during the run: the
             non-overlap constraint is applied here, for palette output only).
         device: "cpu", "cuda" (each torchrun process then uses cuda:LOCAL_RANK) or "cuda:N".
@@ -471,7 +473,7 @@ def run_vos(
                     try:
                         built[0] = build_predictor(model, checkpoint, dev, image_size=image_size, efficient=efficient,
                                                    shortcut_checkpoint=shortcut_checkpoint,
-                                                   memory_stride=memory_stride,
+                                                   memory_stride=memory_stride, weights=weights,
                                                    apply_postprocessing=apply_postprocessing, non_overlap_masks=False)
                     except Exception as exc:
                         raise _Fatal(exc) from exc
