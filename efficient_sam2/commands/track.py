@@ -225,7 +225,8 @@ def _track(args, out_dir: str) -> int:
                 print(f"note: {args.output} also holds {len(out.kept)} file(s) this run did not write, left as they "
                       f"were: {shown}", file=sys.stderr)
         seconds = time.perf_counter() - t0
-        stats = predictor.statistics(state).summary() if hasattr(predictor, "statistics") else None
+        stats = predictor.statistics(state) if hasattr(predictor, "statistics") else None
+        stats = stats.summary() if stats is not None else None  # None: dense SAM 2
         overlay_path = None
         if args.overlay is not None:
             fps = args.fps or _video_fps(args.video) or 24.0
