@@ -142,6 +142,8 @@ class EfficiencyTotals:
         if stats_fn is None:
             return
         stats = stats_fn(state)
+        if stats is None:  # dense SAM 2: nothing skipped
+            return
         self.kept_windows.extend(stats.kept_windows.values())
         self.kept_memory.extend(stats.kept_memory.values())
         self.fallbacks += len(stats.saliency_fallbacks)
