@@ -7,7 +7,8 @@ Downloads are resumable: bytes go to ``<file>.part`` and an interrupted download
 with an HTTP Range request (on the next call, or automatically up to `retries` times). When complete, the SHA-256 of
 the file is checked against the expected hash (given by the caller, or known for the file) and the file is renamed
 to its final name; a mismatch deletes the download. The computed hash is always written next to the file as
-``<file>.sha256`` (``sha256sum`` format), so it can be checked later with ``sha256sum -c``.
+``<file>.sha256`` (``sha256sum`` format, atomically through `io.atomic.atomic_open`), so it can be checked later
+with ``sha256sum -c``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Optional, Union
 from tqdm.auto import tqdm
 
 from .configs import available_models, resolve_model_name
+from .io.atomic import atomic_open
 
 __all__ = ["CHECKPOINTS", "CheckpointInfo", "DownloadError", "checkpoint_info", "download_checkpoint", "sha256sum"]
 
@@ -228,10 +230,8 @@ def download_checkpoint(
         raise DownloadError(f"SHA-256 mismatch for {info.filename}: expected {expected}, got {digest}; the "
                             f"download was deleted (corrupted transfer or wrong file at {source})")
     os.replace(part, dest)
-    hash_file = folder / (info.filename + ".sha256")
-    tmp = folder / f".{info.filename}.sha256.tmp"
-    tmp.write_text(f"{digest}  {info.filename}\n")
-    os.replace(tmp, hash_file)
+    with atomic_open(folder / (info.filename + ".sha256"), "w") as f:
+        f.write(f"{digest}  {info.filename}\n")
     return dest
 
 

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from ..configs import get_config, resolve_model_name
+from ..devices import resolve_device
 from ..efficient.config import SHORTCUT_VARIANTS, EfficientConfig
 from ..io.atomic import atomic_open
 
@@ -134,13 +135,9 @@ class BenchmarkSettings:
         if self.dtype not in ("fp32", "bf16"):
             raise BenchError(f"--dtype must be fp32 or bf16, got {self.dtype!r}")
         try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise BenchError(f"invalid --device {self.device!r}: {exc}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise BenchError(f"--device {self.device} asked for, but CUDA is not available on this machine")
-        if device.type not in ("cpu", "cuda"):
-            raise BenchError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+            device = resolve_device(self.device, allowed=("cpu", "cuda"))
+        except (ValueError, RuntimeError) as exc:
+            raise BenchError(f"--device: {exc}") from None
         names = []
         for name in self.configs:
             name = name.strip()

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..devices import resolve_device
+
 __all__ = [
     "PRECISIONS",
     "EfficiencyTotals",
@@ -25,18 +27,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_device(device: str) -> str:
-    """Validate a torch device string early, with a readable message."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"invalid device {device!r}: expected e.g. cpu, cuda, cuda:1, mps") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {device!r} was asked for, but MPS is not available")
+    """Validate a torch device string early, with a readable message (`devices.resolve_device`); returns it."""
+    resolve_device(device)
     return str(device)
 
 

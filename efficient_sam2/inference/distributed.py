@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence, TypeVar
 
 import torch
 
+from .. import devices
+
 __all__ = ["DistContext", "init_distributed", "resolve_device", "shard"]
 
 T = TypeVar("T")
@@ -42,12 +44,10 @@ def resolve_device(device: str, local_rank: int, world_size: int) -> str:
     """The device of this process: a bare ``cuda`` becomes ``cuda:LOCAL_RANK`` when several processes run (modulo
     the node's GPU count, so that more processes than GPUs share them)."""
     dev = str(device)
-    if dev.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {dev} was asked for, but CUDA is not available on this machine")
-        if dev == "cuda" and world_size > 1:
-            # More processes than GPUs on a node share them round-robin.
-            dev = f"cuda:{local_rank % torch.cuda.device_count()}"
+    devices.resolve_device(dev)  # a readable error for a device this machine does not have
+    if dev == "cuda" and world_size > 1:
+        # More processes than GPUs on a node share them round-robin.
+        dev = f"cuda:{local_rank % torch.cuda.device_count()}"
     return dev
 
 
