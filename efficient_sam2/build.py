@@ -234,15 +234,9 @@ def _model(name: str, checkpoint, device, cfg_overrides: dict[str, Any], weights
 
 
 def _check_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}: expected e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was requested but CUDA is not available here; use device='cpu'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RuntimeError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
-    return dev
+    from .devices import resolve_device
+
+    return resolve_device(device)
 
 
 def build_sam2(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from efficient_sam2 import EfficientConfig, build_sam2, build_sam2_video_predictor
+from efficient_sam2.efficient.policy import EfficientPolicy
 from efficient_sam2.efficient.memory_retrieval import (
     MemorySlot,
     SaliencyCache,
@@ -275,16 +276,17 @@ def test_first_two_frames_dense_and_routing_after(video, monkeypatch):
     folder, disc = video
     eff = _predictor("tiny", 256, EfficientConfig(kept_windows=0.25, smr=False))
     plans = {}
-    orig = eff._window_plan
+    orig = EfficientPolicy.window_plan
 
-    def spy(state, t):
-        plan = orig(state, t)
+    def spy(self, t):
+        plan = orig(self, t)
         plans[t] = None if plan is None else plan.keep.tolist()
         return plan
 
-    monkeypatch.setattr(eff, "_window_plan", spy)
+    monkeypatch.setattr(EfficientPolicy, "window_plan", spy)
     out, state = _track(eff, folder, disc)
-    assert plans[0] is None and plans[1] is None  # frame 0 (prompted) and 1 keep every window
+    assert 0 not in plans  # frame 0 is prompted: its features come from the prompt step, never routed
+    assert plans[1] is None  # frame 1 keeps every window
     assert all(plans[t] is not None and len(plans[t]) == 1 for t in range(2, 9))  # 25% of 2 x 2 windows
     stats = eff.statistics(state)
     assert stats.kept_windows[0] == stats.kept_windows[1] == 1.0

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..build import load_checkpoint
 from ..configs import get_config, resolve_model_name
+from ..devices import resolve_device
 from ..io.atomic import atomic_open, atomic_torch_save
 from ..modeling.sam2 import DecoderOutput, PointPrompt, SAM2Model
 from ..tracking.loop import TrackingLoop
@@ -308,7 +309,7 @@ class SAM2Trainer:
         self.log = log or (lambda msg: None)
         self.out = os.fspath(cfg.out)
         self._check_output(resume, overwrite)
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         overrides = {"dynamic_multimask_via_stability": True, "binarize_mask_from_pts_for_mem_enc": True}
