@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": "bench",
     "train-shortcut": "train_shortcut",
     "automask": "automask",
+    "stream": "stream",
     "synth": "synth",
 }
 

@@ -409,6 +409,9 @@ def sweep_markdown(result) -> str:
         + " when tracking starts (model built, video opened), its peak while tracking, and the growth between them"
         + ("" if memory_kind == "cuda_allocated" else " (includes what the allocator keeps after frees)"),
     ]
+    if s.get("stream"):
+        lines.append("- streaming tracker (`--stream`): frames generated as they are tracked, none kept; tracking "
+                     "state = `StreamingTracker.state_nbytes()`")
     if s.get("kept_windows") is not None:
         lines.append(f"- kept windows forced to {s['kept_windows']:g} of the routed stage on routed frames")
     cols = [q, "configuration", "image encoder (ms)", "memory attention (ms)", "end-to-end (ms/frame)",

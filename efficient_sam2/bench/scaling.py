@@ -33,6 +33,7 @@ from .common import BenchError, BenchmarkSettings, atomic_write_bytes
 from .memory import MemoryProbe, tensor_megabytes
 from .report import plot_sweep, sweep_markdown
 from .speed import run_benchmark
+from .stream import run_stream
 
 __all__ = ["SWEEPABLE", "MemoryProbe", "SweepPoint", "SweepResult", "parse_sweep", "run_sweep", "tensor_megabytes"]
 
@@ -119,12 +120,15 @@ class SweepResult:
         return sweep_markdown(self)
 
 
-def _child(settings: dict, conn, progress: bool = False, desc: str = "bench") -> None:
+def _child(settings: dict, conn, progress: bool = False, desc: str = "bench", stream: bool = False) -> None:
     """Runs in a fresh process: one configuration, memory probed; sends a dict back through `conn`."""
     try:
         s = BenchmarkSettings(**settings)
         s.configs = tuple(s.configs)
         device = torch.device(s.device)
+        if stream:  # the streaming tracker over a long stream (bench/stream.py)
+            conn.send(run_stream(s, progress, MemoryProbe(device), desc))
+            return
         result = run_benchmark(s, progress=progress, memory_probe=MemoryProbe(device), desc=desc)
         (name, res), = result.configs.items()
         medians = {b: (statistics.median(xs) if xs else None) for b, xs in res.samples_ms.items()}
@@ -143,10 +147,10 @@ def _child(settings: dict, conn, progress: bool = False, desc: str = "bench") ->
         conn.close()
 
 
-def _run_child(settings: dict, progress: bool = False, desc: str = "bench") -> dict:
+def _run_child(settings: dict, progress: bool = False, desc: str = "bench", stream: bool = False) -> dict:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(settings, child, progress, desc), daemon=True)
+    proc = ctx.Process(target=_child, args=(settings, child, progress, desc, stream), daemon=True)
     proc.start()
     child.close()
     try:
@@ -162,9 +166,10 @@ def _run_child(settings: dict, progress: bool = False, desc: str = "bench") -> d
 
 
 def run_sweep(settings: BenchmarkSettings, quantity: str, values: Sequence[int], progress: bool = True,
-              command: str | None = None) -> SweepResult:
+              command: str | None = None, stream: bool = False) -> SweepResult:
     """Run `settings` once per value of `quantity` ("objects" or "frames") and per configuration, each in a
-    process of its own; returns every point (failed ones carry their error instead of measurements)."""
+    process of its own; returns every point (failed ones carry their error instead of measurements). With
+    `stream`, each point runs the streaming tracker over a synthetic stream (`bench.stream.run_stream`)."""
     if quantity not in SWEEPABLE:
         raise BenchError(f"cannot sweep {quantity!r}; choose {' or '.join(SWEEPABLE)}")
     values = sorted({int(v) for v in values})
@@ -190,7 +195,7 @@ def run_sweep(settings: BenchmarkSettings, quantity: str, values: Sequence[int],
                 # what a user's tracking keeps: the predictor's own bounded frame cache, not every frame
                 frame_cache=16 if settings.frame_cache is None else settings.frame_cache,
             )
-            message = _run_child(dataclasses.asdict(child_settings), progress, desc)
+            message = _run_child(dataclasses.asdict(child_settings), progress, desc, stream)
             point = SweepPoint(v, name)
             if "error" in message:
                 point.error = message["error"]
@@ -209,6 +214,8 @@ def run_sweep(settings: BenchmarkSettings, quantity: str, values: Sequence[int],
     settings_dict.update({"configs": configs, quantity: None, "frame_cache": 16 if settings.frame_cache is None
                           else settings.frame_cache})
     settings_dict.pop("include_dense", None)
+    if stream:
+        settings_dict.update(stream=True, frame_cache=0)
     if not environment:
         environment = common.environment(torch.device(settings.device))
     return SweepResult(settings_dict, quantity, values, configs, points, environment, command)

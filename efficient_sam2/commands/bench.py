@@ -80,6 +80,9 @@ def register(subparsers) -> None:
                             "configuration) runs in a fresh process of its own, so its peak memory is its own; "
                             "the report gives ms per frame, the tensors the tracking state holds, memory at start, "
                             "its peak and growth, and the growth per extra object or frame")
+    sweep.add_argument("--stream", action="store_true",
+                       help="with --sweep: run the streaming tracker over a synthetic stream of that many frames "
+                            "(e.g. --sweep frames=200,2000 --stream) and report its peak memory and state bytes")
     timing = p.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=1, help="untimed passes over the video first (default 1)")
     timing.add_argument("--repeats", type=int, default=3, help="timed passes over the video (default 3)")
@@ -130,6 +133,8 @@ def run(args) -> int:
             sweep = parse_sweep(args.sweep)
             if getattr(args, sweep[0]) is not None:
                 raise BenchError(f"--sweep {sweep[0]}=... sets the number of {sweep[0]}: leave out --{sweep[0]}")
+        if getattr(args, "stream", False) and sweep is None:
+            raise BenchError("--stream goes with --sweep, e.g. --sweep frames=200,2000 --stream")
         settings = BenchmarkSettings(
             model=args.model, checkpoint=args.checkpoint, image_size=args.image_size,
             frames=12 if args.frames is None else args.frames,
@@ -193,7 +198,9 @@ def _run_sweep(args, settings, sweep) -> int:
 
     quantity, values = sweep
     try:
-        result = run_sweep(settings, quantity, values, progress=not args.no_progress, command=command_line(args))
+        stream = getattr(args, "stream", False)
+        result = run_sweep(settings, quantity, values, progress=not args.no_progress,
+                           command=command_line(args) + (" --stream" if stream else ""), stream=stream)
     except (BenchError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -85,6 +85,10 @@ class SaliencyCache:
     def drop_object(self, obj_id: int) -> None:
         self._entries.pop(obj_id, None)
 
+    def nbytes(self) -> int:
+        """Bytes of the cached index tensors."""
+        return sum(t.numel() * t.element_size() for fifo in self._entries.values() for t in fifo.values())
+
     def clear(self) -> None:
         self._entries.clear()
 

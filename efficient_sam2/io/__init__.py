@@ -18,6 +18,7 @@ from .frames import (
     preprocess_frame,
     sort_frame_names,
 )
+from .sources import FrameSource, SourceError, SourceFrame, SourceStalledError, SourceWarning, open_source
 from .masks import (
     DAVIS_PALETTE,
     MaskError,
@@ -53,6 +54,12 @@ __all__ = [
     "load_image",
     "preprocess_frame",
     "sort_frame_names",
+    "FrameSource",
+    "SourceError",
+    "SourceFrame",
+    "SourceStalledError",
+    "SourceWarning",
+    "open_source",
     "DAVIS_PALETTE",
     "MaskError",
     "area_from_rle",

@@ -1,4 +1,5 @@
-"""Predictors: single images (`ImagePredictor`) and videos (`VideoPredictor`, `EfficientVideoPredictor`).
+"""Predictors: single images (`ImagePredictor`), videos (`VideoPredictor`, `EfficientVideoPredictor`) and streams
+(`StreamingTracker`).
 
 Names are imported lazily so that `import efficient_sam2.predictors` stays cheap.
 """
@@ -14,6 +15,8 @@ _EXPORTS = {
     "ObjectState": ".video",
     "PromptError": ".video",
     "ImagePredictor": ".image",
+    "StreamingTracker": ".stream",
+    "TrackResult": ".stream",
     "EfficientVideoPredictor": ".efficient_video",
     "EfficiencyStats": ".efficient_video",
     "fill_holes": ".postprocess",
