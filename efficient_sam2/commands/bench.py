@@ -29,18 +29,30 @@ configurations:
   efficient-off  EfficientVideoPredictor with both off   (its bookkeeping overhead)
   reference      the reference package's dense SAM2VideoPredictor with the same weights (needs sam2 + hydra-core)
 
-example:
+accuracy (--accuracy): J&F of the configurations below on held-out videos with ground truth (e.g. written by
+`efficient-sam2 synth --split val`), per stress subset, with the kept-window / kept-memory fractions, the
+saliency-fallback rate and the speed-up over dense measured in the same run (tracking time only, configurations
+interleaved per video). Predictions are written as `vos` writes them and scored by `eval`'s evaluator; the report
+goes to OUTPUT/accuracy.json and OUTPUT/accuracy.md. --warmup N runs every configuration N times on the first
+video first, untimed; precision is that of `vos` (bf16 autocast on CUDA; --dtype bf16 forces it). On a busy CPU use
+--threads 1 --clock cpu. Configurations (default: all):
+  dense, swr-identity, swr (trained shortcut), swr-chosen-mask, swr-no-dilation (SMR off), smr, smr-random,
+  smr-uniform, mempool (SWR off), efficient (SWR + SMR, router-decided windows)
+
+examples:
+  efficient-sam2 bench --accuracy --data data/val --videos-per-subset 3 --output acc --threads 1
   efficient-sam2 bench --model base_plus --image-size 1024 --kept-windows 0.2 --configs dense,swr,smr,efficient,reference --json bench.json --markdown bench.md --plot bench.png
 """
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="speed benchmark: dense vs SWR / SMR / Efficient-SAM2 / baselines / reference",
+        "bench", help="speed benchmark (--accuracy: J&F) of dense vs SWR / SMR / Efficient-SAM2 / baselines / reference",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True,
-                   help=f"model name: {', '.join(available_models())}, or tiny, small, base_plus, large (SAM 2.1)")
+    p.add_argument("--model", default=None,
+                   help=f"model name: {', '.join(available_models())}, or tiny, small, base_plus, large (SAM 2.1); "
+                        "required for timing, default micro with --accuracy")
     p.add_argument("--checkpoint", default=None,
                    help="official SAM 2 / 2.1 checkpoint (default: seeded random weights, fine for speed)")
     p.add_argument("--image-size", type=int, default=None,
@@ -55,8 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; use 1 on a busy machine)")
-    p.add_argument("--configs", default="dense,swr,smr,efficient",
-                   help="comma-separated configurations to compare (default dense,swr,smr,efficient; see above)")
+    p.add_argument("--configs", default=None,
+                   help="comma-separated configurations to compare (default dense,swr,smr,efficient; with "
+                        "--accuracy all of its configurations; see above)")
     source = p.add_argument_group("what sets the sparsity (choose one)")
     source.add_argument("--kept-windows", type=float, default=None, metavar="F",
                         help="keep exactly this fraction of the routed stage's windows on routed frames, in (0, 1] "
@@ -74,6 +87,19 @@ def register(subparsers) -> None:
                      help="shortcut branch of background windows (default bottleneck)")
     eff.add_argument("--shortcut-checkpoint", default=None,
                      help="trained shortcut weights (default: untrained; its cost is the same)")
+    acc = p.add_argument_group("accuracy")
+    acc.add_argument("--accuracy", action="store_true",
+                     help="measure J&F per configuration and stress subset on --data (see above) instead of timing")
+    acc.add_argument("--data", default=None, metavar="DIR",
+                     help="DAVIS-layout dataset root with annotations (JPEGImages/<res>, Annotations/<res>)")
+    acc.add_argument("--output", default=None, metavar="DIR",
+                     help="new or empty folder for accuracy.json, accuracy.md, predictions/ and ground_truth/")
+    acc.add_argument("--videos-per-subset", type=int, default=None, metavar="N",
+                     help="the first N videos of each subset (default all)")
+    acc.add_argument("--subsets", default=None, metavar="S1,S2",
+                     help="comma-separated stress subsets (default: every subset in --data)")
+    acc.add_argument("--resolution", default=None, metavar="RES",
+                     help="the <res> folder, e.g. 480p (default: meta.json's, or the only one)")
     sweep = p.add_argument_group("scaling")
     sweep.add_argument("--sweep", default=None, metavar="QUANTITY=V1,V2,...",
                        help="how time and peak memory grow: objects=1,2,4,8 or frames=12,24,48. Every (value, "
@@ -125,6 +151,15 @@ def run(args) -> int:
     from ..bench.report import check_output_path, write_json, write_markdown, write_plot
     from ..bench.speed import BenchError, BenchmarkSettings, run_benchmark
 
+    if getattr(args, "accuracy", False):
+        return _run_accuracy(args)
+    given = [f for f in _ACCURACY_ONLY if getattr(args, f.lstrip("-").replace("-", "_"), None) is not None]
+    if given or args.model is None:
+        what = f"{', '.join(given)} go(es) with --accuracy" if given else "--model is required (e.g. --model tiny)"
+        print(f"error: {what}", file=sys.stderr)
+        return 2
+    if args.configs is None:
+        args.configs = "dense,swr,smr,efficient"
     sweep = None
     try:
         if args.sweep is not None:
@@ -212,3 +247,65 @@ def _run_sweep(args, settings, sweep) -> int:
         print(f"error: {len(failed)} of {len(result.points)} runs failed (see the table)", file=sys.stderr)
         return 1
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --accuracy
+_ACCURACY_ONLY = ("--data", "--output", "--videos-per-subset", "--subsets", "--resolution")
+_TIMING_ONLY = {"frames": "--frames", "objects": "--objects", "video": "--video", "mask": "--mask",
+                "sweep": "--sweep", "json": "--json", "markdown": "--markdown", "plot": "--plot"}
+
+
+def accuracy_command_line(args) -> str:
+    """The `efficient-sam2 bench --accuracy` command reproducing this report (options left at default omitted)."""
+    import shlex
+
+    words = ["efficient-sam2", "bench", "--accuracy"]
+    for name in ("data", "model", "checkpoint", "shortcut_checkpoint", "image_size", "device", "configs", "subsets",
+                 "videos_per_subset", "resolution", "kept_windows", "sparsity", "tau", "shortcut", "threads",
+                 "output"):
+        value = getattr(args, name, None)
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    for name, default in (("dtype", "fp32"), ("clock", "wall"), ("warmup", 1), ("seed", 0)):
+        if getattr(args, name) != default:
+            words += ["--" + name, str(getattr(args, name))]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _run_accuracy(args) -> int:
+    from ..bench.accuracy import AccuracyError, AccuracySettings, run_accuracy
+    from ..build import CheckpointError
+    from .common import warnings_as_notes
+
+    try:
+        bad = [flag for name, flag in _TIMING_ONLY.items() if getattr(args, name, None) is not None]
+        bad += ["--stream"] * bool(getattr(args, "stream", False)) + ["--repeats"] * (args.repeats != 3)
+        if bad:
+            raise AccuracyError(f"{', '.join(bad)} time(s) the speed benchmark and cannot go with --accuracy")
+        if args.data is None or args.output is None:
+            raise AccuracyError("--accuracy needs --data DIR (held-out videos with annotations) and --output DIR")
+        settings = AccuracySettings(
+            data=args.data, output=args.output, model=args.model or "micro", checkpoint=args.checkpoint,
+            shortcut_checkpoint=args.shortcut_checkpoint, image_size=args.image_size, device=args.device,
+            precision="bf16" if args.dtype == "bf16" else "auto",
+            configs=tuple(args.configs.split(",")) if args.configs else AccuracySettings.configs,
+            subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()) if args.subsets else None,
+            videos_per_subset=args.videos_per_subset, resolution=args.resolution, kept_windows=args.kept_windows,
+            sparsity=args.sparsity, tau=args.tau, shortcut=args.shortcut, seed=args.seed, threads=args.threads,
+            clock=args.clock, warmup=args.warmup, overwrite=args.overwrite, eval_workers=args.threads,
+        ).validate()
+        with warnings_as_notes():
+            result = run_accuracy(settings, progress=not args.no_progress, command=accuracy_command_line(args))
+    except (AccuracyError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: could not write the results: {exc}", file=sys.stderr)
+        return 1
+    print(result.markdown())
+    print(f"written: {', '.join(result.files.values())}", file=sys.stderr)
+    if result.failures:
+        print(f"error: {len(result.failures)} run(s) failed; their videos are left out of every score (see the "
+              "report)", file=sys.stderr)
+    return result.exit_code
