@@ -61,6 +61,11 @@ def test_mask_losses_pick_the_best_output_and_skip_absent_objects():
     assert float(terms.focal) < 1e-3 and float(terms.dice) < 1e-3  # the good output of object 0 was chosen
     # IoU head: object 0's outputs have IoU 0, 1, 0 with the ground truth and predicted 0, 1, 0
     assert float(terms.iou) == pytest.approx(0.0, abs=1e-6)
+    # a saturated head (p = 1e-5 where the IoU is 1) still gets the gradient p - IoU at its logit
+    p = torch.tensor([1e-5], requires_grad=True)
+    logit = torch.logit(p.detach()).requires_grad_()
+    torch.nn.functional.binary_cross_entropy(torch.sigmoid(logit), torch.tensor([1.0])).backward()
+    assert float(logit.grad) == pytest.approx(1e-5 - 1.0, rel=1e-3)
     assert float(terms.score) < 1e-3
 
 

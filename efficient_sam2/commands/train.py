@@ -14,7 +14,8 @@ starts from a fresh initialisation (from scratch).
 The recipe is SAM 2's: clips of --clip-len frames of one object each; a prompt on the first frame drawn among a
 mask, clicks and a box (--prompt-probs); with --correction-prob one later frame gets a correction click sampled
 from the error; memory is carried through the clip by the same tracking step inference runs, gradients on. Loss:
-focal (x20) + dice on the best multimask output, L1 on the predicted IoU, BCE on the object score. AdamW with
+focal (x20) + dice on the best multimask output, BCE on the predicted IoU (SAM 2: L1, which saturates when
+training from scratch), BCE on the object score. AdamW with
 linear warm-up and cosine decay, gradient clipping (--grad-clip), frozen parts (--freeze image_encoder,...).
 
 Writes to --out: model.pt (weights; pass it as --checkpoint to any command), checkpoint.pt (resumable: model,
@@ -72,6 +73,8 @@ def register(subparsers) -> None:
                    help=f"comma-separated parts to freeze: {', '.join(FREEZABLE)}")
     p.add_argument("--prompt-probs", type=_probs, default=d.prompt_probs,
                    help="first-frame prompt weights (default mask=0.5,clicks=0.25,box=0.25)")
+    p.add_argument("--iou-loss", choices=("bce", "l1"), default=d.iou_loss,
+                   help="loss of the IoU head: bce (default) or l1 (SAM 2's; saturates when training from scratch)")
     p.add_argument("--max-clicks", type=int, default=d.max_clicks, help=f"first-frame clicks, 1..N ({d.max_clicks})")
     p.add_argument("--correction-prob", type=float, default=d.correction_prob,
                    help=f"chance of a correction click on a later frame of a clip ({d.correction_prob})")
@@ -98,7 +101,7 @@ def run(args) -> int:
             steps=args.steps, batch_size=args.batch_size, clip_len=args.clip_len, max_stride=args.max_stride,
             lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup, weight_decay=args.weight_decay,
             grad_clip=args.grad_clip, freeze=args.freeze, bf16=args.bf16, device=args.device,
-            prompt_probs=args.prompt_probs, max_clicks=args.max_clicks, correction_prob=args.correction_prob,
+            prompt_probs=args.prompt_probs, iou_loss=args.iou_loss, max_clicks=args.max_clicks, correction_prob=args.correction_prob,
             val_every=args.val_every, val_videos=args.val_videos, save_every=args.save_every, seed=args.seed,
             threads=args.threads, image_size=args.image_size,
         )

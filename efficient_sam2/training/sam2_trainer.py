@@ -4,9 +4,12 @@ The recipe follows SAM 2's video training: clips of T frames (default 8) of one 
 first frame drawn among a mask, clicks and a box; optional correction clicks on a later frame, sampled from the
 current error; memory carried through the clip by the same tracking step that inference runs
 (`tracking.TrackingLoop`), with gradients on. Losses per prompted or tracked frame: focal (x20) + dice on the best
-of the multimask outputs, L1 between the predicted and the actual IoU of every output, and binary cross-entropy on
-the object score; mask losses only where the object is present. AdamW with linear warm-up and cosine decay,
-gradient clipping, frozen parameter groups, optional bf16 autocast.
+of the multimask outputs, a loss between the predicted and the actual IoU of every output, and binary
+cross-entropy on the object score; mask losses only where the object is present. The IoU loss is binary
+cross-entropy where SAM 2 uses L1: through the IoU head's sigmoid an L1 loss stops learning once the head
+saturates, which happened here training from scratch (the head predicted ~0 for every output, and inference then
+chose the all-foreground one); cross-entropy gives the head's logit the gradient (p - IoU) and never saturates.
+AdamW with linear warm-up and cosine decay, gradient clipping, frozen parameter groups, optional bf16 autocast.
 
 Checkpoints are written atomically every `save_every` steps and at the end (`checkpoint.pt`: model, optimiser,
 step; `model.pt`: weights only, loadable by every builder with `checkpoint=`). Data sampling is a pure function of
@@ -56,6 +59,7 @@ FREEZABLE: dict[str, str] = {
 """Names accepted by `freeze` -> the module (prefix of parameter names) they freeze."""
 
 PROMPTS = ("mask", "clicks", "box")
+IOU_LOSSES = ("bce", "l1")
 LOSS_COLUMNS = ["step", "loss", "focal", "dice", "iou", "score", "lr", "seconds"]
 VAL_COLUMNS = ["step", "J&F", "J", "F", "videos"]
 
@@ -74,7 +78,8 @@ class SAM2TrainConfig:
     clip_len: frames per clip; max_stride: clips take every k-th frame, k in 1..max_stride; lr, min_lr_ratio
     (cosine decay to lr * min_lr_ratio), warmup_steps, weight_decay, grad_clip (max global norm; 0 = off);
     freeze: module names from FREEZABLE; bf16: autocast in bfloat16; device; prompt_probs: probabilities of a
-    mask, clicks and a box on the first frame; max_clicks: clicks drawn on the first frame (1..max_clicks);
+    mask, clicks and a box on the first frame; iou_loss: "bce" (default) or "l1" (SAM 2's, see the module
+    docstring); max_clicks: clicks drawn on the first frame (1..max_clicks);
     correction_prob: chance that one later frame of a clip gets a correction click; val_every: steps between
     validations (0 = only at the end); val_videos: validation videos used (0 = all); save_every: steps between
     checkpoints; seed; threads: torch intra-op threads (0 = torch's default); image_size: model input size (None =
@@ -99,6 +104,7 @@ class SAM2TrainConfig:
     bf16: bool = False
     device: str = "cpu"
     prompt_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    iou_loss: str = "bce"
     max_clicks: int = 2
     correction_prob: float = 0.25
     val_every: int = 0
@@ -132,6 +138,8 @@ class SAM2TrainConfig:
         probs = tuple(float(p) for p in self.prompt_probs)
         if len(probs) != 3 or any(p < 0 for p in probs) or sum(probs) <= 0:
             fail(f"prompt_probs must be three non-negative weights (mask, clicks, box), got {self.prompt_probs!r}")
+        if self.iou_loss not in IOU_LOSSES:
+            fail(f"iou_loss must be one of {', '.join(IOU_LOSSES)}, got {self.iou_loss!r}")
         unknown = [f for f in self.freeze if f not in FREEZABLE]
         if unknown:
             fail(f"cannot freeze {', '.join(map(repr, unknown))}: not a part of the model; choose from "
@@ -178,11 +186,12 @@ class LossTerms:
         return 20.0 * self.focal + self.dice + self.iou + self.score
 
 
-def mask_losses(dec: DecoderOutput, gt: torch.Tensor) -> LossTerms:
+def mask_losses(dec: DecoderOutput, gt: torch.Tensor, iou_loss: str = "bce") -> LossTerms:
     """SAM 2's losses for B objects on one frame; gt (B, 1, S, S) in {0, 1}.
 
     The multimask output with the lowest focal x 20 + dice is supervised; the IoU head is supervised on every
-    output; mask terms count only for objects present in the ground truth.
+    output (binary cross-entropy between the predicted and the actual IoU, see the module docstring); mask terms
+    count only for objects present in the ground truth.
     """
     S = gt.shape[-1]
     logits = dec.multimask_logits.float()
@@ -198,7 +207,10 @@ def mask_losses(dec: DecoderOutput, gt: torch.Tensor) -> LossTerms:
         inter = (pred & (target > 0)).flatten(2).sum(-1).float()
         union = (pred | (target > 0)).flatten(2).sum(-1).float()
         actual_iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-    iou = (dec.ious.float() - actual_iou).abs().mean(1)
+    if iou_loss == "l1":
+        iou = (dec.ious.float() - actual_iou).abs().mean(1)
+    else:
+        iou = F.binary_cross_entropy(dec.ious.float(), actual_iou, reduction="none").mean(1)
     score = F.binary_cross_entropy_with_logits(dec.object_score_logits.float().reshape(-1), present,
                                                reduction="none")
     denom = present.sum().clamp(min=1)
@@ -436,18 +448,18 @@ class SAM2Trainer:
                         points = sample_clicks(gt, int(rng.integers(1, cfg.max_clicks + 1)), rng) \
                             if prompt == "clicks" else sample_box(gt, rng)
                         group = loop.step(feats, tracks, 0, T, is_init=True, points=points)
-                        terms.append(mask_losses(group.step.decoder, gt))
+                        terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
                     for track, out in zip(tracks, group.outputs):
                         track.cond_outputs[0] = out
                     continue
                 group = loop.step(feats, tracks, t, T)
-                terms.append(mask_losses(group.step.decoder, gt))
+                terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
                 store = "non_cond_outputs"
                 if t == correct_at:
                     points = sample_correction(group.step.pred_masks.detach(), gt, rng)
                     group = loop.step(feats, tracks, t, T, points=points,
                                       prev_mask_logits=group.step.pred_masks.detach().clamp(-32, 32))
-                    terms.append(mask_losses(group.step.decoder, gt))
+                    terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
                     store = "cond_outputs"
                 for track, out in zip(tracks, group.outputs):
                     getattr(track, store)[t] = out
