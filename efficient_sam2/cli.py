@@ -14,11 +14,13 @@ from . import __version__
 
 # subcommand name -> module in efficient_sam2.commands
 COMMANDS = {
+    "demo": "demo",
     "track": "track",
     "vos": "vos",
     "eval": "evaluate",
     "download": "download",
     "bench": "bench",
+    "train": "train",
     "train-shortcut": "train_shortcut",
     "automask": "automask",
     "stream": "stream",

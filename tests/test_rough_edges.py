@@ -42,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    m = build_sam2_video_predictor("tiny", image_size=SIZE)
+    m = build_sam2_video_predictor("tiny", weights="random", image_size=SIZE)
     randomize_(m.model, 3)
     path = tmp_path_factory.mktemp("ckpt") / "tiny128.pt"
     torch.save({"model": m.model.state_dict()}, path)
