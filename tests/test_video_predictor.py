@@ -564,3 +564,26 @@ def test_offload_state_to_cpu(predictor, device):
 def test_inference_state_is_exported():
     assert InferenceState.__name__ == "InferenceState"
     assert issubclass(PromptError, ValueError) and issubclass(VideoError, ValueError)
+
+
+@pytest.mark.parametrize("num_maskmem,stride,max_ptrs", [(7, 1, 16), (7, 3, 16), (3, 2, 4), (2, 1, 5), (1, 1, 16)])
+def test_frames_to_keep_holds_everything_later_frames_read(num_maskmem, stride, max_ptrs):
+    """Brute force: after frame `last`, every tracked frame any later frame selects is kept, and nothing more."""
+    from efficient_sam2.tracking import frames_to_keep
+
+    for last in range(1, 40):
+        cond = {0: "c"}
+        non = {t: "n" for t in range(1, last + 1)}
+        needs_memory, needs_pointer = frames_to_keep(last, num_maskmem, stride, max_ptrs)
+        read_mem, read_ptr = set(), set()
+        for later in range(last + 1, last + 3 * stride * num_maskmem + max_ptrs + 3):
+            # frames after `last` are not tracked yet; they only add newer frames, which are never dropped
+            chosen, sel, unsel = select_memory_frames(later, cond, non, num_maskmem, stride)
+            read_mem |= {t for _, t, _ in chosen if 0 < t <= last}
+            ptrs = select_object_pointers(later, sel, unsel, non, 10**6, max_ptrs, signed=True)
+            read_ptr |= {t for _, t, _ in ptrs if 0 < t <= last}
+        kept_mem = {t for t in non if needs_memory(t)}
+        kept_ptr = {t for t in non if needs_pointer(t)}
+        assert read_mem <= kept_mem and read_ptr <= kept_ptr, (last, read_mem - kept_mem, read_ptr - kept_ptr)
+        assert kept_mem - read_mem <= {last}, (last, kept_mem - read_mem)  # at most frame t-1 of the next frame
+        assert kept_ptr == read_ptr, (last, kept_ptr ^ read_ptr)
