@@ -6,6 +6,7 @@ EfficientConfig(kept_windows=0.25) every routed frame computes one window and se
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -18,8 +19,9 @@ from PIL import Image
 
 from efficient_sam2.build import build_sam2_video_predictor
 from efficient_sam2.cli import main as cli_main
+from efficient_sam2.data import dataset_layout, write_dataset
 from efficient_sam2.efficient.config import EfficientConfig
-from efficient_sam2.efficient.shortcut import BottleneckShortcut, IdentityShortcut, load_shortcut
+from efficient_sam2.efficient.shortcut import BottleneckShortcut, IdentityShortcut, build_shortcut, load_shortcut
 from efficient_sam2.io.masks import write_object_mask, write_palette_mask
 from efficient_sam2.training import (
     ShortcutTrainer,
@@ -34,7 +36,16 @@ from efficient_sam2.training import (
     scan_training_videos,
     train_shortcut,
 )
-from efficient_sam2.training.shortcut_trainer import STATE_FILE, default_frame_stride
+from efficient_sam2.predictors.efficient_video import EfficientVideoPredictor
+from efficient_sam2.tracking import TrackingLoop
+from efficient_sam2.training.shortcut_trainer import (
+    STATE_FILE,
+    _efficient_method,
+    _per_object_mse,
+    _rollout,
+    default_frame_stride,
+    prompt_masks,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from reference_oracle import randomize_  # noqa: E402
@@ -80,7 +91,7 @@ def data(tmp_path_factory):
         _write_video(root, f"vid{i}", 5, seed=i)
     (root / "train.txt").write_text("# training videos\nvid0\nvid1\n")
     torch.manual_seed(0)
-    predictor = build_sam2_video_predictor("tiny", image_size=SIZE)
+    predictor = build_sam2_video_predictor("tiny", weights="random", image_size=SIZE)
     randomize_(predictor.model, 0)
     ckpt = root / "tiny_random.pt"
     torch.save({"model": predictor.model.state_dict()}, ckpt)
@@ -214,6 +225,97 @@ def test_resume_continues_exactly(data, tmp_path):
     for i, st in a["optimizer"]["state"].items():
         for key, value in st.items():
             assert torch.allclose(value, b["optimizer"]["state"][i][key], atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the roll-out is the tracking loop
+
+
+def _micro_video(folder, n):
+    write_dataset(folder, videos=1, split="val", seed=0, frames=n, progress=False)
+    layout = dataset_layout(folder, "val")
+    video = scan_training_videos(layout.video_dir, layout.mask_dir, max_objects=2)[0]
+    assert video.object_ids == (1, 2)
+    model = build_sam2_video_predictor("micro", weights="random").model
+    randomize_(model, 0)
+    return video, model
+
+
+def test_rollout_without_training_frames_is_the_predictors_propagation(tmp_path):
+    """With no training frame the roll-out is Efficient-SAM2 inference: the one tracking loop with the same routing,
+    the same memory bank and the same masks as `EfficientVideoPredictor` (random micro model, 2 objects; adaptive
+    routing, through the saliency fallback, keeps most but not all windows on every tracked frame)."""
+    n = 8
+    video, model = _micro_video(tmp_path, n)
+    efficient = EfficientConfig(dense_frames=1, smr=False, all_masks=False)
+    torch.manual_seed(0)
+    shortcut = build_shortcut("bottleneck", model.image_encoder.trunk.routed_dim)
+    steps = []
+    track_step = model.track_step
+
+    def recording(feats, memories, pointers, *args, **kwargs):
+        out = track_step(feats, memories, pointers, *args, **kwargs)
+        if memories:  # tracked frames: (memory frames, pointer frames, masks)
+            steps.append(([m.frame_idx for m in memories], [q.frame_idx for q in pointers], out.pred_masks.clone()))
+        return out
+
+    model.track_step = recording
+    predictor = EfficientVideoPredictor(model, efficient, shortcut=shortcut, fill_hole_area=8)
+    state = predictor.init_state(str(video.frames))
+    for obj, mask in video.load_prompts().items():
+        predictor.add_new_mask(state, 0, obj, mask)
+    for _ in predictor.propagate_in_video(state, progress=False):
+        pass
+    expected, steps = steps, []
+
+    def no_term(*_):
+        raise AssertionError("no frame is a training frame with frame_stride > num_frames")
+
+    seen = []
+    with video.open_frames(model.image_size) as frames:
+        stats = _rollout(TrackingLoop(model, 8), _efficient_method(model, efficient, shortcut), frames,
+                         prompt_masks(list(video.load_prompts().values()), model.image_size, model.device),
+                         n + 1, no_term, False, contextlib.nullcontext, n, on_frame=seen.append)
+    assert seen == list(range(n))
+    routed = predictor.statistics(state).kept_windows
+    print(f"\nkept windows per frame: {[round(routed[t], 3) for t in range(n)]}")
+    assert stats.kept_windows == routed and all(routed[t] < 1.0 for t in range(1, n))
+    assert len(steps) == len(expected) == n - 1
+    for (mem, ptr, masks), (mem_p, ptr_p, masks_p) in zip(steps, expected):
+        assert (mem, ptr) == (mem_p, ptr_p)
+        assert torch.allclose(masks, masks_p, atol=1e-4, rtol=0)  # prompts: batched here, one by one there
+
+
+def test_training_frames_read_the_loops_memory_with_the_epochs_stride(tmp_path):
+    """Teacher and student are conditioned on the memory the loop selects, with the loop's stride (3 here, the
+    model's config says 1), on routed frames that are multiples of the frame stride."""
+    n = 8
+    video, model = _micro_video(tmp_path, n)
+    efficient = EfficientConfig(kept_windows=0.25, dense_frames=1, smr=False)
+    shortcut = build_shortcut("bottleneck", model.image_encoder.trunk.routed_dim)
+    read = []
+    condition = model.condition_on_memory
+
+    def recording(feats, memories, pointers, *args, **kwargs):
+        read.append(([m.frame_idx for m in memories], [q.frame_idx for q in pointers]))
+        return condition(feats, memories, pointers, *args, **kwargs)
+
+    model.condition_on_memory = recording
+    terms = []
+
+    def on_term(t, student, teacher):
+        terms.append((t, read[-2:], _per_object_mse(student, teacher)))
+
+    loop = TrackingLoop(model, 8, memory_stride=3)
+    with video.open_frames(model.image_size) as frames:
+        _rollout(loop, _efficient_method(model, efficient, shortcut), frames,
+                 prompt_masks(list(video.load_prompts().values()), model.image_size, model.device),
+                 2, on_term, False, contextlib.nullcontext, n)
+    assert model.cfg.memory_temporal_stride == 1 and not shortcut.training
+    assert [t for t, _, _ in terms] == [2, 4, 6]
+    t, (teacher, student), mse = terms[-1]
+    assert teacher == student == ([0, 3, 5], [0, 5, 4, 3, 2, 1])  # frame 6: the prompt, strided frame 3, frame 5
+    assert mse.shape == (2,) and bool((mse > 0).all())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

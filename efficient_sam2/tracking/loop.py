@@ -68,14 +68,20 @@ class TrackingLoop:
             foreground before they are stored (and encoded into memory), as the reference predictor does.
         memory_dtype: dtype of stored spatial memories (bf16 like the reference; fp32 for training).
         detach: store outputs without autograd history (inference); trainers pass False.
+        memory_stride: temporal stride of the recent memory frames (None: the model's `memory_temporal_stride`;
+            the shortcut trainer varies it per epoch without touching the model's config).
     """
 
     def __init__(self, model: SAM2Model, fill_hole_area: int = 0, memory_dtype: torch.dtype = torch.bfloat16,
-                 detach: bool = True) -> None:
+                 detach: bool = True, memory_stride: int | None = None) -> None:
         self.model = model
         self.fill_hole_area = fill_hole_area
         self.memory_dtype = memory_dtype
         self.detach = detach
+        stride = model.cfg.memory_temporal_stride if memory_stride is None else memory_stride
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"memory_stride must be a positive integer, got {memory_stride!r}")
+        self.memory_stride = stride
 
     # ------------------------------------------------------------------ 1. image
     def encode(self, images: torch.Tensor, frame_idx: int, policy: FramePolicy | None = None) -> BackboneFeatures:
@@ -87,7 +93,7 @@ class TrackingLoop:
     def select(self, track: ObjectTrack, frame_idx: int, num_frames: int, reverse: bool) -> MemorySelection:
         cfg = self.model.cfg
         mems, sel_cond, unsel_cond = select_memory_frames(
-            frame_idx, track.cond_outputs, track.non_cond_outputs, cfg.num_maskmem, cfg.memory_temporal_stride,
+            frame_idx, track.cond_outputs, track.non_cond_outputs, cfg.num_maskmem, self.memory_stride,
             cfg.max_cond_frames_in_attn, reverse,
         )
         ptrs = select_object_pointers(
@@ -95,6 +101,20 @@ class TrackingLoop:
             cfg.use_signed_tpos_enc_to_obj_ptrs, reverse,
         )
         return MemorySelection(mems, ptrs)
+
+    def memory(self, tracks: Sequence[ObjectTrack], frame_idx: int, num_frames: int, reverse: bool = False,
+               device: torch.device | None = None) -> tuple[list[MemoryFrame], list[ObjectPointer]]:
+        """The memories (B, Cm, E, E) and object pointers (B, C) that `tracks` read on `frame_idx`, batched.
+
+        The tracks must share one memory layout (the same selected frames and pointer distances); a step for
+        them reads exactly these (the shortcut trainer conditions its teacher and student features on them).
+        """
+        selections = [self.select(t, frame_idx, num_frames, reverse) for t in tracks]
+        layouts = {s.layout() for s in selections}
+        if len(layouts) > 1:
+            raise ValueError(f"objects {[t.obj_id for t in tracks]} read different memory layouts on frame "
+                             f"{frame_idx}: {sorted(layouts)}")
+        return self._gather(selections, device or self.model.device)
 
     def _gather(self, selections: Sequence[MemorySelection], device) -> tuple[list[MemoryFrame], list[ObjectPointer]]:
         first = selections[0]
@@ -170,11 +190,18 @@ class TrackingLoop:
 
     def encode_memory(self, feats: BackboneFeatures, out: FrameOutput) -> torch.Tensor:
         """Spatial memory of a stored prompt output (encoded when tracking resumes), in the memory dtype."""
+        return self.encode_memories(feats, [out])
+
+    def encode_memories(self, feats: BackboneFeatures, outs: Sequence[FrameOutput]) -> torch.Tensor:
+        """Spatial memories (N, Cm, E, E) of N stored prompt outputs on one frame in one memory-encoder batch, in
+        the memory dtype; `feats` has batch 1 (expanded) or N."""
         S = self.model.image_size
+        feats = _rows(feats, range(len(outs)), len(outs))
         device = feats.vision.device
-        high = torch.nn.functional.interpolate(out.pred_masks.to(device), size=(S, S), mode="bilinear",
-                                               align_corners=False)
-        mem = self.model.encode_memory(feats.vision, high, out.object_score_logits.to(device),
+        masks = torch.cat([o.pred_masks.to(device) for o in outs], 0)
+        scores = torch.cat([o.object_score_logits.to(device) for o in outs], 0)
+        high = torch.nn.functional.interpolate(masks, size=(S, S), mode="bilinear", align_corners=False)
+        mem = self.model.encode_memory(feats.vision, high, scores,
                                        binarize=self.model.cfg.binarize_mask_from_pts_for_mem_enc)
         return mem.to(self.memory_dtype)
 

@@ -10,13 +10,17 @@ with the same memory bank:
 Only the shortcut trains; everything else is frozen (requires_grad False, eval mode). Gradients flow from the loss
 through memory attention, the neck, stage 4 and the last stride-16 block into the shortcut.
 
-The roll-out over a video is the semi-supervised VOS protocol of the efficient predictor, written here with the
-model's stateless API (the predictors run under inference mode):
+The roll-out over a video is the semi-supervised VOS protocol of the efficient predictor, driven through the same
+`tracking.TrackingLoop` (one `ObjectTrack` per object as the memory bank) with an `EfficientPolicy` as the router
+(the predictors run under inference mode, so the trainer drives the loop itself):
 
-* frame 0 is a conditioning frame for every object (its first-frame mask is the prompt);
-* every later frame is tracked with the memory bank chosen by the reference rules, with the epoch's memory stride;
-* the router turns each frame's outputs (all objects' multimask logits, object scores, decoder saliency) into the
-  next frame's window plan, with the same `EfficientConfig` as inference (first `dense_frames` frames dense);
+* frame 0 is a conditioning frame for every object (its first-frame mask is the prompt; as in the predictor, the
+  stored mask, holes filled, is encoded into memory and routes frame 1);
+* every later frame is tracked with the memory bank chosen by the reference rules, with the epoch's memory stride
+  (the loop's `memory_stride`); memories are stored in bf16 and frames no later frame can read are forgotten;
+* the policy's router turns each frame's outputs (all objects' multimask logits, object scores, decoder saliency)
+  into the next frame's window plan, with the same `EfficientConfig` as inference (first `dense_frames` frames
+  dense);
 * a frame is a **training frame** when its index is a multiple of the frame stride and it is routed with at least
   one background window (a frame with every window kept has student == teacher and no gradient).
 
@@ -59,13 +63,13 @@ from tqdm.auto import tqdm
 
 from ..configs import resolve_model_name
 from ..efficient.config import EfficientConfig
-from ..efficient.router import WindowGrid, WindowRouter
+from ..efficient.policy import EfficiencyStats, EfficientSAM2
 from ..efficient.shortcut import build_shortcut, load_shortcut, save_shortcut
 from ..io.frames import VideoFrames
-from ..modeling.hiera import WindowPlan
-from ..modeling.sam2 import MemoryFrame, ObjectPointer, SAM2Model
-from ..tracking.memory_bank import select_memory_frames, select_object_pointers
-from ..predictors.postprocess import fill_holes
+from ..modeling.sam2 import SAM2Model
+from ..tracking.loop import TrackingLoop
+from ..tracking.memory_bank import frames_to_keep
+from ..tracking.state import ObjectTrack
 from .data import LAYOUTS, TrainingDataError, TrainingVideo, scan_training_videos
 from .files import atomic_open, atomic_torch_save
 from ..io.torch_files import TorchFileError, read_torch_file
@@ -324,14 +328,6 @@ class TrainResult:
 # The roll-out
 
 
-@dataclass
-class _Stored:
-    """What later frames read of one frame: object pointers (B, C) and memory features (B, Cm, E, E) bf16."""
-
-    obj_ptr: torch.Tensor
-    maskmem: torch.Tensor
-
-
 def prompt_masks(masks: Sequence[np.ndarray], image_size: int, device) -> torch.Tensor:
     """First-frame masks (H, W) -> (B, 1, S, S) binary model-input prompts, resized as the video predictor's
     `add_new_mask` does (antialiased bilinear, then >= 0.5)."""
@@ -347,102 +343,95 @@ def prompt_masks(masks: Sequence[np.ndarray], image_size: int, device) -> torch.
 
 
 def _rollout(
-    model: SAM2Model,
+    loop: TrackingLoop,
+    method: EfficientSAM2,
     frames: VideoFrames,
     prompts: torch.Tensor,
-    shortcut: nn.Module,
-    router: WindowRouter,
-    efficient: EfficientConfig,
-    memory_stride: int,
     frame_stride: int,
     on_term: Callable[[int, torch.Tensor, torch.Tensor], None],
     train: bool,
     autocast: Callable[[], contextlib.AbstractContextManager],
     num_frames: int,
-    fill_hole_area: int,
     on_frame: Callable[[int], None] | None = None,
-) -> None:
-    """Track every prompted object through `num_frames` frames; call on_term(frame, student, teacher) with the
-    (B, C, E, E) memory-conditioned features of both passes on every training frame. With `train` the student pass
-    records gradients (shortcut in train mode); otherwise everything runs without gradients."""
-    cfg = model.cfg
+) -> EfficiencyStats:
+    """Track every prompted object through `num_frames` frames with the tracking loop and an Efficient-SAM2 policy
+    of `method` (whose shortcut is the one trained); call on_term(frame, student, teacher) with the (B, C, E, E)
+    memory-conditioned features of both passes on every training frame. With `train` the student pass records
+    gradients (shortcut in train mode); otherwise everything runs without gradients. Returns what was routed."""
+    model = loop.model
     device = model.device
-    S = model.image_size
     B = prompts.shape[0]
-    num_windows = router.grid.num_windows
-    cond: dict[int, _Stored] = {}
-    non_cond: dict[int, _Stored] = {}
-    keep: torch.Tensor | None = None
-    # frames older than this can no longer be chosen as memory or pointer: drop them
-    horizon = (cfg.num_maskmem + 1) * memory_stride + cfg.max_obj_ptrs_in_encoder + 1
+    shortcut = method.shortcut
+    tracks = [ObjectTrack(obj_id=b) for b in range(B)]
+    policy = method.new_video()
+    policy.start(reverse=False)
+    cfg = model.cfg
     shortcut.eval()
-    for t in range(num_frames):
-        image = frames.get_tensor(t).to(device).float().unsqueeze(0)
-        if t == 0:
-            with torch.no_grad(), autocast():
-                feats = model.forward_image(image).expand(B)
-                step = model.track_step(feats, [], [], num_frames, mask=prompts, is_init_cond_frame=True,
-                                        run_mem_encoder=False)
-                # as the predictor: the stored mask (holes filled) is encoded into memory and routes frame 1
-                masks = fill_holes(step.pred_masks, fill_hole_area)
-                high = F.interpolate(masks, size=(S, S), mode="bilinear", align_corners=False)
-                mem = model.encode_memory(feats.vision, high, step.object_score_logits,
-                                          binarize=cfg.binarize_mask_from_pts_for_mem_enc)
-            cond[0] = _Stored(step.obj_ptr, mem.to(torch.bfloat16))
-            route_masks, scores, saliency = masks, step.object_score_logits, None
-        else:
-            mems, sel, unsel = select_memory_frames(t, cond, non_cond, cfg.num_maskmem, memory_stride,
-                                                    cfg.max_cond_frames_in_attn)
-            ptrs = select_object_pointers(t, sel, unsel, non_cond, num_frames, cfg.max_obj_ptrs_in_encoder,
-                                          cfg.use_signed_tpos_enc_to_obj_ptrs)
-            memories = [MemoryFrame(o.maskmem, t_pos, f) for t_pos, f, o in mems]
-            pointers = [ObjectPointer(o.obj_ptr, d, f) for d, f, o in ptrs]
-            plan = None if keep is None else WindowPlan(keep=keep, shortcut=shortcut, padding=efficient.padding)
-            is_term = plan is not None and keep.numel() < num_windows and t % frame_stride == 0
-            with torch.no_grad(), autocast():
+    try:
+        for t in range(num_frames):
+            image = frames.get_tensor(t).to(device).float().unsqueeze(0)
+            if t == 0:
+                with torch.no_grad(), autocast():
+                    feats = loop.encode(image, t, policy)  # nothing observed yet: dense
+                    # the mask prompt; as the predictor, its stored mask (holes filled) is encoded into memory
+                    prompted = loop.step(feats, tracks, t, num_frames, is_init=True, mask=prompts,
+                                         run_mem_encoder=False).outputs
+                    memories = loop.encode_memories(feats, prompted)
+                    for b, (track, out) in enumerate(zip(tracks, prompted)):
+                        out.maskmem_features = memories[b:b + 1]
+                        track.cond_outputs[t] = out
+                    loop.track_frame(lambda: feats, tracks, t, num_frames, policy=policy)  # routes frame 1
+            else:
+                # the router's plan for this frame (decided when frame t-1 was observed); None = dense
+                plan = policy.window_plan(t)
+                is_term = (plan is not None and plan.keep.numel() < method.grid.num_windows
+                           and t % frame_stride == 0)
+                with torch.no_grad(), autocast():
+                    if is_term:
+                        feats = loop.encode(image, t)  # teacher: dense
+                        memories, pointers = loop.memory(tracks, t, num_frames)
+                        teacher, _ = model.condition_on_memory(feats.expand(B), memories, pointers, num_frames)
+                    else:
+                        feats = loop.encode(image, t, policy)  # routed, shortcut in eval mode (as at inference)
                 if is_term:
-                    feats = model.forward_image(image).expand(B)  # teacher: dense
-                    teacher, _ = model.condition_on_memory(feats, memories, pointers, num_frames)
-                else:
-                    feats = model.forward_image(image, window_plan=plan).expand(B)
-            if is_term:
-                grad = torch.enable_grad() if train else torch.no_grad()
-                if train:
-                    shortcut.train()
-                try:
-                    with grad, autocast():
-                        student_feats = model.forward_image(image, window_plan=plan).expand(B)
-                        student, _ = model.condition_on_memory(student_feats, memories, pointers, num_frames)
-                finally:
-                    shortcut.eval()
-                on_term(t, student, teacher)
-                del student, student_feats, teacher
-            with torch.no_grad(), autocast():
-                step = model.track_step(feats, memories, pointers, num_frames, return_saliency=efficient.swr)
-            non_cond[t] = _Stored(step.obj_ptr, step.maskmem_features.to(torch.bfloat16))
-            dec = step.decoder
-            route_masks = dec.multimask_logits if efficient.all_masks else dec.low_res
-            scores, saliency = dec.object_score_logits, dec.saliency
-        keep = None
-        if efficient.swr and t + 1 >= efficient.dense_frames:
-            with torch.no_grad():
-                keep = router.route(route_masks.float(), scores.float().reshape(-1),
-                                    None if saliency is None else saliency.float()).keep
-        for f in [f for f in non_cond if f < t - horizon]:
-            del non_cond[f]
-        if on_frame is not None:
-            on_frame(t)
+                    grad = torch.enable_grad() if train else torch.no_grad()
+                    if train:
+                        shortcut.train()
+                    try:
+                        with grad, autocast():
+                            student_feats = loop.encode(image, t, policy).expand(B)
+                            student, _ = model.condition_on_memory(student_feats, memories, pointers, num_frames)
+                    finally:
+                        shortcut.eval()
+                    on_term(t, student, teacher)
+                    del student, student_feats, teacher, memories, pointers
+                with torch.no_grad(), autocast():
+                    # the step stores each object's output and memory; the policy routes frame t+1 from it
+                    loop.track_frame(lambda: feats, tracks, t, num_frames, policy=policy)
+            # forget what no later frame can read
+            needs_memory, needs_pointer = frames_to_keep(t, cfg.num_maskmem, loop.memory_stride,
+                                                         cfg.max_obj_ptrs_in_encoder)
+            for track in tracks:
+                for f in [f for f in track.non_cond_outputs if not (needs_memory(f) or needs_pointer(f))]:
+                    del track.non_cond_outputs[f]
+                track.frames_tracked.pop(t - 1, None)
+            if on_frame is not None:
+                on_frame(t)
+    finally:
+        policy.stop()
+    return policy.stats
+
+
+def _efficient_method(model: SAM2Model, efficient: EfficientConfig, shortcut: nn.Module) -> EfficientSAM2:
+    """The Efficient-SAM2 method that routes the roll-out: SWR with `shortcut`; SMR off (both passes read the
+    full memory)."""
+    return EfficientSAM2(model, efficient.replace(smr=False), shortcut=shortcut)
 
 
 def _autocast_factory(device: torch.device, bf16: bool) -> Callable[[], contextlib.AbstractContextManager]:
     if bf16:
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-def _router_for(model: SAM2Model, efficient: EfficientConfig) -> WindowRouter:
-    trunk = model.image_encoder.trunk
-    return WindowRouter(WindowGrid(model.cfg.embed_size, trunk.routed_window), efficient)
 
 
 def _per_object_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -483,9 +472,10 @@ def evaluate_reconstruction(
     Compare `IdentityShortcut()` (the untrained baseline of Table 3) with a trained shortcut.
     """
     efficient = efficient if efficient is not None else EfficientConfig()
-    router = _router_for(model, efficient)
     autocast = _autocast_factory(model.device, bf16)
     was_training = shortcut.training
+    loop = TrackingLoop(model, fill_hole_area, memory_stride=memory_stride)
+    method = _efficient_method(model, efficient, shortcut)
     per_term: list[tuple[str, int, int, float]] = []
     bar = tqdm(videos, desc="evaluate shortcut", disable=not progress)
     try:
@@ -499,9 +489,8 @@ def evaluate_reconstruction(
                     for obj, v in zip(_ids, _per_object_mse(student, teacher).tolist()):
                         per_term.append((_name, t, obj, v))
 
-                _rollout(model, frames, prompt_masks(list(prompts.values()), model.image_size, model.device),
-                         shortcut, router, efficient, memory_stride, frame_stride, on_term, False, autocast, n,
-                         fill_hole_area)
+                _rollout(loop, method, frames, prompt_masks(list(prompts.values()), model.image_size, model.device),
+                         frame_stride, on_term, False, autocast, n)
     finally:
         shortcut.train(was_training)
         bar.close()
@@ -568,7 +557,6 @@ class ShortcutTrainer:
         self.device = model.device
         trunk = model.image_encoder.trunk
         self.dim = trunk.routed_dim
-        self.router = _router_for(model, cfg.efficient)
         self.autocast = _autocast_factory(self.device, cfg.bf16)
 
         torch.manual_seed(cfg.seed)
@@ -582,6 +570,7 @@ class ShortcutTrainer:
         self.shortcut = shortcut.to(self.device)
         self.shortcut.requires_grad_(True)
         self.shortcut.eval()
+        self.method = _efficient_method(model, cfg.efficient, self.shortcut)  # routes the roll-outs
         self.params = [p for p in self.shortcut.parameters()]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -805,9 +794,10 @@ class ShortcutTrainer:
 
         with video.open_frames(self.model.image_size) as frames:
             n = len(frames) if cfg.max_frames is None else min(len(frames), cfg.max_frames)
-            _rollout(self.model, frames, prompt_masks(list(prompts.values()), self.model.image_size, self.device),
-                     self.shortcut, self.router, cfg.efficient, memory_stride, cfg.resolved_frame_stride, on_term,
-                     True, self.autocast, n, self.fill_hole_area, on_frame=lambda t: bar.update(1))
+            loop = TrackingLoop(self.model, self.fill_hole_area, memory_stride=memory_stride)
+            _rollout(loop, self.method, frames,
+                     prompt_masks(list(prompts.values()), self.model.image_size, self.device),
+                     cfg.resolved_frame_stride, on_term, True, self.autocast, n, on_frame=lambda t: bar.update(1))
 
     def _frames(self, video: TrainingVideo) -> int:
         m = self.config.max_frames
