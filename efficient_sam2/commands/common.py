@@ -15,14 +15,15 @@ from ..efficient.config import MEMORY_SELECTIONS, PADDING_MODES, SHORTCUT_VARIAN
 def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
     p.add_argument("--model", required=True,
                    help=f"model name: {', '.join(available_models())}, or the aliases tiny, small, base_plus, "
-                        "large (SAM 2.1)")
+                        "large, micro (SAM 2.1)")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (e.g. Meta's sam2.1_hiera_large.pt, or model.pt of `efficient-sam2 train`); "
                         "not needed for micro, whose trained weights ship with the package")
     p.add_argument("--random-weights", action="store_true",
                    help="use an untrained, randomly initialised model (benchmarks, tests) instead of a checkpoint")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    p.add_argument("--image-size", type=int, default=None, help="model input size (default 1024)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="model input size (default: the model's, 1024; 128 for micro)")
 
 
 def add_efficient_args(p: argparse.ArgumentParser) -> None:
