@@ -180,8 +180,9 @@ def run(args) -> int:
     print(f"wrote {args.out}/: frames/, ground_truth/, dense/, efficient/, overlay.mp4 "
           "(ground truth | dense | Efficient-SAM2)")
     if dense.model.image_size <= 256:
-        print("note: at 256 px the micro model spends much of its time outside the pruned stages (Python overhead, "
-              "mask decoder); the paper's speed-ups are for 1024 px models, see BENCHMARKS.md")
+        print(f"note: at {dense.model.image_size} px a frame's time goes mostly to stages sparsity does not touch "
+              "(Python overhead, mask decoder, memory encoder); the paper's speed-ups are for 1024 px models, see "
+              "BENCHMARKS.md")
     return 0
 
 
