@@ -20,10 +20,11 @@ from efficient_sam2.training.validation import track_and_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# The shipped weights score J&F 52.8 (dense) on these four videos (10 objects), Efficient-SAM2 within 0.1 of it.
-# A model that does not track (random weights; the first training stage, whose IoU head picked the all-foreground
-# output) scores below 15, so 45 leaves room for numerical noise and catches any real regression.
-DENSE_MIN_JF = 45.0
+# The shipped weights score J&F 58.0 (dense) on these four videos (10 objects) and Efficient-SAM2 57.7 (paper
+# defaults, bundled shortcut). A model that does not track (random weights; the first training stage, whose IoU
+# head picked the all-foreground output) scores below 15, so 50 leaves room for numerical noise across torch builds
+# and still catches any real regression of the weights, the tracking loop or the memory bank.
+DENSE_MIN_JF = 50.0
 EFFICIENT_MAX_DROP = 3.0
 
 

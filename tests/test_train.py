@@ -69,6 +69,20 @@ def test_mask_losses_pick_the_best_output_and_skip_absent_objects():
     assert float(terms.score) < 1e-3
 
 
+def test_all_outputs_weight_adds_the_mean_over_outputs():
+    gt = torch.zeros(1, 1, 8, 8)
+    gt[0, 0, :4] = 1
+    good = torch.where(gt[0, 0] > 0, 10.0, -10.0)
+    multi = torch.stack([good, good, -good])[None]  # two right outputs, one inverted
+    dec = DecoderOutput(multi, torch.zeros(1, 3), multi[:, :1], multi[:, :1], torch.zeros(1, 4),
+                        torch.tensor([[10.0]]))
+    base = mask_losses(dec, gt)
+    extra = mask_losses(dec, gt, all_outputs_weight=0.5)
+    per_output = dice_loss(torch.nn.functional.interpolate(multi, size=(8, 8)), gt.expand(1, 3, 8, 8))[0]
+    assert float(extra.dice - base.dice) == pytest.approx(0.5 * float(per_output.mean()), rel=1e-5)
+    assert float(extra.dice) > float(base.dice) + 0.1  # the inverted output is now penalised
+
+
 def test_clips_are_a_function_of_seed_and_step(data):
     ds = ClipDataset(data, clip_len=3, image_size=64)
     a, b, c = ds.sample(2, 0, 5), ds.sample(2, 0, 5), ds.sample(2, 0, 6)

@@ -75,6 +75,9 @@ def register(subparsers) -> None:
                    help="first-frame prompt weights (default mask=0.5,clicks=0.25,box=0.25)")
     p.add_argument("--iou-loss", choices=("bce", "l1"), default=d.iou_loss,
                    help="loss of the IoU head: bce (default) or l1 (SAM 2's; saturates when training from scratch)")
+    p.add_argument("--all-outputs-weight", type=float, default=d.all_outputs_weight,
+                   help="weight of the mask loss on every multimask output, added to the best one's (default 0: "
+                        "SAM 2's min over outputs)")
     p.add_argument("--max-clicks", type=int, default=d.max_clicks, help=f"first-frame clicks, 1..N ({d.max_clicks})")
     p.add_argument("--correction-prob", type=float, default=d.correction_prob,
                    help=f"chance of a correction click on a later frame of a clip ({d.correction_prob})")
@@ -101,7 +104,8 @@ def run(args) -> int:
             steps=args.steps, batch_size=args.batch_size, clip_len=args.clip_len, max_stride=args.max_stride,
             lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup, weight_decay=args.weight_decay,
             grad_clip=args.grad_clip, freeze=args.freeze, bf16=args.bf16, device=args.device,
-            prompt_probs=args.prompt_probs, iou_loss=args.iou_loss, max_clicks=args.max_clicks, correction_prob=args.correction_prob,
+            prompt_probs=args.prompt_probs, iou_loss=args.iou_loss, all_outputs_weight=args.all_outputs_weight,
+            max_clicks=args.max_clicks, correction_prob=args.correction_prob,
             val_every=args.val_every, val_videos=args.val_videos, save_every=args.save_every, seed=args.seed,
             threads=args.threads, image_size=args.image_size,
         )

@@ -79,7 +79,9 @@ class SAM2TrainConfig:
     (cosine decay to lr * min_lr_ratio), warmup_steps, weight_decay, grad_clip (max global norm; 0 = off);
     freeze: module names from FREEZABLE; bf16: autocast in bfloat16; device; prompt_probs: probabilities of a
     mask, clicks and a box on the first frame; iou_loss: "bce" (default) or "l1" (SAM 2's, see the module
-    docstring); max_clicks: clicks drawn on the first frame (1..max_clicks);
+    docstring); all_outputs_weight: weight of the mask loss averaged over every multimask output, added to the
+    best output's (0 = SAM 2's min-over-outputs only; > 0 keeps the other outputs plausible masks of the object,
+    which routing from all three outputs relies on); max_clicks: clicks drawn on the first frame (1..max_clicks);
     correction_prob: chance that one later frame of a clip gets a correction click; val_every: steps between
     validations (0 = only at the end); val_videos: validation videos used (0 = all); save_every: steps between
     checkpoints; seed; threads: torch intra-op threads (0 = torch's default); image_size: model input size (None =
@@ -105,6 +107,7 @@ class SAM2TrainConfig:
     device: str = "cpu"
     prompt_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
     iou_loss: str = "bce"
+    all_outputs_weight: float = 0.0
     max_clicks: int = 2
     correction_prob: float = 0.25
     val_every: int = 0
@@ -127,7 +130,7 @@ class SAM2TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 fail(f"{name} must be an integer >= 0, got {v!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "correction_prob"):
+        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "correction_prob", "all_outputs_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 fail(f"{name} must be a finite number >= 0, got {v!r}")
@@ -186,12 +189,14 @@ class LossTerms:
         return 20.0 * self.focal + self.dice + self.iou + self.score
 
 
-def mask_losses(dec: DecoderOutput, gt: torch.Tensor, iou_loss: str = "bce") -> LossTerms:
+def mask_losses(dec: DecoderOutput, gt: torch.Tensor, iou_loss: str = "bce",
+                all_outputs_weight: float = 0.0) -> LossTerms:
     """SAM 2's losses for B objects on one frame; gt (B, 1, S, S) in {0, 1}.
 
     The multimask output with the lowest focal x 20 + dice is supervised; the IoU head is supervised on every
     output (binary cross-entropy between the predicted and the actual IoU, see the module docstring); mask terms
-    count only for objects present in the ground truth.
+    count only for objects present in the ground truth. With `all_outputs_weight` w > 0, w times the mask loss
+    averaged over all outputs is added, so that no output drifts to an arbitrary mask.
     """
     S = gt.shape[-1]
     logits = dec.multimask_logits.float()
@@ -214,9 +219,13 @@ def mask_losses(dec: DecoderOutput, gt: torch.Tensor, iou_loss: str = "bce") -> 
     score = F.binary_cross_entropy_with_logits(dec.object_score_logits.float().reshape(-1), present,
                                                reduction="none")
     denom = present.sum().clamp(min=1)
+    focal_b, dice_b = focal[rows, best], dice[rows, best]
+    if all_outputs_weight > 0:
+        focal_b = focal_b + all_outputs_weight * focal.mean(1)
+        dice_b = dice_b + all_outputs_weight * dice.mean(1)
     return LossTerms(
-        focal=(focal[rows, best] * present).sum() / denom,
-        dice=(dice[rows, best] * present).sum() / denom,
+        focal=(focal_b * present).sum() / denom,
+        dice=(dice_b * present).sum() / denom,
         iou=(iou * present).sum() / denom,
         score=score.mean(),
     )
@@ -448,18 +457,18 @@ class SAM2Trainer:
                         points = sample_clicks(gt, int(rng.integers(1, cfg.max_clicks + 1)), rng) \
                             if prompt == "clicks" else sample_box(gt, rng)
                         group = loop.step(feats, tracks, 0, T, is_init=True, points=points)
-                        terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
+                        terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss, cfg.all_outputs_weight))
                     for track, out in zip(tracks, group.outputs):
                         track.cond_outputs[0] = out
                     continue
                 group = loop.step(feats, tracks, t, T)
-                terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
+                terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss, cfg.all_outputs_weight))
                 store = "non_cond_outputs"
                 if t == correct_at:
                     points = sample_correction(group.step.pred_masks.detach(), gt, rng)
                     group = loop.step(feats, tracks, t, T, points=points,
                                       prev_mask_logits=group.step.pred_masks.detach().clamp(-32, 32))
-                    terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss))
+                    terms.append(mask_losses(group.step.decoder, gt, cfg.iou_loss, cfg.all_outputs_weight))
                     store = "cond_outputs"
                 for track, out in zip(tracks, group.outputs):
                     getattr(track, store)[t] = out
