@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 
 from efficient_sam2 import EfficientConfig, build_sam2_video_predictor
 from efficient_sam2.data.writer import write_dataset

@@ -76,7 +76,7 @@ def _score(gt: list, pred: list, ids: list[int]) -> tuple[float, float, float]:
     return (j + f) / 2, j, f
 
 
-def _track(predictor, frames, first_ids, ids, progress: bool, name: str) -> tuple[list, float, dict | None]:
+def _track(predictor, frames, first_ids, ids, progress: bool) -> tuple[list, float, dict | None]:
     import torch
 
     from ..inference.common import logits_to_ids
@@ -139,10 +139,10 @@ def run(args) -> int:
           f"{' (windows routed from the chosen mask only)' if args.chosen_mask_only else ''}")
 
     # warm-up (first-call allocations), then the two timed runs
-    _track(dense, frames[:3], gt[0], ids, False, "warm-up")
+    _track(dense, frames[:3], gt[0], ids, False)
     runs = []
     for name, predictor in (("dense SAM 2", dense), ("Efficient-SAM2", efficient)):
-        masks, seconds, stats = _track(predictor, frames, gt[0], ids, progress, name)
+        masks, seconds, stats = _track(predictor, frames, gt[0], ids, progress)
         jf, j, f = _score(gt, masks, ids)
         runs.append(RunResult(name, seconds, masks, jf, j, f, stats))
 

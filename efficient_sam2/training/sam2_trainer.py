@@ -42,7 +42,6 @@ from ..modeling.sam2 import DecoderOutput, PointPrompt, SAM2Model
 from ..tracking.loop import TrackingLoop
 from ..tracking.state import ObjectTrack
 from .clips import ClipDataset
-from .data import TrainingDataError
 from .loss_curve import plot_loss_curve
 
 __all__ = ["SAM2TrainConfig", "SAM2Trainer", "SAM2TrainingError", "FREEZABLE", "mask_losses", "train_sam2"]
