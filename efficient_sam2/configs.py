@@ -159,18 +159,19 @@ _SAM2_FLAGS = dict(
 )
 
 
-# The micro SAM 2.1: small enough to train on two CPU cores (2.4 M parameters), at a native input size of 128 px.
-# Every Hiera stage has 16 windows there (4 x 4 windows of 8, 4, 2 and 4 tokens a side; the stride-32 stage is one
-# window), so the stride-16 stage that SWR routes has 16 windows, as large has at 1024 px, and routing is as
-# fine-grained as on the real models. Its stride-16 stage (blocks 2-5) has the shape of the real ones: a Q-pool
-# block, a global block inside the routed span, and a last global block. Decoder and memory-attention MLPs are 4x
-# the width (256) instead of SAM 2's 2048.
+# The micro SAM 2.1: small enough to train on two CPU cores (2.4 M parameters), at a native input size of 256 px.
+# Windows of 8, 4, 2 and 4 tokens a side give 8 x 8 = 64 windows in each of the first three Hiera stages and 2 x 2
+# in the stride-32 one, so the stride-16 stage that SWR routes has 64 windows of 2 x 2 tokens (large has 16 at
+# 1024 px): routing is at least as fine-grained as on the real models. Its stride-16 stage (blocks 2-5) has the
+# shape of the real ones: a Q-pool block, a global block inside the routed span, and a last global block. Decoder
+# and memory-attention MLPs are 4x the width (256) instead of SAM 2's 2048. (Trained at 128 px first, where a
+# synthetic object covered one or two stride-16 tokens and could not be tracked precisely; see README.)
 MICRO_HIERA = HieraConfig(
     embed_dim=32, num_heads=1, stages=(1, 1, 4, 1), global_att_blocks=(3, 5),
     window_pos_embed_bkg_spatial_size=(4, 4), window_spec=(8, 4, 2, 4),
 )
 MICRO = SAM2Config(
-    name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=128, d_model=64, mem_dim=32,
+    name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
     memory_attention_ffn_dim=256, decoder_mlp_dim=256,
 )
 OFFICIAL_MODELS: tuple[str, ...] = tuple(

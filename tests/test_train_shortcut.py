@@ -236,7 +236,7 @@ def _micro_video(folder, n):
     layout = dataset_layout(folder, "val")
     video = scan_training_videos(layout.video_dir, layout.mask_dir, max_objects=2)[0]
     assert video.object_ids == (1, 2)
-    model = build_sam2_video_predictor("micro", weights="random").model
+    model = build_sam2_video_predictor("micro", weights="random", image_size=128).model  # 16 routed windows
     randomize_(model, 0)
     return video, model
 

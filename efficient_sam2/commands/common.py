@@ -23,7 +23,7 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True)
                    help="use an untrained, randomly initialised model (benchmarks, tests) instead of a checkpoint")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="model input size (default: the model's, 1024; 128 for micro)")
+                   help="model input size (default: the model's, 1024; 256 for micro)")
 
 
 def add_efficient_args(p: argparse.ArgumentParser) -> None:
