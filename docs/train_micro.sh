@@ -35,7 +35,8 @@ efficient-sam2 train --model micro --checkpoint "$RUNS/stageB/model.pt" --data "
 
 # 5. stage D: at 256 px, the native size since this stage, with 8-frame clips (SAM 2's length, so every slot of the
 #    7-frame memory bank is trained). At 128 px an object covered one or two stride-16 tokens and tracking stalled
-#    near J&F 60; the 128 px weights run unchanged at 256 px, and fine-tuning there lifts them (validation J&F 60.8 -> 69.8). [75 min]
+#    near J&F 60; the 128 px weights run unchanged at 256 px, and fine-tuning there lifts them (validation J&F
+#    60.8 at 128 px before, 69.8 at 256 px after). [75 min]
 efficient-sam2 train --model micro --checkpoint "$RUNS/stageC/model.pt" --data "$DATA/train" \
     --val-data "$DATA/valstd" --out "$RUNS/stageD256" --image-size 256 --steps 1300 --batch-size 4 --clip-len 8 \
     --lr 4e-4 --warmup 30 --all-outputs-weight 0.2 --val-every 325 --save-every 25 --threads 2
