@@ -18,7 +18,7 @@ from efficient_sam2.io.frames import FrameDecodeError, VideoError, VideoNotFound
 from efficient_sam2.modeling.sam2 import NO_OBJ_SCORE
 from efficient_sam2.tracking import DensePolicy, select_memory_frames, select_object_pointers
 from efficient_sam2.predictors import InferenceState, PromptError, VideoPredictor
-from efficient_sam2.predictors.postprocess import fill_holes, non_overlap
+from efficient_sam2.tracking.postprocess import fill_holes, non_overlap
 from reference_oracle import randomize_
 
 IMAGE_SIZE = 128

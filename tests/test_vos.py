@@ -20,7 +20,7 @@ from efficient_sam2.inference.common import logits_to_ids, merge_into
 from efficient_sam2.inference.vos import run_vos
 from efficient_sam2.io.datasets import VOSDataset, read_video_list
 from efficient_sam2.io.masks import DAVIS_PALETTE, write_object_mask, write_palette_mask
-from efficient_sam2.predictors.postprocess import non_overlap
+from efficient_sam2.tracking.postprocess import non_overlap
 from reference_oracle import randomize_
 
 SIZE = 128

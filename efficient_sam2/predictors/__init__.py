@@ -19,8 +19,8 @@ _EXPORTS = {
     "TrackResult": ".stream",
     "EfficientVideoPredictor": ".efficient_video",
     "EfficiencyStats": ".efficient_video",
-    "fill_holes": ".postprocess",
-    "non_overlap": ".postprocess",
+    "fill_holes": "..tracking.postprocess",
+    "non_overlap": "..tracking.postprocess",
 }
 
 __all__ = sorted(_EXPORTS)

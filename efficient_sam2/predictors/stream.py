@@ -30,7 +30,7 @@ from ..tracking.loop import TrackingLoop
 from ..tracking.memory_bank import frames_to_keep
 from ..tracking.policy import DenseFactory, FramePolicy, PolicyFactory
 from ..tracking.state import FrameOutput, ObjectTrack
-from .postprocess import non_overlap
+from ..tracking.postprocess import non_overlap
 from .video import PromptError, _as_box, _as_labels, _as_mask, _as_points, mask_prompt, point_prompt
 
 __all__ = ["StreamingTracker", "TrackResult", "StreamStats", "STREAM_LENGTH"]

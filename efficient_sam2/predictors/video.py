@@ -23,7 +23,7 @@ from ..modeling.sam2 import NO_OBJ_SCORE, BackboneFeatures, PointPrompt, SAM2Mod
 from ..tracking.loop import TrackingLoop
 from ..tracking.policy import DenseFactory, FramePolicy, PolicyFactory
 from ..tracking.state import FrameOutput, ObjectTrack
-from .postprocess import non_overlap
+from ..tracking.postprocess import non_overlap
 
 __all__ = ["VideoPredictor", "InferenceState", "FrameOutput", "ObjectState", "PromptError", "VideoError",
            "FrameDecodeError"]

@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..modeling.sam2 import BackboneFeatures, MemoryFrame, ObjectPointer, PointPrompt, SAM2Model, StepOutput
-from ..predictors.postprocess import fill_holes
 from .memory_bank import select_memory_frames, select_object_pointers
 from .policy import FramePolicy, FrameResult
+from .postprocess import fill_holes
 from .state import FrameOutput, ObjectTrack
 
 __all__ = ["TrackingLoop", "MemorySelection", "GroupStep"]

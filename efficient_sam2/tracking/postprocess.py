@@ -1,4 +1,4 @@
-"""Mask post-processing shared by the predictors (no compiled extensions)."""
+"""Mask post-processing used by the tracking loop and the predictors (OpenCV, no compiled extensions)."""
 
 from __future__ import annotations
 
