@@ -156,6 +156,30 @@ def test_track_bad_inputs(tmp_path, ckpt, video, capsys):
     assert not os.path.exists(out)
 
 
+def test_track_defaults_to_the_bundled_micro_model(tmp_path, video, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["track", str(video / "frames"), "--points", "20,20", "--output", str(tmp_path / "o")])
+    assert args.model == "micro" and args.checkpoint is None and not args.random_weights
+
+    out = tmp_path / "masks"
+    rc = main(["track", str(video / "frames"), "--mask", str(video / "mask.png"), "--dense", "--output", str(out),
+               "--no-progress", "--no-postprocessing"])
+    assert rc == 0, capsys.readouterr().err
+    assert "tracked 2 object(s) [1, 3] over 2 frames" in capsys.readouterr().out
+
+    # the same run through the Python API with the bundled micro weights gives the same masks
+    p = build_sam2_video_predictor("micro", non_overlap_masks=True, apply_postprocessing=False)
+    state = p.init_state(str(video / "frames"))
+    mask = _png(video / "mask.png")[1]
+    p.add_new_mask(state, 0, 1, mask == 1)
+    p.add_new_mask(state, 0, 3, mask == 3)
+    for t, obj_ids, logits in p.propagate_in_video(state, progress=False):
+        expected = np.zeros((H, W), np.uint8)
+        for k in reversed(range(len(obj_ids))):
+            expected[(logits[k, 0] > 0).numpy()] = obj_ids[k]
+        np.testing.assert_array_equal(_png(out / f"{t:05d}.png")[1], expected)
+
+
 def test_overlay_colours_by_hand(tmp_path):
     rgb = np.full((20, 30, 3), 100, np.uint8)
     ids = np.zeros((20, 30), np.uint8)

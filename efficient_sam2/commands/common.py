@@ -12,10 +12,13 @@ from ..configs import available_models
 from ..efficient.config import MEMORY_SELECTIONS, PADDING_MODES, SHORTCUT_VARIANTS, EfficientConfig
 
 
-def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
-    p.add_argument("--model", required=True,
+def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True,
+                   default_model: str | None = None) -> None:
+    """--model (required, or `default_model` when given), --checkpoint, --random-weights, --device, --image-size."""
+    default = f" (default: {default_model})" if default_model else ""
+    p.add_argument("--model", required=default_model is None, default=default_model,
                    help=f"model name: {', '.join(available_models())}, or the aliases tiny, small, base_plus, "
-                        "large, micro (SAM 2.1)")
+                        f"large, micro (SAM 2.1){default}")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file (e.g. Meta's sam2.1_hiera_large.pt, or model.pt of `efficient-sam2 train`); "
                         "not needed for micro, whose trained weights ship with the package")

@@ -80,12 +80,8 @@ def register(subparsers) -> None:
     s.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bfloat16 autocast on CUDA, float32 on the CPU")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_args(p, checkpoint_required=False)
+    add_model_args(p, checkpoint_required=False, default_model="micro")  # the bundled model is the default
     add_efficient_args(p)
-    for action in p._actions:  # the micro model is the streaming default
-        if action.dest == "model":
-            action.required, action.default = False, "micro"
-            action.help += " (default: micro)"
     p.set_defaults(func=run)
 
 

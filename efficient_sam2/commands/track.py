@@ -92,7 +92,7 @@ def register(subparsers) -> None:
                    help="fail when a video file decodes to fewer frames than its header says (default: a note, and "
                         "the frames that decode are tracked)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_args(p)
+    add_model_args(p, default_model="micro")  # the bundled model, as `stream`
     add_efficient_args(p)
     p.set_defaults(func=run)
 
