@@ -25,6 +25,7 @@ COMMANDS = {
     "automask": "automask",
     "stream": "stream",
     "synth": "synth",
+    "serve": "serve",
 }
 
 
