@@ -69,3 +69,18 @@ efficient-sam2 train-shortcut --model micro --checkpoint efficient_sam2/weights/
     --video-list docs/micro_shortcut_videos.txt --max-objects 0 --epochs 2 \
     --output "$RUNS/shortcut" --no-progress
 cp "$RUNS/shortcut/shortcut.pth" efficient_sam2/weights/sam2.1_hiera_micro_shortcut.pt
+
+# 10. stage H: "segment anything" image mode mixed with the video recipe, from the stage G weights (issue 22).
+#     Single images with every segment annotated (background regions included; subsets instances, salient,
+#     camouflaged), 400 per subset for training, 40 per subset held out [1.3 min + 6 s]:
+efficient-sam2 synth --images 400 --out "$DATA/images_train" --split train --seed 0 --no-progress
+efficient-sam2 synth --images 40 --out "$DATA/images_val" --split val --seed 0 --no-progress
+#     Every step: 2 video clips of 8 frames (the stage G recipe, so tracking keeps being trained) plus 4 images x 8
+#     instances (one click anywhere on the instance -> 3 outputs with the min-over-outputs loss, or a jittered box;
+#     then a correction click in the error; the IoU head trained to the true IoU), image loss weight 0.5.
+#     One thread on the shared machine (about 7 s a step). [planned ~95 min]
+efficient-sam2 train --model micro --checkpoint efficient_sam2/weights/sam2.1_hiera_micro.pt --data "$DATA/train" \
+    --val-data "$DATA/valstd" --out "$RUNS/stageH" --steps 800 --batch-size 2 --clip-len 8 --lr 1e-4 --warmup 30 \
+    --all-outputs-weight 0.2 --image-data "$DATA/images_train" --image-batch 4 --image-instances 8 \
+    --image-weight 0.5 --val-every 200 --save-every 25 --threads 1
+#     (interrupted runs continue with the same command plus --resume)

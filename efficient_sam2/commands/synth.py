@@ -30,7 +30,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("synth", help="write synthetic VOS videos (DAVIS layout) with stress subsets",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (absent or empty unless --overwrite)")
-    p.add_argument("--videos", type=int, required=True, help="videos per subset (>= 1)")
+    p.add_argument("--videos", type=int, help="videos per subset (>= 1); required unless --images")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="write N 'segment everything' images per image subset instead of videos (every segment "
+                        "annotated, background regions included; --subset all or instances,salient,camouflaged)")
     p.add_argument("--split", choices=("train", "val"), required=True, help="split; part of every video's seed")
     p.add_argument("--seed", type=int, required=True, help="base seed (>= 0)")
     p.add_argument("--subset", default="standard",
@@ -70,7 +73,11 @@ def parse_subsets(text: str) -> list[str]:
 def run(args) -> int:
     from ..data.writer import dataset_layout, write_dataset
 
+    if args.images is not None:
+        return run_images(args)
     try:
+        if args.videos is None:
+            raise ValueError("--videos is required (or --images N for single images)")
         if args.videos < 1:
             raise ValueError(f"--videos must be >= 1; got {args.videos}")
         if args.seed < 0:
@@ -92,4 +99,34 @@ def run(args) -> int:
     print(f"wrote {len(names)} {args.split} videos ({len(names) * args.frames} frames, {size[0]}x{size[1]}, "
           f"subsets {', '.join(subsets)}) to {args.out} in {seconds:.1f} s")
     print(f"  frames: {rel['video_dir']}  annotations: {rel['mask_dir']}  list: {rel['video_list']}  meta: meta.json")
+    return 0
+
+
+def run_images(args) -> int:
+    """`synth --images N`: single "segment everything" images (efficient_sam2.data.images)."""
+    from ..data.images import IMAGE_SUBSETS, write_images
+
+    try:
+        if args.videos is not None:
+            raise ValueError("give either --videos (videos) or --images (single images), not both")
+        names = [s.strip() for s in args.subset.split(",") if s.strip()]
+        if names in (["all"], ["standard"]):  # "standard" is the video default: --images means every image subset
+            names = list(IMAGE_SUBSETS)
+        unknown = [s for s in names if s not in IMAGE_SUBSETS]
+        if unknown:
+            raise ValueError(f"unknown image subset {', '.join(map(repr, unknown))}; valid: "
+                             f"{', '.join(IMAGE_SUBSETS)}, or all")
+        size = parse_size(args.size)
+        start = time.perf_counter()
+        written = write_images(args.out, args.images, args.split, args.seed, subsets=names, size=size,
+                               overwrite=args.overwrite, progress=not args.no_progress)
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: writing {args.out!r} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} {args.split} images ({size[0]}x{size[1]}, subsets {', '.join(names)}) to "
+          f"{args.out} in {time.perf_counter() - start:.1f} s")
+    print("  images: JPEGImages/<subset>/  instance ids: Annotations/<subset>/  meta: meta.json")
     return 0

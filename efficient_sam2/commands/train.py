@@ -89,6 +89,16 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--image-size", type=int, default=None, help="model input size (default: the model's)")
+    p.add_argument("--image-data", default=None,
+                   help="also train on single images (`synth --images` layout) every step: one click anywhere on "
+                        "an instance (3 outputs, min-over-outputs loss) or its box, then a correction click")
+    p.add_argument("--image-batch", type=int, default=d.image_batch, help=f"images per step ({d.image_batch})")
+    p.add_argument("--image-instances", type=int, default=d.image_instances,
+                   help=f"instances decoded per image ({d.image_instances})")
+    p.add_argument("--image-weight", type=float, default=d.image_weight,
+                   help=f"weight of the image loss added to the video loss ({d.image_weight})")
+    p.add_argument("--image-box-prob", type=float, default=d.image_box_prob,
+                   help=f"chance that a step's image prompts are boxes ({d.image_box_prob})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -107,7 +117,9 @@ def run(args) -> int:
             prompt_probs=args.prompt_probs, iou_loss=args.iou_loss, all_outputs_weight=args.all_outputs_weight,
             max_clicks=args.max_clicks, correction_prob=args.correction_prob,
             val_every=args.val_every, val_videos=args.val_videos, save_every=args.save_every, seed=args.seed,
-            threads=args.threads, image_size=args.image_size,
+            threads=args.threads, image_size=args.image_size, image_data=args.image_data,
+            image_batch=args.image_batch, image_instances=args.image_instances, image_weight=args.image_weight,
+            image_box_prob=args.image_box_prob,
         )
         trainer = SAM2Trainer(config, resume=args.resume, overwrite=args.overwrite,
                               progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))

@@ -59,7 +59,7 @@ FREEZABLE: dict[str, str] = {
 
 PROMPTS = ("mask", "clicks", "box")
 IOU_LOSSES = ("bce", "l1")
-LOSS_COLUMNS = ["step", "loss", "focal", "dice", "iou", "score", "lr", "seconds"]
+LOSS_COLUMNS = ["step", "loss", "focal", "dice", "iou", "score", "lr", "seconds", "image"]
 VAL_COLUMNS = ["step", "J&F", "J", "F", "videos"]
 
 
@@ -84,7 +84,10 @@ class SAM2TrainConfig:
     correction_prob: chance that one later frame of a clip gets a correction click; val_every: steps between
     validations (0 = only at the end); val_videos: validation videos used (0 = all); save_every: steps between
     checkpoints; seed; threads: torch intra-op threads (0 = torch's default); image_size: model input size (None =
-    the model's).
+    the model's). Image mode (`training.images`, mixed into every step when image_data is set): image_data: a
+    folder of `synth --images` data; image_batch: images per step; image_instances: instances decoded per image;
+    image_weight: weight of the image loss added to the video loss; image_box_prob: chance that a step's image
+    prompts are boxes instead of single clicks.
     """
 
     model: str
@@ -115,13 +118,19 @@ class SAM2TrainConfig:
     seed: int = 0
     threads: int = 0
     image_size: int | None = None
+    image_data: str | None = None
+    image_batch: int = 4
+    image_instances: int = 8
+    image_weight: float = 1.0
+    image_box_prob: float = 0.3
 
     def __post_init__(self) -> None:
         def fail(msg: str):
             raise SAM2TrainingError(msg)
 
         resolve_model_name(self.model)
-        for name in ("steps", "batch_size", "clip_len", "max_stride", "max_clicks", "save_every"):
+        for name in ("steps", "batch_size", "clip_len", "max_stride", "max_clicks", "save_every", "image_batch",
+                     "image_instances"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 fail(f"{name} must be an integer >= 1, got {v!r}")
@@ -129,14 +138,15 @@ class SAM2TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 fail(f"{name} must be an integer >= 0, got {v!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "correction_prob", "all_outputs_weight"):
+        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "correction_prob", "all_outputs_weight",
+                     "image_weight", "image_box_prob"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 fail(f"{name} must be a finite number >= 0, got {v!r}")
         if self.lr <= 0:
             fail(f"lr must be > 0, got {self.lr}")
-        if self.correction_prob > 1 or self.min_lr_ratio > 1:
-            fail("correction_prob and min_lr_ratio must be at most 1")
+        if self.correction_prob > 1 or self.min_lr_ratio > 1 or self.image_box_prob > 1:
+            fail("correction_prob, min_lr_ratio and image_box_prob must be at most 1")
         probs = tuple(float(p) for p in self.prompt_probs)
         if len(probs) != 3 or any(p < 0 for p in probs) or sum(probs) <= 0:
             fail(f"prompt_probs must be three non-negative weights (mask, clicks, box), got {self.prompt_probs!r}")
@@ -304,6 +314,7 @@ class StepRecord:
     score: float
     lr: float
     seconds: float
+    image: float = 0.0  # image-mode loss (0 without image data)
 
     def row(self) -> list:
         return [self.step, *(repr(float(getattr(self, k))) for k in LOSS_COLUMNS[1:])]
@@ -345,6 +356,11 @@ class SAM2Trainer:
         self.val = None
         if cfg.val_data is not None:
             self.val = ClipDataset(cfg.val_data, 2, self.model.image_size, 1)
+        self.images = None
+        if cfg.image_data is not None:
+            from .images import ImageDataset
+
+            self.images = ImageDataset(cfg.image_data, self.model.image_size)
         self._freeze(cfg.freeze)
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -403,7 +419,8 @@ class SAM2Trainer:
         old = saved["trainer"]["config"]
         new = self.config.record()
         ignore = {"steps", "val_every", "val_videos", "save_every", "threads", "device", "out"}
-        diff = sorted(k for k in new if k not in ignore and old.get(k) != new[k])
+        defaults = SAM2TrainConfig(model=self.config.model, data="", out="").record()  # fields added since
+        diff = sorted(k for k in new if k not in ignore and old.get(k, defaults[k]) != new[k])
         if diff:
             raise SAM2TrainingError(
                 "cannot resume: the run was started with other settings for " + ", ".join(
@@ -474,6 +491,17 @@ class SAM2Trainer:
         n = max(1, len(terms))
         return LossTerms(*(sum(getattr(x, k) for x in terms) / n for k in ("focal", "dice", "iou", "score")))
 
+    def image_loss(self, step: int) -> torch.Tensor:
+        """The image-mode loss of step `step` (first prompt and correction round averaged); see training.images."""
+        from .images import image_losses
+
+        cfg = self.config
+        batch = self.images.sample(cfg.image_batch, cfg.image_instances, cfg.seed, step)
+        rng = np.random.default_rng([cfg.seed, step, 4])
+        with self._autocast():
+            first, second = image_losses(self.model, batch, rng, cfg.image_box_prob, cfg.iou_loss)
+        return 0.5 * (first.total + second.total)
+
     def train_step(self) -> StepRecord:
         start = time.perf_counter()
         lr = self.lr_at(self.step)
@@ -483,6 +511,10 @@ class SAM2Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.clip_loss(self.step)
         loss = terms.total
+        image = torch.zeros(())
+        if self.images is not None:
+            image = self.image_loss(self.step)
+            loss = loss + self.config.image_weight * image
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {self.step}; lower --lr")
         loss.backward()
@@ -492,7 +524,7 @@ class SAM2Trainer:
         self.optimizer.step()
         self.step += 1
         rec = StepRecord(self.step, loss.item(), terms.focal.item(), terms.dice.item(), terms.iou.item(),
-                         terms.score.item(), lr, time.perf_counter() - start)
+                         terms.score.item(), lr, time.perf_counter() - start, image.item())
         self.history.append(rec)
         return rec
 
