@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from ..data.synthetic import DEFAULT_FRAMES, SUBSETS
+from ..data.synthetic import DEFAULT_FRAMES, DEFAULT_SIZE, STYLES, SUBSETS
 
 DESCRIPTION = """\
 Generate procedural videos with exact ground truth (textured backgrounds and objects, smooth motion, rotation and
@@ -21,8 +21,14 @@ scale, true occlusion in depth order, camera pan and shake) and write them in th
 Subsets (--subset, comma-separated, or all; N videos each):
 """ + "\n".join(f"  {name:13s} {spec.description}" for name, spec in SUBSETS.items()) + """
 
-Train and val never share a video, even with the same --seed (the split is part of every video's seed). Read the
-result with `efficient-sam2 vos --layout davis --video-dir OUT/JPEGImages/256p --mask-dir OUT/Annotations/256p`.
+Styles (--style; the subsets apply to each):
+""" + "\n".join(f"  {name:13s} {spec.description}" for name, spec in STYLES.items()) + """
+synth is what the bundled micro model was trained and tuned on; organic is held out for evaluation (never train or
+tune on it). Without --size, organic videos are 192 pixels high and 144 to 320 wide (drawn per video).
+
+Train and val never share a video, even with the same --seed (the split is part of every video's seed; so is the
+style). Read the result with `efficient-sam2 vos --layout davis --video-dir OUT/JPEGImages/256p --mask-dir
+OUT/Annotations/256p` (192p for organic).
 """
 
 
@@ -39,15 +45,22 @@ def register(subparsers) -> None:
     p.add_argument("--subset", default="standard",
                    help=f"comma-separated subsets, or all (default standard): {', '.join(SUBSETS)}")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames per video ({DEFAULT_FRAMES})")
-    p.add_argument("--size", default="256", help="frame size: N (square) or HxW, e.g. 256 or 240x320 (256)")
+    p.add_argument("--size", default=None,
+                   help="frame size of every video: N (square) or HxW, e.g. 256 or 240x320 (default: the style's: "
+                        "256 for synth; 192 high and 144-320 wide, drawn per video, for organic)")
+    p.add_argument("--style", default="synth", choices=tuple(STYLES),
+                   help="look, motion and lighting of the videos: synth (default) or organic (held out)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out, replacing only files this generator writes (others are kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '240x320' -> (240, 320) (H x W). Raises ValueError with the accepted forms."""
+def parse_size(text: str | None) -> tuple[int, int]:
+    """'256' -> (256, 256); '240x320' -> (240, 320) (H x W); None -> DEFAULT_SIZE. Raises ValueError with the
+    accepted forms."""
+    if text is None:
+        return DEFAULT_SIZE
     parts = text.lower().replace("*", "x").split("x")
     try:
         values = [int(p) for p in parts]
@@ -83,10 +96,10 @@ def run(args) -> int:
         if args.seed < 0:
             raise ValueError(f"--seed must be >= 0; got {args.seed}")
         subsets = parse_subsets(args.subset)
-        size = parse_size(args.size)
+        size = parse_size(args.size) if args.size is not None else None  # None: the style's sizes
         start = time.perf_counter()
         names = write_dataset(args.out, args.videos, args.split, args.seed, subsets=subsets, frames=args.frames,
-                              size=size, overwrite=args.overwrite, progress=not args.no_progress)
+                              size=size, overwrite=args.overwrite, progress=not args.no_progress, style=args.style)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -94,9 +107,16 @@ def run(args) -> int:
         print(f"error: writing {args.out!r} failed: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
+    style = STYLES[args.style]
+    if size is not None:
+        shown = f"{size[0]}x{size[1]}"
+    elif len(style.widths) == 1:
+        size, shown = (style.height, style.widths[0]), f"{style.height}x{style.widths[0]}"
+    else:
+        size, shown = (style.height, style.widths[0]), f"{style.height}x({min(style.widths)}..{max(style.widths)})"
     layout = dataset_layout(args.out, args.split, size)
     rel = {k: os.path.relpath(getattr(layout, k), layout.root) for k in ("video_dir", "mask_dir", "video_list")}
-    print(f"wrote {len(names)} {args.split} videos ({len(names) * args.frames} frames, {size[0]}x{size[1]}, "
+    print(f"wrote {len(names)} {args.split} videos ({len(names) * args.frames} frames, {shown}, style {args.style}, "
           f"subsets {', '.join(subsets)}) to {args.out} in {seconds:.1f} s")
     print(f"  frames: {rel['video_dir']}  annotations: {rel['mask_dir']}  list: {rel['video_list']}  meta: meta.json")
     return 0

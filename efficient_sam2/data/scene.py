@@ -239,13 +239,21 @@ class Scene:
         return Track(sprite, 0, np.tile(q, (n, 1)), np.full(n, rng.uniform(0, math.pi)), np.ones(n))
 
     # -- shots ---------------------------------------------------------------------------------------------------
+    def background(self, shape: tuple[int, int]) -> np.ndarray:
+        """The (H, W, 3) uint8 background canvas of a shot."""
+        return background_texture(self.rng, shape)
+
+    def lighting(self, n: int) -> None:
+        """Per-frame lighting of a shot of n frames: none in this style (see `organic.Lighting`)."""
+        return None
+
     def backdrop(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(background canvas (H + 2 my, W + 2 mx, 3) uint8, camera (n, 3, 3) canvas -> frame, shake (n, 3, 3)
         stabilised -> frame coordinates) of a shot of n frames; the canvas margin covers the pan and the shake."""
         pan, shake = self.camera(n)
         margin = np.abs(pan).max(0) + self.side * (4 * self.spec.shake + 0.05) + 8
         mx, my = (int(math.ceil(v)) for v in margin)
-        canvas = background_texture(self.rng, (self.h + 2 * my, self.w + 2 * mx))
+        canvas = self.background((self.h + 2 * my, self.w + 2 * mx))
         moves = np.tile(np.eye(3), (n, 1, 1))
         moves[:, :2, 2] = -pan - np.array([mx, my])
         return canvas, shake @ moves, shake

@@ -1,4 +1,4 @@
-"""The stress subsets of the synthetic videos (what each one draws) and the generation config."""
+"""The stress subsets of the synthetic videos (what each one draws), the visual styles, and the generation config."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ __all__ = [
     "GENERATOR_VERSION",
     "MAX_OBJECTS",
     "MIN_FIRST_FRAME_AREA",
+    "STYLES",
+    "STYLE_NAMES",
     "SUBSETS",
     "SUBSET_NAMES",
+    "StyleSpec",
     "SubsetSpec",
     "SyntheticConfig",
+    "default_size",
 ]
 
 GENERATOR_VERSION = 1
@@ -83,18 +87,63 @@ SUBSET_NAMES: tuple[str, ...] = tuple(SUBSETS)
 
 
 @dataclass(frozen=True)
+class StyleSpec:
+    """How a style looks: its textures, shapes, motion law and lighting (drawn by `scene.make_scene`), and its frame
+    sizes. The stress subsets apply to every style.
+
+    code: stable integer mixed into every video's seed (0 leaves the seed as it was before styles existed; never
+    reuse one); height, widths: the default frame size is (height, one of widths), drawn per video from its seed (a
+    fixed height keeps a dataset in one DAVIS ``<H>p`` folder, as DAVIS' 480p videos of several widths).
+    """
+
+    name: str
+    code: int
+    description: str
+    height: int
+    widths: tuple[int, ...]
+
+
+STYLES: dict[str, StyleSpec] = {s.name: s for s in (
+    StyleSpec("synth", 0, "square frames; noise, gradient, stripe and blob textures; ellipses, polygons and smooth "
+              "blobs drifting and bouncing with a light wobble; constant lighting", 256, (256,)),
+    StyleSpec("organic", 1, "frames of several aspect ratios; marble, wood-ring, cell and plasma textures; stars, "
+              "rings, crescents, crosses and flowers that accelerate, curve, sway, spin up and grow or shrink; "
+              "brightness, contrast and tint drift under a moving vignette", 192, (144, 240, 256, 288, 320)),
+)}
+STYLE_NAMES: tuple[str, ...] = tuple(STYLES)
+"""The first, "synth", is the default (the videos the micro model was trained and tuned on); the others are held
+out: never used for training or tuning."""
+
+
+def default_size(style: str, seed: int) -> tuple[int, int]:
+    """The frame size (H, W) a video of `style` gets when none is asked for: (style height, a width drawn from the
+    style's widths by `seed`). "synth": always DEFAULT_SIZE."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid styles: {', '.join(STYLE_NAMES)}")
+    spec = STYLES[style]
+    if len(spec.widths) == 1:
+        return spec.height, spec.widths[0]
+    pick = int(np.random.SeedSequence([int(seed), spec.code, 0x5153]).generate_state(1)[0]) % len(spec.widths)
+    return spec.height, spec.widths[pick]
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
     """What to generate: subset (one of SUBSET_NAMES), frames per video, size (H, W) in pixels (need not be square),
-    num_objects (targets, 1..MAX_OBJECTS; None = drawn per video from the subset's range)."""
+    num_objects (targets, 1..MAX_OBJECTS; None = drawn per video from the subset's range), style (one of
+    STYLE_NAMES)."""
 
     subset: str = "standard"
     frames: int = DEFAULT_FRAMES
     size: tuple[int, int] = DEFAULT_SIZE
     num_objects: Optional[int] = None
+    style: str = "synth"
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSETS:
             raise ValueError(f"unknown subset {self.subset!r}; valid subsets: {', '.join(SUBSET_NAMES)}")
+        if self.style not in STYLES:
+            raise ValueError(f"unknown style {self.style!r}; valid styles: {', '.join(STYLE_NAMES)}")
         try:
             h, w = (int(v) for v in self.size)
         except (TypeError, ValueError):
@@ -112,3 +161,7 @@ class SyntheticConfig:
     @property
     def spec(self) -> SubsetSpec:
         return SUBSETS[self.subset]
+
+    @property
+    def style_spec(self) -> StyleSpec:
+        return STYLES[self.style]

@@ -15,8 +15,12 @@ Determinism: a video is a pure function of (seed, config). Random numbers come f
 `np.random.default_rng(SeedSequence([seed, subset code]))`; a draw that misses a subset's property (e.g. no object
 hidden long enough) is redrawn from the same generator, so the result is still fixed by the seed.
 
-The subsets and `SyntheticConfig` are defined in `subsets.py`, the drawing of sprites, paths and camera in
-`scene.py`, the procedural textures and shapes in `textures.py`.
+Styles: the default "synth" (what the micro model is trained and tuned on) and "organic" (`organic.py`, held out:
+other textures, shapes, motion law, lighting drift and aspect ratios; the same subsets, compositing and ground truth).
+The style is part of the seed; "synth" videos are the same as before styles existed.
+
+The subsets, styles and `SyntheticConfig` are defined in `subsets.py`, the drawing of sprites, paths and camera in
+`scene.py` (and `organic.py`), the procedural textures and shapes in `textures.py`.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from .organic import OrganicScene
 from .scene import Scene, Sprite
 from .subsets import (DEFAULT_FRAMES, DEFAULT_SIZE, GENERATOR_VERSION, MAX_OBJECTS, MIN_FIRST_FRAME_AREA,
-                      SUBSET_NAMES, SUBSETS, SubsetSpec, SyntheticConfig)
+                      STYLE_NAMES, STYLES, SUBSET_NAMES, SUBSETS, StyleSpec, SubsetSpec, SyntheticConfig,
+                      default_size)
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -37,19 +43,25 @@ __all__ = [
     "GENERATOR_VERSION",
     "MAX_OBJECTS",
     "MIN_FIRST_FRAME_AREA",
+    "STYLES",
+    "STYLE_NAMES",
     "SUBSETS",
     "SUBSET_NAMES",
     "Layer",
     "NonTarget",
     "RenderedFrame",
+    "StyleSpec",
     "SubsetSpec",
     "SyntheticConfig",
     "SyntheticVideo",
+    "default_size",
     "generate_video",
     "render_frame",
 ]
 
 _MAX_ATTEMPTS = 60
+_SCENES: dict[str, type[Scene]] = {"synth": Scene, "organic": OrganicScene}
+assert set(_SCENES) == set(STYLE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,7 @@ class SyntheticVideo:
             "hidden_frames": [int(v) for v in self.hidden.sum(0)],
             "max_occluded_fraction": [round(float(v), 3) for v in occ.max(0)],
             "first_frame_area": [round(float(v) / (h * w), 4) for v in self.visible[0]],
+            **({} if self.config.style == "synth" else {"style": self.config.style, "size": [h, w]}),
         }
 
 
@@ -188,7 +201,7 @@ def _warp_layer(sprite: Sprite, m: np.ndarray, size: tuple[int, int], empty: Lay
 
 def _attempt(rng: np.random.Generator, seed: int, config: SyntheticConfig) -> Optional[SyntheticVideo]:
     spec, (h, w), n = config.spec, config.size, config.frames
-    scene = Scene(rng, config)
+    scene = _SCENES[config.style](rng, config)
     num = config.num_objects if config.num_objects is not None else int(rng.choice(spec.objects))
     cut = int(rng.integers(max(2, n // 3), min(n - 2, (2 * n) // 3) + 1)) if spec.scene_cut else None
     bounds = [(0, n)] if cut is None else [(0, cut), (cut, n)]
@@ -214,6 +227,7 @@ def _attempt(rng: np.random.Generator, seed: int, config: SyntheticConfig) -> Op
     visible, unoccluded = np.zeros((n, num), np.int64), np.zeros((n, num), np.int64)
     for (a, b), (canvas, camera, shake), tracks in zip(bounds, backdrops, shots):
         mats = [shake @ t.matrices() for t in tracks]
+        lighting = scene.lighting(b - a)  # None: the style keeps the lighting constant
         # non-target index of each layer (0 for targets): distractor j -> j + 1, occluder i -> n_distractors + i + 1
         other_lut = np.array([0] + [-d if d < 0 else 0 for d in depth]
                              + list(range(n_distractors + 1, len(non_targets) + 1)), dtype=np.uint8)
@@ -231,8 +245,9 @@ def _attempt(rng: np.random.Generator, seed: int, config: SyntheticConfig) -> Op
                     unoccluded[t, layer.label - 1] = int(np.count_nonzero(layer.mask))
             if i == 0 and not np.all((visible[t] >= min_area) & (visible[t] * 2 >= unoccluded[t])):
                 return None  # a target is not clearly visible where it is (re)introduced
+            image = frame.image if lighting is None else lighting.apply(frame.image, i)  # pixel by pixel
             dy, dx = rng.integers(0, pad + 1, 2)
-            frames.append(cv2.add(frame.image, grain[dy:dy + h, dx:dx + w], dtype=cv2.CV_8U))  # saturating
+            frames.append(cv2.add(image, grain[dy:dy + h, dx:dx + w], dtype=cv2.CV_8U))  # saturating
             masks.append(frame.labels)
             others.append(other_lut[frame.owner])
             cameras.append(world_camera[i, :2])
@@ -273,24 +288,30 @@ def _has_property(video: SyntheticVideo, spec: SubsetSpec) -> bool:
 
 
 def generate_video(seed: int, subset: str = "standard", *, frames: int = DEFAULT_FRAMES,
-                   size: tuple[int, int] = DEFAULT_SIZE, num_objects: Optional[int] = None) -> SyntheticVideo:
+                   size: Optional[tuple[int, int]] = None, num_objects: Optional[int] = None,
+                   style: str = "synth") -> SyntheticVideo:
     """Generate one synthetic VOS video: a pure function of its arguments.
 
     Args:
         seed: a non-negative integer; the same seed and arguments give the same arrays.
         subset: one of SUBSET_NAMES (see SUBSETS for what each stresses).
-        frames: number of frames T; size: (H, W) in pixels; num_objects: targets (1..4), None = the subset's draw.
+        frames: number of frames T; size: (H, W) in pixels, None = the style's (`default_size(style, seed)`:
+            256 x 256 for "synth"); num_objects: targets (1..4), None = the subset's draw.
+        style: one of STYLE_NAMES: "synth" (the default) or "organic" (held out: other textures, shapes, motion,
+            lighting and aspect ratios); the style is part of the seed.
     Returns:
         a SyntheticVideo (frames, label maps, per-object visible / unoccluded pixel counts, non-targets, camera).
     Raises ValueError for bad arguments.
     """
-    config = SyntheticConfig(subset=subset, frames=frames, size=size, num_objects=num_objects)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), config.spec.code]))
+    size = default_size(style, int(seed)) if size is None else size
+    config = SyntheticConfig(subset=subset, frames=frames, size=size, num_objects=num_objects, style=style)
+    entropy = [int(seed), config.spec.code] + ([config.style_spec.code] if config.style_spec.code else [])
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     for _ in range(_MAX_ATTEMPTS):
         video = _attempt(rng, int(seed), config)
         if video is not None:
             return video
-    raise RuntimeError(f"could not draw a {subset!r} video of {frames} frames at {config.size[0]}x{config.size[1]} "
+    raise RuntimeError(f"could not draw a {subset!r} {style} video of {frames} frames at {config.size[0]}x{config.size[1]} "
                        f"with seed {seed} in {_MAX_ATTEMPTS} attempts; try a larger size or more frames")

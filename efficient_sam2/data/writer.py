@@ -10,8 +10,12 @@ default 256 x 256 frames, see `resolution_name`)::
                                              seed (``generate_video(seed, subset, frames=, size=)`` rebuilds it)
 
 Videos are named ``<subset>_<index>`` (``standard_0000``); with several subsets each gets `videos` videos. A video's
-seed comes from ``SeedSequence([seed, split code, subset code, index])``, so train and val drawn with the same
-`seed` never share a video.
+seed comes from ``SeedSequence([seed, split code, subset code, index])`` (and the style's code for a style other
+than "synth"), so train and val, or two styles, drawn with the same `seed` never share a video.
+
+Styles (`STYLES`): "synth" (the default, square 256 x 256 frames) and "organic" (held out for evaluation: other
+textures, shapes, motion and lighting; without a `size`, every video is 192 pixels high and one of several widths,
+drawn from its seed, so the dataset still sits in one ``192p`` folder, and meta.json lists each video's size).
 
 Safety: an existing non-empty output folder is refused unless `overwrite`; with it, only files this generator
 writes (or wrote, per the old meta.json) are replaced or removed, and anything else in the folder is kept. Each
@@ -34,8 +38,8 @@ from tqdm import tqdm
 
 from ..io.atomic import atomic_open
 from ..io.masks import write_palette_mask
-from .synthetic import (DEFAULT_FRAMES, DEFAULT_SIZE, GENERATOR_VERSION, SUBSETS, SyntheticConfig,
-                        generate_video)
+from .synthetic import (DEFAULT_FRAMES, DEFAULT_SIZE, GENERATOR_VERSION, STYLES, SUBSETS, SyntheticConfig,
+                        default_size, generate_video)
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -89,10 +93,12 @@ def dataset_layout(out_dir: PathLike, split: str, size: tuple[int, int] = DEFAUL
                             os.path.join(root, "ImageSets", f"{split}.txt"), os.path.join(root, META_FILE))
 
 
-def video_seed(seed: int, split: str, subset: str, index: int) -> int:
+def video_seed(seed: int, split: str, subset: str, index: int, style: str = "synth") -> int:
     """The seed of video `index` of `subset` in `split`: a 63-bit integer from SeedSequence([seed, split code,
-    subset code, index]); distinct splits and subsets give unrelated seeds."""
-    entropy = [int(seed), SPLITS[split], SUBSETS[subset].code, int(index)]
+    subset code, index] + [style code] unless the style is "synth"); distinct splits, subsets and styles give
+    unrelated seeds."""
+    code = STYLES[style].code
+    entropy = [int(seed), SPLITS[split], SUBSETS[subset].code, int(index)] + ([code] if code else [])
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1
 
 
@@ -100,7 +106,9 @@ def _frame_names(frames: int) -> list[str]:
     return [f"{t:05d}" for t in range(frames)]
 
 
-def _check_args(videos, split, seed, subsets, frames, size) -> tuple[list[str], tuple[int, int]]:
+def _check_args(videos, split, seed, subsets, frames, size, style) -> tuple[list[str], tuple[int, int]]:
+    """The unique subset names and the size of the dataset's frames (the style's height and first width when `size`
+    is None: the <res> folder is named after the height, which is the same for every video of a style)."""
     if isinstance(videos, bool) or not isinstance(videos, (int, np.integer)) or videos < 1:
         raise ValueError(f"the number of videos must be an integer >= 1; got {videos!r}")
     if split not in SPLITS:
@@ -112,7 +120,11 @@ def _check_args(videos, split, seed, subsets, frames, size) -> tuple[list[str], 
     names = list(dict.fromkeys(subsets))  # unique, in order
     if not names:
         raise ValueError(f"no subset given; valid subsets: {', '.join(SUBSETS)}")
-    configs = [SyntheticConfig(subset=s, frames=frames, size=size) for s in names]  # validates every argument
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid styles: {', '.join(STYLES)}")
+    if size is None:
+        size = (STYLES[style].height, STYLES[style].widths[0])
+    configs = [SyntheticConfig(subset=s, frames=frames, size=size, style=style) for s in names]  # validates them
     return names, configs[0].size
 
 
@@ -192,21 +204,23 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def write_dataset(out_dir: PathLike, videos: int, split: str, seed: int, subsets: Sequence[str] = ("standard",),
-                  frames: int = DEFAULT_FRAMES, size: tuple[int, int] = DEFAULT_SIZE, overwrite: bool = False,
-                  progress: bool = True, jpeg_quality: int = JPEG_QUALITY) -> list[str]:
+                  frames: int = DEFAULT_FRAMES, size: Optional[tuple[int, int]] = None, overwrite: bool = False,
+                  progress: bool = True, jpeg_quality: int = JPEG_QUALITY, style: str = "synth") -> list[str]:
     """Generate `videos` videos per subset and write them as a DAVIS-layout dataset (see the module docstring).
 
     Args:
         out_dir: output folder; must be absent or empty unless `overwrite`.
         videos: videos per subset (>= 1); split: "train" or "val"; seed: base seed (>= 0).
-        subsets: names from SUBSET_NAMES; frames: frames per video; size: (H, W).
+        subsets: names from SUBSET_NAMES; frames: frames per video; size: (H, W) of every video, or None: the
+            style's (256 x 256 for "synth"; for "organic" 192 high and a width drawn per video).
         overwrite: replace what this generator wrote before in `out_dir` (other files are kept).
-        progress: show a tqdm progress bar; jpeg_quality: 1..100.
+        progress: show a tqdm progress bar; jpeg_quality: 1..100; style: one of STYLES ("synth", "organic").
     Returns:
         the video names written, in order (also listed in ImageSets/<split>.txt).
     Raises ValueError for bad arguments and FileExistsError for a non-empty `out_dir` without `overwrite`.
     """
-    names, size = _check_args(videos, split, seed, subsets, frames, size)
+    fixed_size = size is not None
+    names, size = _check_args(videos, split, seed, subsets, frames, size, style)
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be 1..100; got {jpeg_quality!r}")
     layout = dataset_layout(out_dir, split, size)
@@ -217,7 +231,8 @@ def write_dataset(out_dir: PathLike, videos: int, split: str, seed: int, subsets
         raise FileExistsError(f"output folder {root!r} is not empty; use --overwrite (overwrite=True) to replace the "
                               "files this generator writes there (other files are kept), or choose another folder")
     width = max(4, len(str(int(videos) - 1)))
-    plan = [(f"{s}_{i:0{width}d}", s, video_seed(seed, split, s, i)) for s in names for i in range(int(videos))]
+    plan = [(f"{s}_{i:0{width}d}", s, video_seed(seed, split, s, i, style)) for s in names
+            for i in range(int(videos))]
     res = resolution_name(size)
     os.makedirs(root, exist_ok=True)
 
@@ -237,7 +252,8 @@ def write_dataset(out_dir: PathLike, videos: int, split: str, seed: int, subsets
     meta = {
         "generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "package_version": __version__,
         "complete": False, "seed": int(seed), "split": split, "subsets": names, "videos_per_subset": int(videos),
-        "frames": int(frames), "size": list(size), "resolution": res,
+        "frames": int(frames), "size": list(size) if fixed_size or style == "synth" else None, "resolution": res,
+        **({} if style == "synth" else {"style": style}),
         "layout": {"frames": f"JPEGImages/{res}", "annotations": f"Annotations/{res}",
                    "video_list": f"ImageSets/{split}.txt"},
         # until complete, the manifest also covers frames an older, longer run left in the same videos
@@ -249,7 +265,7 @@ def write_dataset(out_dir: PathLike, videos: int, split: str, seed: int, subsets
     frame_names = _frame_names(int(frames))
     summaries = []
     for name, subset, vseed in tqdm(plan, desc=f"synth {split}", unit="video", disable=not progress):
-        video = generate_video(vseed, subset, frames=int(frames), size=size)
+        video = generate_video(vseed, subset, frames=int(frames), size=size if fixed_size else None, style=style)
         old_files = _frame_names(owned.get((res, name), 0))
         tmps = []
         for parent in (layout.video_dir, layout.mask_dir):
