@@ -278,8 +278,8 @@ def test_first_two_frames_dense_and_routing_after(video, monkeypatch):
     plans = {}
     orig = EfficientPolicy.window_plan
 
-    def spy(self, t):
-        plan = orig(self, t)
+    def spy(self, t, image=None):
+        plan = orig(self, t, image)
         plans[t] = None if plan is None else plan.keep.tolist()
         return plan
 

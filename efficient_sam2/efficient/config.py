@@ -1,6 +1,8 @@
 """EfficientConfig: every option of Sparse Window Routing (SWR) and Sparse Memory Retrieval (SMR).
 
-Defaults are the paper's (Efficient-SAM2, ICLR 2026, section 3 and 4.1). The paper's symbol is given for each.
+`EfficientConfig.paper()` is the paper's method exactly (Efficient-SAM2, ICLR 2026, section 3 and 4.1); the
+defaults add the options beyond the paper that measurement chose (BENCHMARKS.md, "Fidelity"). The paper's symbol
+is given for each paper option.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["EfficientConfig", "SHORTCUT_VARIANTS", "MEMORY_SELECTIONS", "PADDING_MODES"]
+__all__ = ["EfficientConfig", "PAPER_OPTIONS", "BEYOND_PAPER", "SHORTCUT_VARIANTS", "MEMORY_SELECTIONS", "PADDING_MODES"]
 
 SHORTCUT_VARIANTS = ("bottleneck", "ffn", "attention", "identity")
 MEMORY_SELECTIONS = ("topk", "random", "uniform", "mempool")
@@ -41,6 +43,21 @@ class EfficientConfig:
             keys and values of every spatial memory frame, the MemPool baseline).
         mempool_kernel: pooling kernel of the MemPool baseline (2).
         seed: seed of SMR-random.
+    Beyond the paper (each None = the paper's behaviour; `EfficientConfig.paper()` sets them all to None):
+        memory_mass: SMR keeps, per memory frame, the smallest set of tokens (in descending first-recollection
+            saliency, in every layer) whose mass reaches this fraction, and never fewer than floor((1 - s) K): flat
+            attention keeps more tokens, peaked attention as few as the paper. Only with memory_selection "topk".
+        change_threshold: SWR also computes the windows whose image changed since the previous frame: the
+            frame is average-pooled to the routed stage's token grid (normalised pixels), the global mean change
+            is subtracted (lighting drift), and a window is kept when any of its tokens changed by more than this
+            (in normalised-pixel units, mean over the colour channels). Catches objects moving into windows the
+            previous mask did not reach.
+        scene_cut: when the mean pooled change of a frame exceeds this, the frame is a scene cut: it and the next
+            frame run dense (every window), and every memory frame is read densely until it is recalled again.
+        theta_relative: the saliency fallback fires for an object when its score logit falls below
+            min(theta_obj, theta_relative x its mean score on the propagation's first frames): a threshold
+            relative to the object's own scores instead of the absolute theta_obj, which only suits models whose
+            confident scores are as high as Meta's.
     """
 
     swr: bool = True
@@ -57,6 +74,10 @@ class EfficientConfig:
     memory_selection: str = "topk"
     mempool_kernel: int = 2
     seed: int = 0
+    memory_mass: float | None = None
+    change_threshold: float | None = None
+    scene_cut: float | None = None
+    theta_relative: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0:
@@ -75,11 +96,27 @@ class EfficientConfig:
             raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.memory_selection not in MEMORY_SELECTIONS:
             raise ValueError(f"memory_selection must be one of {MEMORY_SELECTIONS}, got {self.memory_selection!r}")
+        if self.memory_mass is not None and not 0.0 < self.memory_mass <= 1.0:
+            raise ValueError(f"memory_mass must be in (0, 1], got {self.memory_mass}")
+        for name in ("change_threshold", "scene_cut", "theta_relative"):
+            value = getattr(self, name)
+            if value is not None and not value > 0.0:
+                raise ValueError(f"{name} must be > 0 (or None: off), got {value}")
         if self.mempool_kernel < 1:
             raise ValueError(f"mempool_kernel must be >= 1, got {self.mempool_kernel}")
 
     def replace(self, **changes) -> "EfficientConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def paper(cls, **changes) -> "EfficientConfig":
+        """The paper's method exactly (Efficient-SAM2, ICLR 2026): every option beyond it off."""
+        return cls(**{**PAPER_OPTIONS, **changes})
+
+    @property
+    def is_paper(self) -> bool:
+        """Whether every option beyond the paper is off."""
+        return all(getattr(self, k) == v for k, v in PAPER_OPTIONS.items() if k in BEYOND_PAPER)
 
     @classmethod
     def dense(cls) -> "EfficientConfig":
@@ -88,3 +125,14 @@ class EfficientConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative")
+"""Options that are not in the paper; None turns each off."""
+
+PAPER_OPTIONS: dict = dict(
+    swr=True, tau=0.7, theta_obj=5.0, dilation=5, all_masks=True, dense_frames=2, shortcut="bottleneck",
+    padding="zero", kept_windows=None, smr=True, sparsity=0.95, memory_selection="topk", mempool_kernel=2,
+    memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None,
+)
+"""The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

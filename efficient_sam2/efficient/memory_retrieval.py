@@ -6,7 +6,10 @@ On later frames the memory frames t-m .. t-2 are read only through their cached 
 frames, frame t-1 and the object pointers stay dense. Kept tokens keep their RoPE positions because the memory
 attention rotates every key by its original grid cell.
 
-The selection rule is pluggable: "topk" (the paper), "random" (SMR-random) and "uniform" (SMR-uniform).
+The selection rule is pluggable: "topk" (the paper), "random" (SMR-random) and "uniform" (SMR-uniform). Beyond the
+paper, "topk" can keep a number of tokens that adapts to the attention (`mass`): the smallest descending-saliency
+prefix whose mass reaches `mass` in every layer and for every object of the batch, never fewer than the paper's
+floor((1 - s) K). The count is shared by the batch and the layers so that the kept indices stay one tensor.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from ..modeling.memory_attention import MemoryPlan
 
-__all__ = ["SaliencyCache", "select_tokens", "build_memory_plan", "MemorySlot"]
+__all__ = ["SaliencyCache", "select_tokens", "mass_count", "kept_count", "build_memory_plan", "MemorySlot"]
 
 
 def kept_count(num_tokens: int, sparsity: float) -> int:
@@ -35,16 +38,20 @@ def select_tokens(
     generator: torch.Generator | None = None,
     batch: int = 1,
     device: torch.device | str = "cpu",
+    mass: float | None = None,
 ) -> torch.Tensor:
     """Kept token indices of one memory frame: (batch, num_layers, k), sorted ascending within each layer.
 
-    rule "topk" needs `saliency`, one (batch, num_tokens) tensor per layer.
+    rule "topk" needs `saliency`, one (batch, num_tokens) tensor per layer; with `mass` it keeps
+    max(floor((1 - s) K), mass_count(saliency, mass)) tokens.
     """
     k = kept_count(num_tokens, sparsity)
     if rule == "topk":
         if saliency is None or len(saliency) != num_layers:
             raise ValueError("topk selection needs one saliency map per layer")
         sal = torch.stack(saliency, dim=1)  # (B, L, K)
+        if mass is not None:
+            k = max(k, mass_count(sal, mass))
         idx = sal.topk(k, dim=-1).indices
     elif rule == "random":
         scores = torch.rand(batch, num_layers, num_tokens, generator=generator)
@@ -55,6 +62,16 @@ def select_tokens(
     else:
         raise ValueError(f"unknown memory selection rule {rule!r}")
     return idx.sort(dim=-1).values
+
+
+def mass_count(saliency: torch.Tensor, mass: float) -> int:
+    """The number of tokens that every row of `saliency` (..., K) needs, in descending order, for its
+    (renormalised) mass to reach `mass`: the largest such count over the rows."""
+    sal = saliency.float().clamp_min(0).flatten(0, -2)
+    sal = sal / sal.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    cum = sal.sort(dim=-1, descending=True).values.cumsum(dim=-1)
+    count = (cum < mass - 1e-6).sum(dim=-1) + 1
+    return int(count.clamp(max=sal.shape[-1]).max())
 
 
 class SaliencyCache:

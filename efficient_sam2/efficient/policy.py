@@ -22,9 +22,12 @@ from ..modeling.sam2 import MemoryFrame, SAM2Model, StepOutput
 from ..tracking.policy import FramePolicy, FrameResult
 from .config import EfficientConfig
 from .memory_retrieval import MemorySlot, SaliencyCache, build_memory_plan, select_tokens
-from .router import RouteDecision, WindowGrid, WindowRouter
+from .router import RouteDecision, WindowGrid, WindowRouter, change_windows, frame_change, pooled_frame
 
 __all__ = ["EfficientSAM2", "EfficientPolicy", "EfficiencyStats"]
+
+REFERENCE_FRAMES = 3
+"""Stepped frames of an object whose score logits set its relative fallback threshold (theta_relative)."""
 
 
 @dataclass
@@ -33,12 +36,14 @@ class EfficiencyStats:
 
     kept_windows: frame -> fraction of the routed stage's windows computed (1.0 for dense frames);
     kept_memory: frame -> fraction of memory tokens read by cross-attention (averaged over object groups);
-    saliency_fallbacks: frames on which the saliency fallback (W_saliency) fired.
+    saliency_fallbacks: frames on which the saliency fallback (W_saliency) fired;
+    scene_cuts: frames taken for scene cuts (run dense; `EfficientConfig.scene_cut`).
     """
 
     kept_windows: dict[int, float] = field(default_factory=dict)
     kept_memory: dict[int, float] = field(default_factory=dict)
     saliency_fallbacks: list[int] = field(default_factory=list)
+    scene_cuts: list[int] = field(default_factory=list)
     routed_frames: int = 0
 
     @property
@@ -61,6 +66,7 @@ class EfficiencyStats:
             "routed_frames": self.routed_frames,
             "saliency_fallbacks": len(self.saliency_fallbacks),
             "saliency_fallback_rate": round(self.fallback_rate, 4),
+            "scene_cuts": len(self.scene_cuts),
         }
 
 
@@ -126,26 +132,57 @@ class EfficientPolicy(FramePolicy):
         self.processed = 0  # frames of the current propagation
         self.next_plan: tuple[int, RouteDecision] | None = None
         self.plan_used: dict[int, float] = {}
-        self.frame_outputs: list[tuple] = []  # (mask logits, scores, saliency) of this frame's model steps
+        self.frame_outputs: list[tuple] = []  # (mask logits, scores, saliency, obj ids) of this frame's steps
         self.memory_fractions: list[float] = []
+        self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
+        self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
 
     # ------------------------------------------------------------------ propagation
     def start(self, reverse: bool) -> None:
         self.reverse, self.processed, self.next_plan = reverse, 0, None
         self.frame_outputs.clear()
+        self.previous_frame = None
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
 
     def stop(self) -> None:
         self.next_plan = None
 
     # ------------------------------------------------------------------ SWR
-    def window_plan(self, frame_idx: int) -> WindowPlan | None:
-        if self.config.swr and self.next_plan is not None and self.next_plan[0] == frame_idx:
+    def window_plan(self, frame_idx: int, image: torch.Tensor | None = None) -> WindowPlan | None:
+        cfg = self.config
+        change = self._frame_change(frame_idx, image)
+        if cfg.swr and self.next_plan is not None and self.next_plan[0] == frame_idx:
             decision = self.next_plan[1]
-            self.plan_used[frame_idx] = decision.kept_fraction
-            return WindowPlan(keep=decision.keep, shortcut=self.method.shortcut, padding=self.config.padding)
+            keep = decision.keep
+            if change is not None and cfg.change_threshold is not None:
+                grid = self.method.grid
+                chosen = change_windows(change, grid, cfg.change_threshold).to(keep.device)
+                chosen[keep] = True
+                keep = chosen.nonzero().flatten()
+            self.plan_used[frame_idx] = keep.numel() / self.method.grid.num_windows
+            return WindowPlan(keep=keep, shortcut=self.method.shortcut, padding=cfg.padding)
         self.plan_used[frame_idx] = 1.0
         return None
+
+    def _frame_change(self, frame_idx: int, image: torch.Tensor | None) -> torch.Tensor | None:
+        """The per-token change since the previous frame of this propagation (None when unknown); takes a scene
+        cut (dense frames, memories read densely) when the mean change exceeds `scene_cut`."""
+        cfg = self.config
+        if image is None or (cfg.change_threshold is None and cfg.scene_cut is None):
+            return None
+        pooled = pooled_frame(image, self.method.grid)
+        previous, self.previous_frame = self.previous_frame, (frame_idx, pooled)
+        expected = frame_idx + 1 if self.reverse else frame_idx - 1
+        if previous is None or previous[0] != expected:
+            return None
+        change, mean_change = frame_change(previous[1].to(pooled.device), pooled)
+        if cfg.scene_cut is not None and mean_change > cfg.scene_cut:
+            self.next_plan = None
+            self.processed = 0  # this frame and the next run dense, as at the start of a propagation
+            self.cache.clear()  # memory frames are read densely until they are recalled again
+            self.stats.scene_cuts.append(frame_idx)
+            return None
+        return change
 
     def wants_saliency(self, frame_idx: int) -> bool:
         return self.config.swr
@@ -154,11 +191,16 @@ class EfficientPolicy(FramePolicy):
         dec = step.decoder
         if self.config.swr and dec is not None:
             masks = dec.multimask_logits if self.config.all_masks else dec.low_res
-            self.frame_outputs.append((masks, dec.object_score_logits, dec.saliency))
+            self.frame_outputs.append((masks, dec.object_score_logits, dec.saliency, list(obj_ids)))
+            if self.config.theta_relative is not None:
+                for obj_id, score in zip(obj_ids, dec.object_score_logits.reshape(-1).tolist()):
+                    first = self.reference_scores.setdefault(obj_id, [])
+                    if len(first) < REFERENCE_FRAMES:
+                        first.append(score)
         if step.memory_saliency is not None and self.config.smr:
             prev = frame_idx + 1 if self.reverse else frame_idx - 1
             idx = select_tokens("topk", len(step.memory_saliency), step.memory_saliency[0].shape[1],
-                                self.config.sparsity, saliency=step.memory_saliency)
+                                self.config.sparsity, saliency=step.memory_saliency, mass=self.config.memory_mass)
             for b, obj_id in enumerate(obj_ids):
                 self.cache.put(obj_id, prev, idx[b])
 
@@ -176,25 +218,39 @@ class EfficientPolicy(FramePolicy):
         # objects prompted on this frame contribute their stored mask
         for r in results:
             if r.prompted:
-                outputs.append((r.output.pred_masks.to(device), r.output.object_score_logits.to(device), None))
+                outputs.append((r.output.pred_masks.to(device), r.output.object_score_logits.to(device), None,
+                                [r.obj_id]))
         if not outputs:
             return
-        if len({m.shape[1] for m, _, _ in outputs}) == 1:
-            masks = torch.cat([m for m, _, _ in outputs], 0)
+        if len({m.shape[1] for m, _, _, _ in outputs}) == 1:
+            masks = torch.cat([m for m, _, _, _ in outputs], 0)
         else:
-            masks = torch.cat([m.amax(dim=1, keepdim=True) for m, _, _ in outputs], 0)
-        scores = torch.cat([s.reshape(-1) for _, s, _ in outputs])
-        maps = [sal for _, _, sal in outputs]
+            masks = torch.cat([m.amax(dim=1, keepdim=True) for m, _, _, _ in outputs], 0)
+        scores = torch.cat([s.reshape(-1) for _, s, _, _ in outputs])
+        maps = [sal for _, _, sal, _ in outputs]
         saliency = torch.cat(maps, 0) if all(m is not None for m in maps) else None
-        decision = self.method.router.route(masks, scores, saliency)
+        thresholds = None
+        if self.config.theta_relative is not None:
+            thresholds = torch.tensor([self.fallback_threshold(o) for _, _, _, ids in outputs for o in ids])
+        decision = self.method.router.route(masks, scores, saliency, thresholds)
         nxt = frame_idx - 1 if self.reverse else frame_idx + 1
         self.next_plan = (nxt, decision)
         stats.routed_frames += 1
         if decision.saliency_fired:
             stats.saliency_fallbacks.append(nxt)
 
+    def fallback_threshold(self, obj_id: int) -> float:
+        """The score logit below which the saliency fallback fires for `obj_id`: theta_obj, or with
+        theta_relative, min(theta_obj, theta_relative x the mean of its first stepped scores, at least 0)."""
+        cfg = self.config
+        first = self.reference_scores.get(obj_id)
+        if cfg.theta_relative is None or not first:
+            return cfg.theta_obj
+        return min(cfg.theta_obj, cfg.theta_relative * max(0.0, sum(first) / len(first)))
+
     def forget_object(self, obj_id: int) -> None:
         self.cache.drop_object(obj_id)
+        self.reference_scores.pop(obj_id, None)
 
     def nbytes(self) -> int:
         return self.cache.nbytes()

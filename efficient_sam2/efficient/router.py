@@ -8,6 +8,14 @@ frame computes:
 * W_saliency: when any object's score logit is below theta_obj or W_pred is empty, for every object the
   smallest set of windows, in descending order of the previous frame's decoder token->image attention mass,
   whose mass reaches tau. Only the previous frame's maps are used.
+
+Beyond the paper (EfficientConfig options, off in `EfficientConfig.paper()`):
+
+* W_change (`change_threshold`): windows whose image changed since the previous frame, from the frames pooled to
+  the routed token grid (`pooled_frame`, `frame_change`), so objects that move into windows the previous mask did
+  not reach are computed densely;
+* scene cuts (`scene_cut`): a frame whose mean pooled change is large runs dense;
+* a relative fallback threshold (`theta_relative`): passed to `route` as per-object thresholds.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import torch.nn.functional as F
 
 from .config import EfficientConfig
 
-__all__ = ["WindowGrid", "RouteDecision", "WindowRouter", "windows_touched", "saliency_windows"]
+__all__ = ["WindowGrid", "RouteDecision", "WindowRouter", "windows_touched", "saliency_windows", "pooled_frame",
+           "frame_change", "change_windows"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,31 @@ def saliency_windows(saliency: torch.Tensor, grid: WindowGrid, tau: float) -> to
     return chosen.any(dim=0)
 
 
+def pooled_frame(image: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    """A preprocessed frame (3, H, W) or (B, 3, H, W) (the first of a batch is used) average-pooled to the routed
+    stage's token grid: (3, feat_size, feat_size), fp32."""
+    if image.dim() == 4:
+        image = image[0]
+    return F.adaptive_avg_pool2d(image[None].float(), grid.feat_size)[0]
+
+
+def frame_change(previous: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per-token change between two pooled frames (3, S, S): |d - mean(d)| averaged over the channels, where the
+    global mean change of each channel (a lighting drift) is removed first. Returns ((S, S) map, its mean)."""
+    d = current - previous
+    d = d - d.mean(dim=(1, 2), keepdim=True)
+    change = d.abs().mean(dim=0)
+    return change, float(change.mean())
+
+
+def change_windows(change: torch.Tensor, grid: WindowGrid, threshold: float) -> torch.Tensor:
+    """Windows with any token whose change (feat_size, feat_size) exceeds `threshold`: (num_windows,) bool."""
+    pad = grid.padded - grid.feat_size
+    maps = F.pad(change[None], (0, pad, 0, pad))[0]
+    side, w = grid.side, grid.window
+    return (maps.view(side, w, side, w).amax(dim=(1, 3)) > threshold).flatten()
+
+
 @dataclass
 class RouteDecision:
     """The router's output for one frame: kept window indices (K,) and why they were kept."""
@@ -136,9 +170,11 @@ class WindowRouter:
         mask_logits: torch.Tensor,
         object_scores: torch.Tensor,
         saliency: torch.Tensor | None,
+        thresholds: torch.Tensor | None = None,
     ) -> RouteDecision:
         """mask_logits: (N, M, h, w) previous-frame logits of N objects (M = 3 multimask outputs, or 1);
-        object_scores: (N,) or (N, 1) score logits; saliency: (N, feat_size**2) decoder attention maps or None.
+        object_scores: (N,) or (N, 1) score logits; saliency: (N, feat_size**2) decoder attention maps or None;
+        thresholds: (N,) per-object fallback thresholds (None: theta_obj for every object).
         """
         masks = mask_logits > 0
         if not self.cfg.all_masks and masks.shape[1] > 1:
@@ -147,7 +183,8 @@ class WindowRouter:
         mask_windows = int(pred.sum())
         if self.cfg.kept_windows is not None:
             return self._fixed_fraction(pred, mask_windows, saliency)
-        fire = mask_windows == 0 or bool((object_scores.reshape(-1) < self.cfg.theta_obj).any())
+        limit = self.cfg.theta_obj if thresholds is None else thresholds.reshape(-1).to(object_scores.device)
+        fire = mask_windows == 0 or bool((object_scores.reshape(-1) < limit).any())
         keep = pred
         if fire:
             if saliency is None:

@@ -86,7 +86,7 @@ class TrackingLoop:
     # ------------------------------------------------------------------ 1. image
     def encode(self, images: torch.Tensor, frame_idx: int, policy: FramePolicy | None = None) -> BackboneFeatures:
         """Image features of normalised frames (B, 3, S, S), routed by the policy's window plan."""
-        plan = None if policy is None else policy.window_plan(frame_idx)
+        plan = None if policy is None else policy.window_plan(frame_idx, images)
         return self.model.forward_image(images, window_plan=plan)
 
     # ------------------------------------------------------------------ 2. memory

@@ -46,8 +46,9 @@ class FramePolicy:
     def stop(self) -> None:
         """The propagation ended (normally or not)."""
 
-    def window_plan(self, frame_idx: int) -> WindowPlan | None:
-        """Which windows of the routed Hiera span to compute on this frame (None = all)."""
+    def window_plan(self, frame_idx: int, image: torch.Tensor | None = None) -> WindowPlan | None:
+        """Which windows of the routed Hiera span to compute on this frame (None = all); `image` is the frame as the
+        encoder gets it ((B, 3, H, W), normalised), when the caller has it."""
         return None
 
     def wants_saliency(self, frame_idx: int) -> bool:
