@@ -25,6 +25,7 @@ _EXPORTS = {
     "create_app": ".app",
     "run_server": ".server",
     "ServerThread": ".server",
+    "ApiClient": ".client",
 }
 
 __all__ = sorted(_EXPORTS)
