@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..efficient.config import SHORTCUT_VARIANTS, EfficientConfig
 from ..io.atomic import atomic_open, check_output_folder
 from .common import BenchError, environment
+from .flops import IDEAL_MODELS, ideal_speedups
 
 __all__ = [
     "ACCURACY_CONFIGS",
@@ -69,12 +70,17 @@ class AccuracyError(BenchError):
 @dataclass(frozen=True)
 class AccuracyConfig:
     """One configuration: what it is, the EfficientConfig changes (None = dense `VideoPredictor`), whether its SWR
-    shortcut is the trained one (the given or bundled shortcut file) and where the paper reports it."""
+    shortcut is the trained one (the given or bundled shortcut file) and where the paper reports it.
+
+    base: "paper" builds on `EfficientConfig.paper()`, "default" on today's defaults; beyond: options beyond the
+    paper taken at their default values (so that a row shows what one of them adds to the paper)."""
 
     description: str
     efficient: dict | None = None
     trained_shortcut: bool = True
     paper: str = ""
+    base: str = "paper"
+    beyond: tuple[str, ...] = ()
 
 
 ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
@@ -94,9 +100,45 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
                                   paper="Table 1 'SMR-uniform'"),
     "mempool": AccuracyConfig("MemPool baseline (2x2 pooled memory), SWR off",
                               dict(swr=False, memory_selection="mempool"), paper="Table 1 'MemPool'"),
-    "efficient": AccuracyConfig("Efficient-SAM2: SWR (trained shortcut) + SMR top-k, router-decided windows", dict(),
-                                paper="Table 1 'Efficient-SAM2'"),
+    "paper": AccuracyConfig("Efficient-SAM2 as in the paper (EfficientConfig.paper()): SWR + SMR top-k", dict(),
+                            paper="Table 1 'Efficient-SAM2'"),
+    "paper+mass": AccuracyConfig("the paper + SMR keeping tokens by attention mass (memory_mass)", dict(),
+                                 beyond=("memory_mass",)),
+    "paper+change": AccuracyConfig("the paper + SWR change windows (change_threshold)", dict(),
+                                   beyond=("change_threshold",)),
+    "paper+cut": AccuracyConfig("the paper + dense frames at scene cuts (scene_cut)", dict(), beyond=("scene_cut",)),
+    "paper+relative": AccuracyConfig("the paper + a fallback threshold relative to the object's scores "
+                                     "(theta_relative)", dict(), beyond=("theta_relative",)),
+    "efficient": AccuracyConfig("Efficient-SAM2 with this package's defaults (EfficientConfig())", dict(),
+                                base="default"),
 }
+
+
+DEFAULT_CONFIGS = ("dense", "swr", "smr", "paper", "paper+mass", "paper+change", "paper+cut", "paper+relative",
+                   "efficient")
+"""What `bench --accuracy` and `bench --fidelity` run without --configs (the other rows of ACCURACY_CONFIGS on
+request)."""
+
+
+def efficient_config_of(name: str, seed: int = 0, kept_windows: float | None = None, tau: float | None = None,
+                        sparsity: float | None = None, shortcut: str | None = None) -> EfficientConfig | None:
+    """The EfficientConfig of ACCURACY_CONFIGS[`name`] with a run's overrides (None: dense)."""
+    spec = ACCURACY_CONFIGS[name]
+    if spec.efficient is None:
+        return None
+    defaults = EfficientConfig()
+    options = {k: getattr(defaults, k) for k in spec.beyond}
+    options.update(spec.efficient, seed=seed)
+    swr, smr = options.get("swr", True), options.get("smr", True)
+    if swr and kept_windows is not None:
+        options["kept_windows"] = kept_windows
+    if swr and tau is not None:
+        options["tau"] = tau
+    if smr and sparsity is not None:
+        options["sparsity"] = sparsity
+    if swr and spec.trained_shortcut and shortcut is not None:
+        options["shortcut"] = shortcut
+    return EfficientConfig.paper(**options) if spec.base == "paper" else EfficientConfig(**options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -125,7 +167,7 @@ class AccuracySettings:
     image_size: int | None = None
     device: str = "cpu"
     precision: str = "auto"
-    configs: tuple[str, ...] = tuple(ACCURACY_CONFIGS)
+    configs: tuple[str, ...] = DEFAULT_CONFIGS
     subsets: tuple[str, ...] | None = None
     videos_per_subset: int | None = None
     resolution: str | None = None
@@ -189,20 +231,7 @@ class AccuracySettings:
 
     def efficient_config(self, name: str) -> EfficientConfig | None:
         """The EfficientConfig of configuration `name` with this run's overrides (None: dense)."""
-        spec = ACCURACY_CONFIGS[name]
-        if spec.efficient is None:
-            return None
-        options = dict(spec.efficient, seed=self.seed)
-        swr, smr = options.get("swr", True), options.get("smr", True)
-        if swr and self.kept_windows is not None:
-            options["kept_windows"] = self.kept_windows
-        if swr and self.tau is not None:
-            options["tau"] = self.tau
-        if smr and self.sparsity is not None:
-            options["sparsity"] = self.sparsity
-        if swr and spec.trained_shortcut and self.shortcut is not None:
-            options["shortcut"] = self.shortcut
-        return EfficientConfig(**options)
+        return efficient_config_of(name, self.seed, self.kept_windows, self.tau, self.sparsity, self.shortcut)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -428,11 +457,16 @@ def _row(name: str, s: dict, first: str | None = None) -> str:
              "" if name == "dense" else _fmt(s["delta_JF"], signed=True), _fmt(s["J"]), _fmt(s["F"]),
              _fmt(s["kept_window_fraction"], ".3f"), _fmt(s["kept_memory_fraction"], ".3f"),
              _fmt(s["saliency_fallback_rate"], ".3f"), _fmt(s["ms_per_frame"]), _fmt(s["speedup"], ".2f") + "×"]
+    if "fidelity" in s:
+        ideal = s["ideal_speedup"]
+        cells[5:5] = [_fmt(s["fidelity"]["JF"]), _fmt(s["fidelity_worst_video_JF"])]
+        cells += [_fmt(ideal.get(m), ".2f") + "×" for m in IDEAL_MODELS]
     return "| " + " | ".join(cells) + " |"
 
 
-_HEADER = ("| {first} | J&F | ΔJ&F | J | F | kept windows | kept memory | fallback rate | ms/frame | speed-up |\n"
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+_HEADER = ("| {first} | J&F | ΔJ&F | J | F | fidelity J&F | worst video fidelity | kept windows | kept memory | "
+           "fallback rate | ms/frame | speed-up | ideal large | ideal base+ |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def _markdown(r: AccuracyResult) -> str:
@@ -444,7 +478,10 @@ def _markdown(r: AccuracyResult) -> str:
         f"Weights: {m['weights']}; trained shortcut: {m['shortcut']}. J&F, J, F in percent (`eval`'s protocol); "
         f"ΔJ&F = configuration - dense; kept windows / memory = mean fraction computed / read; fallback rate = "
         f"saliency fallbacks per routed frame; ms/frame and speed-up over dense: {r.clock} time of tracking only, "
-        f"configurations interleaved per video.",
+        f"configurations interleaved per video. Fidelity J&F = J&F of the configuration's masks against dense SAM "
+        f"2's masks (100 = the same masks), overall and of the worst video; ideal large / base+ = FLOP-ideal "
+        f"end-to-end speed-up of a tracked frame of SAM 2.1 large / base_plus at 1024 px at the kept fractions "
+        f"measured here.",
         "",
         _HEADER.format(first="configuration"),
     ]
@@ -457,6 +494,12 @@ def _markdown(r: AccuracyResult) -> str:
         for s in subsets:
             x = c["subsets"][s]
             cells.append(_fmt(x["JF"]) + ("" if name == "dense" else f" ({_fmt(x['delta_JF'], signed=True)})"))
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines += ["", "Fidelity J&F to dense SAM 2 (worst video) per subset:", "",
+              "| configuration | " + " | ".join(subsets) + " |", "|---|" + "---:|" * len(subsets)]
+    for name, c in r.configs.items():
+        cells = [f"{_fmt(c['subsets'][s]['fidelity']['JF'])} ({_fmt(c['subsets'][s]['fidelity_worst_video_JF'])})"
+                 for s in subsets]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     lines += ["", "Per subset and configuration:", "", _HEADER.format(first="subset / configuration")]
     for s in subsets:
@@ -553,17 +596,30 @@ def _efficiency(runs: list[dict], efficient: bool) -> dict:
             "saliency_fallback_rate": sum(r["fallbacks"] for r in runs) / routed if routed else None}
 
 
-def _summary(videos: list[str], name: str, scores: dict, runs: dict, clock: str, efficient: bool) -> dict:
-    """The scores, efficiency and timing of configuration `name` over `videos`."""
+def _summary(videos: list[str], name: str, scores: dict, runs: dict, clock: str, efficient: bool,
+             fidelity: dict | None = None) -> dict:
+    """The scores, efficiency and timing of configuration `name` over `videos`; with `fidelity`, the J&F of its
+    masks against dense SAM 2's (overall and of the worst video) and the FLOP-ideal speed-ups its kept fractions
+    give on the real models at 1024 px."""
     objects = [o for v in videos for o in scores[name].get(v, [])]
     mine = [runs[name][v] for v in videos]
     frames = sum(r["frames"] for r in mine)
     wall, cpu = sum(r["wall_s"] for r in mine), sum(r["cpu_s"] for r in mine)
     dense = {k: sum(runs["dense"][v][f"{k}_s"] for v in videos) for k in ("wall", "cpu")}
     own = {"wall": wall, "cpu": cpu}
-    return {**_score(objects), "videos": len(videos), "frames": frames, **_efficiency(mine, efficient),
-            "wall_s": wall, "cpu_s": cpu, "ms_per_frame": 1000 * own[clock] / frames if frames else None,
-            "speedup": dense[clock] / own[clock] if own[clock] > 0 else None}
+    eff = _efficiency(mine, efficient)
+    out = {**_score(objects), "videos": len(videos), "frames": frames, **eff,
+           "wall_s": wall, "cpu_s": cpu, "ms_per_frame": 1000 * own[clock] / frames if frames else None,
+           "speedup": dense[clock] / own[clock] if own[clock] > 0 else None}
+    if fidelity is not None:
+        fid = [o for v in videos for o in fidelity[name].get(v, [])]
+        per_video = [_score(fidelity[name].get(v, []))["JF"] for v in videos]
+        per_video = [x for x in per_video if math.isfinite(x)]
+        out["fidelity"] = _score(fid)
+        out["fidelity_worst_video_JF"] = min(per_video) if per_video else math.nan
+        out["ideal_speedup"] = (ideal_speedups(eff["kept_window_fraction"], eff["kept_memory_fraction"]) if efficient
+                                else {m: 1.0 for m in IDEAL_MODELS})
+    return out
 
 
 def _track(settings: AccuracySettings, selection: DatasetSelection, predictors: dict, out: str,
@@ -629,13 +685,28 @@ def _evaluate(settings: AccuracySettings, gt: str, out: str) -> dict[str, dict[s
     return scores
 
 
+def _fidelity(settings: AccuracySettings, out: str) -> dict[str, dict[str, list]]:
+    """{config: {video: [ObjectScore]}}: every configuration's masks scored against dense SAM 2's masks."""
+    from ..evaluation.vos import evaluate_vos
+
+    dense = os.path.join(out, PREDICTIONS, "dense")
+    scores = {}
+    for name in settings.configs:
+        ev = evaluate_vos(dense, os.path.join(out, PREDICTIONS, name), layout="davis", progress=False,
+                          num_workers=settings.eval_workers)
+        scores[name] = {}
+        for o in ev.objects:
+            scores[name].setdefault(o.video, []).append(o)
+    return scores
+
+
 def _tabulate(settings: AccuracySettings, predictors: dict, selection: DatasetSelection, scored: list[str],
-              subsets: dict[str, list[str]], scores: dict, runs: dict) -> tuple[dict, dict]:
+              subsets: dict[str, list[str]], scores: dict, runs: dict, fidelity: dict) -> tuple[dict, dict]:
     """(configs, per-video) tables of the result, with the differences to dense on the same videos."""
     configs, per_video = {}, {}
     for name in settings.configs:
         eff = settings.efficient_config(name)
-        args = (name, scores, runs, settings.clock, eff is not None)
+        args = (name, scores, runs, settings.clock, eff is not None, fidelity)
         configs[name] = {"description": ACCURACY_CONFIGS[name].description, "paper": ACCURACY_CONFIGS[name].paper,
                          "efficient_config": eff.to_dict() if eff is not None else None,
                          "shortcut": getattr(predictors[name], "shortcut_info", None),
@@ -679,7 +750,8 @@ def run_accuracy(settings: AccuracySettings, progress: bool = True, command: str
     scores = _evaluate(settings, gt, out)
     subsets = {s: [v for v in scored if selection.subset_of[v] == s] for s in selection.subsets}
     subsets = {s: vs for s, vs in subsets.items() if vs}
-    configs, per_video = _tabulate(settings, predictors, selection, scored, subsets, scores, runs)
+    fidelity = _fidelity(settings, out)
+    configs, per_video = _tabulate(settings, predictors, selection, scored, subsets, scores, runs, fidelity)
     result = AccuracyResult(
         settings=settings.to_dict(), command=command, environment=env, model=model_info,
         data={"root": selection.root, "video_dir": selection.video_dir, "mask_dir": selection.mask_dir,

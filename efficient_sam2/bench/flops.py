@@ -43,6 +43,9 @@ __all__ = [
     "neck_flops",
     "pooled_key_count",
     "FlopModel",
+    "tracked_frame_flops",
+    "ideal_speedups",
+    "IDEAL_MODELS",
 ]
 
 
@@ -400,3 +403,61 @@ def pooled_key_count(num_spatial: int, tokens_per_frame: int, grid: int, kernel:
     """Keys left after MemPool's kernel x kernel average pooling (ceil mode) of every spatial memory frame."""
     frames = num_spatial // tokens_per_frame
     return frames * math.ceil(grid / kernel) ** 2 + num_pointer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What measured kept fractions buy on a model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def tracked_frame_flops(cfg: SAM2Config, kept_windows: float = 1.0, kept_memory: float = 1.0, objects: int = 1,
+                        efficient: bool | None = None) -> int:
+    """FLOPs of one steady-state tracked frame (full memory bank, no prompt) of `objects` objects on model `cfg`:
+    image encoder (its routed stage computing `kept_windows` of its windows) and high-resolution projections once,
+    then per object memory attention reading `kept_memory` of its memory tokens, the SAM heads, the object pointer
+    and the memory encoder. `efficient` (default: any fraction below 1) adds what the accelerated path computes on
+    top: the decoder's attention maps and one memory frame's explicit saliency (a first recollection)."""
+    if not (0.0 < kept_windows <= 1.0 and 0.0 < kept_memory <= 1.0):
+        raise ValueError(f"kept fractions must be in (0, 1], got {kept_windows} and {kept_memory}")
+    if efficient is None:
+        efficient = kept_windows < 1.0 or kept_memory < 1.0
+    geometry = HieraGeometry.of(cfg.hiera)
+    first = geometry.routed_span[0]
+    side = -(-geometry.token_grid(first, cfg.image_size) // geometry.routed_window)
+    num_windows = side * side
+    keep = None
+    if kept_windows < 1.0:
+        keep = list(range(min(num_windows, max(1, round(kept_windows * num_windows)))))
+    e = cfg.embed_size
+    tokens = e * e
+    pointers = cfg.max_obj_ptrs_in_encoder * (cfg.d_model // cfg.mem_dim)
+    dense_keys = cfg.num_maskmem * tokens + pointers
+    keys = max(1, round(kept_memory * dense_keys))
+    layers = cfg.num_memory_attention_layers
+    total = image_encoder_flops(cfg, 1, keep) + high_res_projection_flops(cfg, 1)
+    total += memory_attention_flops(objects, tokens, [keys] * layers,
+                                    saliency_per_layer=[tokens if efficient else 0] * layers,
+                                    d_model=cfg.d_model, kv_dim=cfg.mem_dim, dim_feedforward=cfg.memory_attention_ffn_dim)
+    total += prompt_encoder_flops(objects, 0, False, False, e, cfg.d_model)
+    total += mask_decoder_flops(objects, 1, e, cfg.d_model, mlp_dim=cfg.decoder_mlp_dim, attention_maps=efficient)
+    total += object_pointer_flops(objects, cfg.d_model)
+    total += memory_encoder_flops(objects, cfg.image_size, cfg.d_model, cfg.mem_dim)
+    return total
+
+
+IDEAL_MODELS = ("sam2.1_hiera_large", "sam2.1_hiera_base_plus")
+"""The models (at their 1024 px) whose FLOP-ideal speed-up every fidelity and accuracy result reports."""
+
+
+def ideal_speedups(kept_windows: float, kept_memory: float, objects: int = 1,
+                   models: Sequence[str] = IDEAL_MODELS) -> dict[str, float]:
+    """{model: FLOP-ideal end-to-end speed-up of a tracked frame} at these kept fractions (see
+    `tracked_frame_flops`): what a sparsity measured on any model would buy on each of `models`."""
+    from ..configs import get_config
+
+    out = {}
+    for name in models:
+        cfg = get_config(name)
+        dense = tracked_frame_flops(cfg, 1.0, 1.0, objects, efficient=False)
+        out[name] = dense / tracked_frame_flops(cfg, kept_windows, kept_memory, objects, efficient=True)
+    return out

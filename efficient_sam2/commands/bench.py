@@ -93,13 +93,23 @@ def register(subparsers) -> None:
     acc.add_argument("--data", default=None, metavar="DIR",
                      help="DAVIS-layout dataset root with annotations (JPEGImages/<res>, Annotations/<res>)")
     acc.add_argument("--output", default=None, metavar="DIR",
-                     help="new or empty folder for accuracy.json, accuracy.md, predictions/ and ground_truth/")
+                     help="new or empty folder for accuracy.json, accuracy.md, predictions/ and ground_truth/ "
+                          "(with --fidelity: fidelity.json and fidelity.md; optional)")
     acc.add_argument("--videos-per-subset", type=int, default=None, metavar="N",
                      help="the first N videos of each subset (default all)")
     acc.add_argument("--subsets", default=None, metavar="S1,S2",
                      help="comma-separated stress subsets (default: every subset in --data)")
     acc.add_argument("--resolution", default=None, metavar="RES",
                      help="the <res> folder, e.g. 480p (default: meta.json's, or the only one)")
+    fid = p.add_argument_group("fidelity (no ground truth needed)")
+    fid.add_argument("--fidelity", nargs="+", default=None, metavar="VIDEO",
+                     help="score each configuration's masks against dense SAM 2's on these videos (files or frame "
+                          "folders), tracked from --prompts; see above")
+    fid.add_argument("--prompts", nargs="+", default=None, metavar="FILE",
+                     help="one prompt file per video (clicks, boxes or a mask PNG; format: efficient_sam2.io.prompts), "
+                          "or one folder of <video>.prompts files")
+    fid.add_argument("--max-frames", type=int, default=None, metavar="N",
+                     help="track at most N frames from the first prompted frame (default: the whole video)")
     sweep = p.add_argument_group("scaling")
     sweep.add_argument("--sweep", default=None, metavar="QUANTITY=V1,V2,...",
                        help="how time and peak memory grow: objects=1,2,4,8 or frames=12,24,48. Every (value, "
@@ -151,6 +161,11 @@ def run(args) -> int:
     from ..bench.report import check_output_path, write_json, write_markdown, write_plot
     from ..bench.speed import BenchError, BenchmarkSettings, run_benchmark
 
+    if getattr(args, "fidelity", None) is not None:
+        return _run_fidelity(args)
+    if getattr(args, "prompts", None) is not None or getattr(args, "max_frames", None) is not None:
+        print("error: --prompts and --max-frames go with --fidelity", file=sys.stderr)
+        return 2
     if getattr(args, "accuracy", False):
         return _run_accuracy(args)
     given = [f for f in _ACCURACY_ONLY if getattr(args, f.lstrip("-").replace("-", "_"), None) is not None]
@@ -309,3 +324,59 @@ def _run_accuracy(args) -> int:
         print(f"error: {len(result.failures)} run(s) failed; their videos are left out of every score (see the "
               "report)", file=sys.stderr)
     return result.exit_code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --fidelity
+
+
+def fidelity_command_line(args) -> str:
+    """The `efficient-sam2 bench --fidelity` command reproducing this report."""
+    import shlex
+
+    words = ["efficient-sam2", "bench", "--fidelity", *args.fidelity, "--prompts", *args.prompts]
+    for name in ("max_frames", "model", "checkpoint", "shortcut_checkpoint", "image_size", "device", "configs",
+                 "kept_windows", "sparsity", "tau", "shortcut", "threads", "output"):
+        value = getattr(args, name, None)
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    for name, default in (("clock", "wall"), ("seed", 0)):
+        if getattr(args, name) != default:
+            words += ["--" + name, str(getattr(args, name))]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _run_fidelity(args) -> int:
+    from ..bench.fidelity import FidelityError, FidelitySettings, run_fidelity
+    from ..build import CheckpointError
+    from .common import warnings_as_notes
+
+    try:
+        bad = [flag for name, flag in _TIMING_ONLY.items() if getattr(args, name, None) is not None]
+        bad += [f for f in _ACCURACY_ONLY if f != "--output"
+                and getattr(args, f.lstrip("-").replace("-", "_"), None) is not None]
+        bad += ["--accuracy"] * bool(args.accuracy) + ["--stream"] * bool(getattr(args, "stream", False))
+        if bad:
+            raise FidelityError(f"{', '.join(bad)} cannot go with --fidelity")
+        if not args.prompts:
+            raise FidelityError("--fidelity needs --prompts: one prompt file per video, or a folder of them")
+        settings = FidelitySettings(
+            videos=tuple(args.fidelity), prompts=tuple(args.prompts), output=args.output,
+            model=args.model or "micro", checkpoint=args.checkpoint, shortcut_checkpoint=args.shortcut_checkpoint,
+            image_size=args.image_size, device=args.device,
+            configs=tuple(args.configs.split(",")) if args.configs else FidelitySettings.configs,
+            max_frames=args.max_frames, kept_windows=args.kept_windows, sparsity=args.sparsity, tau=args.tau,
+            shortcut=args.shortcut, seed=args.seed, threads=args.threads, clock=args.clock, overwrite=args.overwrite,
+        )
+        with warnings_as_notes():
+            result = run_fidelity(settings, progress=not args.no_progress, command=fidelity_command_line(args))
+    except (FidelityError, CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: could not write the results: {exc}", file=sys.stderr)
+        return 1
+    print(result.markdown())
+    if result.files:
+        print(f"written: {', '.join(result.files.values())}", file=sys.stderr)
+    return 0

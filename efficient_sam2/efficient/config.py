@@ -52,8 +52,9 @@ class EfficientConfig:
             is subtracted (lighting drift), and a window is kept when any of its tokens changed by more than this
             (in normalised-pixel units, mean over the colour channels). Catches objects moving into windows the
             previous mask did not reach.
-        scene_cut: when the mean pooled change of a frame exceeds this, the frame is a scene cut: it and the next
-            frame run dense (every window), and every memory frame is read densely until it is recalled again.
+        scene_cut: a frame whose mean pooled change (as for change_threshold) exceeds this many times the median
+            of the previous frames' (and 0.15) is a scene cut: it and the next frame run dense (every window), and
+            every memory frame is read densely until it is recalled again.
         theta_relative: the saliency fallback fires for an object when its score logit falls below
             min(theta_obj, theta_relative x its mean score on the propagation's first frames): a threshold
             relative to the object's own scores instead of the absolute theta_obj, which only suits models whose

@@ -26,6 +26,26 @@ from .router import RouteDecision, WindowGrid, WindowRouter, change_windows, fra
 
 __all__ = ["EfficientSAM2", "EfficientPolicy", "EfficiencyStats"]
 
+CUT_HISTORY = 8
+"""Frames of mean-change history a scene cut is judged against."""
+CUT_FLOOR = 0.15
+"""A frame whose mean pooled change (normalised pixels) is below this is never a scene cut."""
+CUT_FIRST = 0.4
+"""With no history yet (the first frames of a propagation), a change above this is a cut."""
+
+
+def is_scene_cut(change: float, history: Sequence[float], ratio: float) -> bool:
+    """Whether a frame whose mean pooled change is `change` is a scene cut, after frames whose changes were
+    `history`: above CUT_FLOOR and `ratio` times their median (above CUT_FIRST with no history): a camera that
+    shakes all the time changes every frame a lot, a cut changes one frame far more than the frames before it."""
+    if change <= CUT_FLOOR:
+        return False
+    if not history:
+        return change > CUT_FIRST
+    ordered = sorted(history)
+    return change > ratio * ordered[len(ordered) // 2]
+
+
 REFERENCE_FRAMES = 3
 """Stepped frames of an object whose score logits set its relative fallback threshold (theta_relative)."""
 
@@ -135,6 +155,7 @@ class EfficientPolicy(FramePolicy):
         self.frame_outputs: list[tuple] = []  # (mask logits, scores, saliency, obj ids) of this frame's steps
         self.memory_fractions: list[float] = []
         self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
+        self.change_history: list[float] = []  # mean pooled changes of the last frames (scene cuts)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
 
     # ------------------------------------------------------------------ propagation
@@ -142,6 +163,7 @@ class EfficientPolicy(FramePolicy):
         self.reverse, self.processed, self.next_plan = reverse, 0, None
         self.frame_outputs.clear()
         self.previous_frame = None
+        self.change_history = []
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
 
     def stop(self) -> None:
@@ -176,7 +198,8 @@ class EfficientPolicy(FramePolicy):
         if previous is None or previous[0] != expected:
             return None
         change, mean_change = frame_change(previous[1].to(pooled.device), pooled)
-        if cfg.scene_cut is not None and mean_change > cfg.scene_cut:
+        history, self.change_history = self.change_history, (self.change_history + [mean_change])[-CUT_HISTORY:]
+        if cfg.scene_cut is not None and is_scene_cut(mean_change, history, cfg.scene_cut):
             self.next_plan = None
             self.processed = 0  # this frame and the next run dense, as at the start of a propagation
             self.cache.clear()  # memory frames are read densely until they are recalled again
