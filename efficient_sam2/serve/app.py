@@ -299,7 +299,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
             version = -1
             idle = 0.0
             yield "retry: 1000\n\n"
-            while not session.closed:
+            while not session.closed and not store.stopping.is_set():
                 if session.progress.version != version:
                     version = session.progress.version
                     yield f"event: progress\ndata: {json.dumps(session.progress.as_dict())}\n\n"

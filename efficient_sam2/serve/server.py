@@ -38,7 +38,7 @@ def _server(app, sock: socket.socket, log_level: str):
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             # stop running jobs at once, so that a propagation does not hold the shutdown up
-            app.state.store.cancel_all()
+            app.state.store.stop()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=2,
@@ -80,7 +80,7 @@ class ServerThread:
         return self.url
 
     def __exit__(self, *exc) -> None:
-        self.app.state.store.cancel_all()
+        self.app.state.store.stop()
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.app.state.store.close()

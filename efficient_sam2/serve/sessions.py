@@ -33,6 +33,7 @@ class SessionStore:
         self._sessions: "OrderedDict[str, VideoSession]" = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0
+        self.stopping = threading.Event()  # the server is shutting down: event streams end
 
     # ------------------------------------------------------------------ folders
     def new_folder(self) -> str:
@@ -100,8 +101,9 @@ class SessionStore:
         if session.folder is not None:
             remove_tree(session.folder)
 
-    def cancel_all(self) -> None:
-        """Ask every running job to stop after its current frame."""
+    def stop(self) -> None:
+        """The server is stopping: every running job stops after its current frame, event streams end."""
+        self.stopping.set()
         with self._lock:
             sessions = list(self._sessions.values())
         for s in sessions:

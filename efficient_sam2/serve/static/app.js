@@ -154,6 +154,7 @@ function openVideo(info) {
   const canvas = $("canvas");
   canvas.width = info.width;
   canvas.height = info.height;
+  fitCanvas();
   $("placeholder").hidden = true;
   const slider = $("slider");
   slider.max = info.num_frames - 1;
@@ -192,6 +193,17 @@ function buildThumbs() {
 }
 
 // ------------------------------------------------------------------------------------------------ drawing
+function fitCanvas() {
+  // show the frame as large as the stage allows, keeping its aspect ratio (clicks are mapped back to video pixels)
+  if (!app.video) return;
+  const stage = $("stage");
+  const maxH = Math.min(stage.clientHeight || 480, window.innerHeight * 0.72);
+  const scale = Math.min((stage.clientWidth - 16) / app.video.width, (maxH - 16) / app.video.height);
+  const canvas = $("canvas");
+  canvas.style.width = `${Math.max(1, Math.floor(app.video.width * scale))}px`;
+  canvas.style.height = `${Math.max(1, Math.floor(app.video.height * scale))}px`;
+}
+
 function loadImage(src) {
   return new Promise((resolve, reject) => {
     const img = new Image();
@@ -689,7 +701,7 @@ function bindControls() {
     if (e.key === "ArrowLeft") { e.preventDefault(); showFrame(app.frame - 1); }
     if (e.key === "ArrowRight") { e.preventDefault(); showFrame(app.frame + 1); }
   });
-  window.addEventListener("resize", drawStrip);
+  window.addEventListener("resize", () => { fitCanvas(); drawStrip(); });
 }
 
 start();

@@ -1,0 +1,156 @@
+"""The web page in a real headless Chromium (Debian's `chromium`, driven by Playwright): open the page with the token
+URL, upload a short clip, click an object and see its mask drawn, track, scrub to the last frame and see the mask
+there, export the zip.
+
+In CI (CI=true) a missing browser or Playwright is a failure, not a skip: `.ci/run` installs both.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_serve import TOKEN, make_clip, object_point, write_video
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _require(ok: bool, why: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why}: the browser tests must run in CI (.ci/run installs Debian's chromium and Playwright)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    _require(sync_playwright is not None, "Playwright for Python is not installed")
+    _require(os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is not None, f"no Chromium at {CHROMIUM}")
+    profile = tempfile.mkdtemp(prefix="serve-chromium-")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                                        headless=True, accept_downloads=True,
+                                                        viewport={"width": 1280, "height": 860})
+        try:
+            page = context.new_page()
+            yield page
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def web(one_thread):
+    from efficient_sam2.serve import Engine, ServerThread, ServeSettings, create_app
+
+    app = create_app(Engine.build("micro"), ServeSettings(token=TOKEN))
+    with ServerThread(app) as url:
+        yield url
+
+
+def _mean_rgb(page, x: int, y: int, r: int = 3) -> np.ndarray:
+    """Mean RGB of the canvas (video pixels) in a (2r+1)^2 square around (x, y)."""
+    data = page.evaluate(
+        """([x, y, r]) => {
+            const c = document.getElementById('canvas');
+            return Array.from(c.getContext('2d').getImageData(x - r, y - r, 2 * r + 1, 2 * r + 1).data);
+        }""", [x, y, r])
+    return np.asarray(data, float).reshape(-1, 4)[:, :3].mean(0)
+
+
+def _drawn(page) -> int:
+    return int(page.get_attribute("#canvas", "data-drawn") or 0)
+
+
+def _wait_redraw(page, before: int) -> None:
+    page.wait_for_function(f"Number(document.getElementById('canvas').dataset.drawn || 0) > {before}",
+                           timeout=30_000)
+
+
+def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    frames, ids = make_clip(n=6)
+    clip = write_video(str(tmp_path / "clip.avi"), frames, "MJPG")
+    h, w = ids[0].shape
+
+    page.goto(f"{web}/?token={TOKEN}")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Ready')", timeout=30_000)
+    assert TOKEN not in page.url  # the token leaves the address bar (the page keeps it, and the cookie)
+
+    # upload
+    page.set_input_files("#file-input", clip)
+    page.wait_for_function("document.getElementById('status').textContent.includes('Click an object')",
+                           timeout=60_000)
+    page.wait_for_function("Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", timeout=30_000)
+    assert page.inner_text("#video-info").startswith(f"{w} × {h}, 6 frames")
+
+    # click object 1: its mask is drawn at once (pixels change inside it, not far outside)
+    click = object_point(ids[0], 1)
+    inside = (click[0] - 20, click[1])
+    assert ids[0][inside[1], inside[0]] == 1
+    outside = (12, h - 12)
+    assert ids[0][outside[1], outside[0]] == 0
+    before_in, before_out = _mean_rgb(page, *inside), _mean_rgb(page, *outside)
+    box = page.locator("#canvas").bounding_box()
+    drawn = _drawn(page)
+    page.mouse.click(box["x"] + (click[0] + 0.5) * box["width"] / w, box["y"] + (click[1] + 0.5) * box["height"] / h)
+    page.wait_for_function("document.getElementById('status').textContent.includes('mask in')", timeout=30_000)
+    _wait_redraw(page, drawn)
+    after_in, after_out = _mean_rgb(page, *inside), _mean_rgb(page, *outside)
+    assert np.abs(after_in - before_in).sum() > 60, (before_in, after_in)
+    assert np.abs(after_out - before_out).sum() < 6, (before_out, after_out)
+
+    # track forward with Efficient-SAM2 (the default): progress, frames/s and the statistics are shown
+    page.select_option("#direction", "forward")
+    drawn = _drawn(page)
+    page.click("#track")
+    page.wait_for_function("document.getElementById('track-progress').textContent.startsWith('tracked')",
+                           timeout=120_000)
+    assert "tracked 6 frames" in page.inner_text("#track-progress")
+    assert page.inner_text("[data-stat='model']") == "Efficient-SAM2"
+    assert page.inner_text("[data-stat='kept windows']").endswith("%")
+    _wait_redraw(page, drawn)
+
+    # scrub to the last frame: the tracked mask is drawn where the object is now
+    page.focus("#slider")
+    page.keyboard.press("End")
+    page.wait_for_function("document.getElementById('canvas').dataset.frame === '5'", timeout=30_000)
+    page.wait_for_timeout(300)
+    last = object_point(ids[5], 1)
+    assert not ids[0][last[1], last[0]]  # the object has moved off its first-frame place
+    shown = _mean_rgb(page, *last)
+    raw = frames[5][last[1] - 3:last[1] + 4, last[0] - 3:last[0] + 4].reshape(-1, 3).mean(0)
+    assert np.abs(shown - raw).sum() > 60, (raw, shown)
+    bg = _mean_rgb(page, *outside)
+    raw_bg = frames[5][outside[1] - 3:outside[1] + 4, outside[0] - 3:outside[0] + 4].reshape(-1, 3).mean(0)
+    assert np.abs(bg - raw_bg).sum() < 30, (raw_bg, bg)  # background: the frame itself (JPEG-close)
+
+    # export the zip from the page
+    with page.expect_download(timeout=60_000) as download:
+        page.click("#export-zip")
+    path = tmp_path / "masks.zip"
+    download.value.save_as(path)
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(zf.namelist())
+        assert names == [f"{t:05d}.png" for t in range(6)]
+        with Image.open(io.BytesIO(zf.read(names[-1]))) as img:
+            mask = np.asarray(img) == 1
+    gt = ids[5] == 1
+    assert (mask & gt).sum() / (mask | gt).sum() > 0.8
+    assert not errors, errors
