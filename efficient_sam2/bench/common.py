@@ -47,21 +47,27 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One benchmarked configuration: a description and the EfficientConfig changes (None = plain predictor)."""
+    """One benchmarked configuration: a description and the EfficientConfig changes (None = plain predictor),
+    made to `EfficientConfig.paper()` when `paper`, else to the package's defaults."""
 
     description: str
     efficient: dict | None = None
     reference: bool = False
+    paper: bool = False
 
 
 BENCH_CONFIGS: dict[str, BenchConfig] = {
     "dense": BenchConfig("plain VideoPredictor (no SWR, no SMR)"),
-    "swr": BenchConfig("Sparse Window Routing only", dict(smr=False)),
-    "smr": BenchConfig("Sparse Memory Retrieval only (top-k)", dict(swr=False)),
-    "efficient": BenchConfig("SWR + SMR (Efficient-SAM2)", dict()),
-    "mempool": BenchConfig("MemPool baseline (2x2 pooled memory)", dict(swr=False, memory_selection="mempool")),
-    "smr-random": BenchConfig("SMR with random token selection", dict(swr=False, memory_selection="random")),
-    "smr-uniform": BenchConfig("SMR with uniform token selection", dict(swr=False, memory_selection="uniform")),
+    "swr": BenchConfig("Sparse Window Routing only (the paper's)", dict(smr=False), paper=True),
+    "smr": BenchConfig("Sparse Memory Retrieval only (the paper's top-k)", dict(swr=False), paper=True),
+    "paper": BenchConfig("SWR + SMR as in the paper (EfficientConfig.paper())", dict(), paper=True),
+    "efficient": BenchConfig("SWR + SMR with this package's defaults (EfficientConfig())", dict()),
+    "mempool": BenchConfig("MemPool baseline (2x2 pooled memory)", dict(swr=False, memory_selection="mempool"),
+                           paper=True),
+    "smr-random": BenchConfig("SMR with random token selection", dict(swr=False, memory_selection="random"),
+                              paper=True),
+    "smr-uniform": BenchConfig("SMR with uniform token selection", dict(swr=False, memory_selection="uniform"),
+                               paper=True),
     "efficient-off": BenchConfig("EfficientVideoPredictor with SWR and SMR off (its overhead)",
                                  dict(swr=False, smr=False)),
     "reference": BenchConfig("reference package sam2 SAM2VideoPredictor (dense), same weights", reference=True),
@@ -203,7 +209,7 @@ class BenchmarkSettings:
         for key in ("sparsity", "tau", "shortcut"):
             if getattr(self, key) is not None:
                 options[key] = getattr(self, key)
-        return EfficientConfig(**options)
+        return EfficientConfig.paper(**options) if spec.paper else EfficientConfig(**options)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

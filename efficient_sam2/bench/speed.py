@@ -585,6 +585,12 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
     if random_init:
         random_weights_(model, settings.seed)
     model = model.to(device).eval()
+    weights_desc = settings.checkpoint or (f"random (seed {settings.seed})" if random_init else "bundled")
+    shortcut_file = settings.shortcut_checkpoint
+    if shortcut_file is None and not random_init and settings.checkpoint is None:
+        from ..build import bundled_shortcut
+
+        shortcut_file = bundled_shortcut(settings.model)  # the shortcut trained for the bundled weights
     # taken before the timing wrappers rename the submodules; the reference copies the values when it loads them
     state_dict = model.state_dict() if "reference" in settings.configs else None
 
@@ -605,8 +611,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
             else:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="no shortcut checkpoint given")
-                    predictor = EfficientVideoPredictor(model, efficient=eff,
-                                                        shortcut_checkpoint=settings.shortcut_checkpoint,
+                    predictor = EfficientVideoPredictor(model, efficient=eff, shortcut_checkpoint=shortcut_file,
                                                         fill_hole_area=0)
             runners.append(_Runner(name, predictor, None, masks, num_frames, recorder, reference=False))
         instrument(model, recorder)
@@ -720,7 +725,7 @@ def _run(settings: BenchmarkSettings, progress: bool, command: str | None,
     settings_dict = settings.to_dict()
     settings_dict.update({"model": cfg.name, "image_size": image_size, "frames": num_frames,
                           "objects": len(masks), "video_description": video_desc,
-                          "weights": settings.checkpoint or f"random (seed {settings.seed})"})
+                          "weights": weights_desc, "shortcut_checkpoint": shortcut_file})
     return BenchmarkResult(settings_dict, env, results, timed_frames, command=command, memory=memory)
 
 

@@ -15,17 +15,19 @@ configurations advance frame by frame in turn; after the warm-up, every frame wh
 7 onwards) is timed. The report gives medians, the speed-up over dense, the FLOP-ideal speed-up of the windows
 and memory tokens actually computed, and the sparsity achieved.
 
-Random weights are used unless --checkpoint is given: speed does not depend on the weights. The video is a
+Weights: --checkpoint if given, else the bundled ones with their trained shortcut (micro: so the router decides
+the sparsity from real masks), else random (speed does not depend on the weights). The video is a
 synthetic one with moving objects, unless --video and --mask name a real one.
 
 configurations:
   dense          plain VideoPredictor (no SWR, no SMR); always included, every ratio is taken against it
-  swr            Sparse Window Routing only              EfficientConfig(smr=False)
-  smr            Sparse Memory Retrieval only            EfficientConfig(swr=False)
-  efficient      SWR + SMR                               EfficientConfig()
-  mempool        MemPool baseline                        EfficientConfig(swr=False, memory_selection="mempool")
-  smr-random     SMR, random tokens                      EfficientConfig(swr=False, memory_selection="random")
-  smr-uniform    SMR, uniformly spaced tokens            EfficientConfig(swr=False, memory_selection="uniform")
+  swr            Sparse Window Routing only              EfficientConfig.paper(smr=False)
+  smr            Sparse Memory Retrieval only            EfficientConfig.paper(swr=False)
+  paper          SWR + SMR as in the paper               EfficientConfig.paper()
+  efficient      SWR + SMR, this package's defaults      EfficientConfig()
+  mempool        MemPool baseline                        EfficientConfig.paper(swr=False, memory_selection="mempool")
+  smr-random     SMR, random tokens                      EfficientConfig.paper(swr=False, memory_selection="random")
+  smr-uniform    SMR, uniformly spaced tokens            EfficientConfig.paper(swr=False, memory_selection="uniform")
   efficient-off  EfficientVideoPredictor with both off   (its bookkeeping overhead)
   reference      the reference package's dense SAM2VideoPredictor with the same weights (needs sam2 + hydra-core)
 
@@ -35,11 +37,23 @@ saliency-fallback rate and the speed-up over dense measured in the same run (tra
 interleaved per video). Predictions are written as `vos` writes them and scored by `eval`'s evaluator; the report
 goes to OUTPUT/accuracy.json and OUTPUT/accuracy.md. --warmup N runs every configuration N times on the first
 video first, untimed; precision is that of `vos` (bf16 autocast on CUDA; --dtype bf16 forces it). On a busy CPU use
---threads 1 --clock cpu. Configurations (default: all):
-  dense, swr-identity, swr (trained shortcut), swr-chosen-mask, swr-no-dilation (SMR off), smr, smr-random,
-  smr-uniform, mempool (SWR off), efficient (SWR + SMR, router-decided windows)
+--threads 1 --clock cpu. Every configuration is also scored against dense SAM 2's masks (fidelity J&F, worst
+video), with the FLOP-ideal speed-up its kept fractions give on SAM 2.1 large and base_plus at 1024 px.
+Configurations (default: dense, swr, smr, paper, paper+mass, paper+change, paper+cut, paper+relative, efficient):
+  the paper's rows (on EfficientConfig.paper()): swr-identity, swr (trained shortcut), swr-chosen-mask,
+  swr-no-dilation (SMR off), smr, smr-random, smr-uniform, mempool (SWR off), paper (SWR + SMR);
+  paper+mass, paper+change, paper+cut, paper+relative: the paper plus one option beyond it, at its default value;
+  efficient: this package's defaults (EfficientConfig()).
+
+fidelity (--fidelity VIDEO... --prompts FILE...): no ground truth needed. Each configuration tracks each video
+(a file or a frame folder) from the same prompts (one prompt file per video, or a folder of <video>.prompts files:
+clicks, boxes or a first-frame mask PNG; see efficient_sam2.io.prompts), and its masks are scored against dense
+SAM 2's: fidelity J&F, J, F, mean and worst IoU, worst video, beside kept windows, kept memory, fallback rate,
+scene cuts, the measured speed-up and the FLOP-ideal speed-ups on large and base_plus at 1024 px. Check the
+method on your own footage before trusting it. Configurations as for --accuracy.
 
 examples:
+  efficient-sam2 bench --fidelity clips/vtest.avi --prompts docs/clips/vtest.prompts --max-frames 100 --threads 1
   efficient-sam2 bench --accuracy --data data/val --videos-per-subset 3 --output acc --threads 1
   efficient-sam2 bench --model base_plus --image-size 1024 --kept-windows 0.2 --configs dense,swr,smr,efficient,reference --json bench.json --markdown bench.md --plot bench.png
 """
@@ -139,7 +153,7 @@ def register(subparsers) -> None:
 _FLAGS = ("model", "checkpoint", "image_size", "frames", "objects", "dtype", "device", "threads", "configs",
           "kept_windows", "video", "mask", "sparsity", "tau", "shortcut", "shortcut_checkpoint", "warmup", "repeats",
           "seed", "clock", "sweep")
-_DEFAULTS = { "dtype": "fp32", "device": "cpu", "configs": "dense,swr,smr,efficient", "warmup": 1,
+_DEFAULTS = { "dtype": "fp32", "device": "cpu", "configs": "dense,swr,smr,paper,efficient", "warmup": 1,
              "repeats": 3, "seed": 0, "clock": "wall"}
 
 
@@ -174,7 +188,7 @@ def run(args) -> int:
         print(f"error: {what}", file=sys.stderr)
         return 2
     if args.configs is None:
-        args.configs = "dense,swr,smr,efficient"
+        args.configs = "dense,swr,smr,paper,efficient"
     sweep = None
     try:
         if args.sweep is not None:
@@ -209,7 +223,7 @@ def run(args) -> int:
         return 2
     if sweep is not None:
         return _run_sweep(args, settings, sweep)
-    if "reference" not in settings.configs and args.configs == "dense,swr,smr,efficient":
+    if "reference" not in settings.configs and args.configs == "dense,swr,smr,paper,efficient":
         from ..bench.speed import reference_available
 
         if reference_available():
