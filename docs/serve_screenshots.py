@@ -44,7 +44,7 @@ def main() -> int:
     app = create_app(Engine.build("micro"), ServeSettings(token=token))
     with ServerThread(app) as url, sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(os.path.join(work, "profile"), executable_path=args.chromium,
-                                                    args=ARGS, headless=True,
+                                                    args=ARGS, headless=True, bypass_csp=True,
                                                     viewport={"width": 1360, "height": 900}, device_scale_factor=1)
         page = ctx.new_page()
         page.goto(f"{url}/?token={token}")

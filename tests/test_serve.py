@@ -22,7 +22,6 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("starlette", reason="the web app needs the [serve] extra (installed by the [test] extra)")
@@ -649,6 +648,30 @@ def test_oldest_idle_session_is_evicted_with_its_files(engine, clip):
         assert os.path.isdir(folder)
         root = app.state.store.root
     assert not os.path.exists(root)  # stopping the server removes every upload
+
+
+def test_busy_sessions_are_not_evicted(engine, tmp_path):
+    frames, ids = make_clip(n=24, h=96, w=128)
+    path = write_video(str(tmp_path / "long.avi"), frames, "MJPG")
+    app = create_app(engine, ServeSettings(token=TOKEN, max_sessions=1))
+    with ServerThread(app) as url:
+        api = ApiClient(url, TOKEN)
+        vid = api.upload(path, "long.avi")["video_id"]
+        api.prompt(vid, 0, 1, points=[object_point(ids[0], 1)], labels=[1])
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(api.propagate(vid, efficient=False)), daemon=True)
+        runner.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and api.info(vid)["progress"]["state"] != "running":
+            time.sleep(0.01)
+        with pytest.raises(ApiError) as err:
+            api.upload(path, "other.avi")
+        assert err.value.status == 503 and "busy" in err.value.message
+        api.call("POST", f"/api/videos/{vid}/cancel")
+        runner.join(60)
+        assert result["cancelled"]
+        other = api.upload(path, "other.avi")["video_id"]  # now the idle one makes room
+        assert app.state.store.ids() == [other]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

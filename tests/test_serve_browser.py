@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -72,32 +73,41 @@ def _mean_rgb(page, x: int, y: int, r: int = 3) -> np.ndarray:
     return np.asarray(data, float).reshape(-1, 4)[:, :3].mean(0)
 
 
+def _wait(page, condition: str, timeout: float = 30.0) -> None:
+    """Poll a JavaScript expression until it is true. (Not `wait_for_function`: it evaluates strings with `eval`,
+    which the page's Content-Security-Policy forbids; the tests keep that policy on.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({condition})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}; status: {page.inner_text('#status')!r}")
+        page.wait_for_timeout(25)
+
+
 def _drawn(page) -> int:
     return int(page.get_attribute("#canvas", "data-drawn") or 0)
 
 
 def _wait_redraw(page, before: int) -> None:
-    page.wait_for_function(f"Number(document.getElementById('canvas').dataset.drawn || 0) > {before}",
-                           timeout=30_000)
+    _wait(page, f"Number(document.getElementById('canvas').dataset.drawn || 0) > {before}")
 
 
 def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     page = browser_page
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)  # CSP reports too
     frames, ids = make_clip(n=6)
     clip = write_video(str(tmp_path / "clip.avi"), frames, "MJPG")
     h, w = ids[0].shape
 
     page.goto(f"{web}/?token={TOKEN}")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Ready')", timeout=30_000)
+    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
     assert TOKEN not in page.url  # the token leaves the address bar (the page keeps it, and the cookie)
 
     # upload
     page.set_input_files("#file-input", clip)
-    page.wait_for_function("document.getElementById('status').textContent.includes('Click an object')",
-                           timeout=60_000)
-    page.wait_for_function("Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", timeout=30_000)
+    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
+    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
     assert page.inner_text("#video-info").startswith(f"{w} × {h}, 6 frames")
 
     # click object 1: its mask is drawn at once (pixels change inside it, not far outside)
@@ -110,7 +120,7 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     box = page.locator("#canvas").bounding_box()
     drawn = _drawn(page)
     page.mouse.click(box["x"] + (click[0] + 0.5) * box["width"] / w, box["y"] + (click[1] + 0.5) * box["height"] / h)
-    page.wait_for_function("document.getElementById('status').textContent.includes('mask in')", timeout=30_000)
+    _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
     _wait_redraw(page, drawn)
     after_in, after_out = _mean_rgb(page, *inside), _mean_rgb(page, *outside)
     assert np.abs(after_in - before_in).sum() > 60, (before_in, after_in)
@@ -120,8 +130,7 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     page.select_option("#direction", "forward")
     drawn = _drawn(page)
     page.click("#track")
-    page.wait_for_function("document.getElementById('track-progress').textContent.startsWith('tracked')",
-                           timeout=120_000)
+    _wait(page, "document.getElementById('track-progress').textContent.startsWith('tracked')", 120)
     assert "tracked 6 frames" in page.inner_text("#track-progress")
     assert page.inner_text("[data-stat='model']") == "Efficient-SAM2"
     assert page.inner_text("[data-stat='kept windows']").endswith("%")
@@ -130,7 +139,7 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     # scrub to the last frame: the tracked mask is drawn where the object is now
     page.focus("#slider")
     page.keyboard.press("End")
-    page.wait_for_function("document.getElementById('canvas').dataset.frame === '5'", timeout=30_000)
+    _wait(page, "document.getElementById('canvas').dataset.frame === '5'", 30)
     page.wait_for_timeout(300)
     last = object_point(ids[5], 1)
     assert not ids[0][last[1], last[0]]  # the object has moved off its first-frame place

@@ -42,6 +42,13 @@ MAX_JSON_BYTES = 8 << 20  # a prompt or an RLE mask
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _FRAME = re.compile(r"(\d{1,9})\.(jpg|png)")
 _NO_STORE = {"Cache-Control": "no-store"}
+# the page loads nothing from elsewhere, runs no inline script and may not be framed
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def cookie_name(request: Request) -> str:
@@ -125,7 +132,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
 
     # ------------------------------------------------------------------ page
     async def index(request: Request) -> Response:
-        response = Response(index_html, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+        response = Response(index_html, media_type="text/html; charset=utf-8",
+                            headers={**_NO_STORE, **_PAGE_HEADERS})
         token = request.query_params.get("token")
         if settings.token is not None and token is not None and authorized(request):
             response.set_cookie(cookie_name(request), token, httponly=True, samesite="strict", path="/")
@@ -135,7 +143,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
         name = request.path_params["name"]
         if name not in static:
             return _error(404, "no such file")
-        return Response(static[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+        return Response(static[name], media_type=STATIC[name],
+                        headers={"Cache-Control": "no-cache", **_PAGE_HEADERS})
 
     # ------------------------------------------------------------------ api
     @api(auth=False)

@@ -104,10 +104,13 @@ class VideoSession:
     @classmethod
     def open(cls, video_id: str, engine: Engine, path: str, folder: str | None) -> "VideoSession":
         """Open `path` (a video file or a folder of frames) and embed frame 0. BadRequest for what cannot be read."""
+        def public(message: str) -> str:  # an upload's server-side path is not the client's business
+            return _public(message, path) if folder is not None else message
+
         try:
             frames = VideoFrames(path, image_size=engine.image_size, cache_size=16)
         except VideoError as exc:
-            raise BadRequest(_public(str(exc), path)) from None
+            raise BadRequest(public(str(exc))) from None
         viewer = None
         try:
             viewer = VideoFrames(path, image_size=engine.image_size, cache_size=0)
@@ -116,7 +119,7 @@ class VideoSession:
             frames.close()
             if viewer is not None:
                 viewer.close()
-            raise BadRequest(_public(str(exc), path)) from None
+            raise BadRequest(public(str(exc))) from None
         return cls(video_id=video_id, engine=engine, frames=frames, viewer=viewer, state=state, folder=folder,
                    fps=_video_fps(path))
 

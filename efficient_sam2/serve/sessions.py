@@ -7,7 +7,6 @@ hex; anything else is answered as unknown.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import tempfile

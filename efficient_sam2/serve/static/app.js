@@ -669,12 +669,17 @@ function updateControls() {
   const open = !!app.video;
   const idle = open && !app.busy;
   const anyPrompt = [...app.prompted.values()].some((s) => s.size);
-  for (const id of ["new-object", "find-objects", "reset", "close-video", "prev", "next", "slider"]) $(id).disabled = !idle && !(open && ["prev", "next", "slider"].includes(id));
-  $("track").disabled = !(idle && (anyPrompt || (app.video && app.video.obj_ids && app.video.obj_ids.length)));
+  for (const id of ["new-object", "find-objects", "reset", "close-video"]) $(id).disabled = !idle;
+  for (const id of ["prev", "next", "slider"]) $(id).disabled = !open; // scrubbing works while tracking
+  const restored = open && app.video.obj_ids && app.video.obj_ids.length;
+  $("track").disabled = !(idle && (anyPrompt || restored));
 }
 
 function bindControls() {
-  $("file-input").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
+  $("file-input").addEventListener("change", (e) => {
+    if (e.target.files[0]) upload(e.target.files[0]);
+    e.target.value = "";
+  });
   $("slider").addEventListener("input", (e) => showFrame(Number(e.target.value)));
   $("prev").onclick = () => showFrame(app.frame - 1);
   $("next").onclick = () => showFrame(app.frame + 1);
