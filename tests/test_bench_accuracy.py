@@ -7,7 +7,13 @@ import os
 import pytest
 import torch
 
-from efficient_sam2.bench.accuracy import ACCURACY_CONFIGS, AccuracyError, AccuracySettings, run_accuracy
+from efficient_sam2.bench.accuracy import (
+    ACCURACY_CONFIGS,
+    DEFAULT_CONFIGS,
+    AccuracyError,
+    AccuracySettings,
+    run_accuracy,
+)
 from efficient_sam2.cli import main
 from efficient_sam2.configs import get_config
 from efficient_sam2.data import SUBSET_NAMES, write_dataset
@@ -56,7 +62,7 @@ def test_cli_report_has_every_config_and_subset_and_dense_equals_vos_then_eval(t
     report = json.loads((out / "accuracy.json").read_text())
     md = (out / "accuracy.md").read_text()
     assert printed == md + "\n"
-    assert list(report["configs"]) == list(ACCURACY_CONFIGS)
+    assert list(report["configs"]) == list(DEFAULT_CONFIGS)
     assert report["command"].startswith("efficient-sam2 bench --accuracy --data")
     for name, c in report["configs"].items():
         assert f"`{name}`" in md
@@ -69,8 +75,15 @@ def test_cli_report_has_every_config_and_subset_and_dense_equals_vos_then_eval(t
     dense = report["configs"]["dense"]["overall"]
     assert dense["delta_JF"] == 0 and dense["speedup"] == 1 and dense["saliency_fallback_rate"] is None
     assert report["configs"]["smr"]["overall"]["kept_memory_fraction"] < 1
-    assert report["configs"]["mempool"]["overall"]["kept_memory_fraction"] < \
-        report["configs"]["smr"]["overall"]["kept_memory_fraction"]
+    # fidelity: every configuration's masks scored against dense's, independently recomputed with evaluate_vos
+    assert dense["fidelity"]["JF"] == 100 and dense["ideal_speedup"]["sam2.1_hiera_large"] == 1.0
+    assert "fidelity J&F" in md and "ideal large" in md
+    for name in ("smr", "paper", "efficient"):
+        c = report["configs"][name]["overall"]
+        ev = evaluate_vos(out / "predictions" / "dense", out / "predictions" / name, num_workers=0, progress=False)
+        assert c["fidelity"]["JF"] == pytest.approx(ev.JF, abs=1e-9)
+        assert c["fidelity_worst_video_JF"] <= c["fidelity"]["JF"] + 1e-9
+        assert c["ideal_speedup"]["sam2.1_hiera_large"] > 1.0  # something was skipped
     assert report["configs"]["swr"]["overall"]["saliency_fallback_rate"] is not None
     assert any("untrained shortcut" in n for n in report["notes"])
     eff = report["configs"]["efficient"]
@@ -115,6 +128,16 @@ def test_keeping_everything_equals_dense_exactly(tmp_path, data, ckpt):
             assert sorted(os.listdir(a)) == sorted(os.listdir(b))
             assert all((a / f).read_bytes() == (b / f).read_bytes() for f in os.listdir(a))
     assert result.configs["efficient"]["overall"]["kept_memory_fraction"] == 1.0
+    assert result.configs["efficient"]["overall"]["fidelity"]["JF"] == 100
+
+
+def test_every_configuration_runs(tmp_path, data, ckpt):
+    """The rows not run by default (the paper's ablations) still run when asked for."""
+    others = tuple(c for c in ACCURACY_CONFIGS if c not in DEFAULT_CONFIGS)
+    result = run_accuracy(_settings(data, tmp_path / "acc", ckpt, configs=others, subsets=("standard",), warmup=0),
+                          progress=False)
+    assert list(result.configs) == ["dense", *others]
+    assert result.configs["mempool"]["overall"]["kept_memory_fraction"] < 1
 
 
 def test_output_folder_overwrite_and_videos_per_subset(tmp_path, data, ckpt):

@@ -1,0 +1,153 @@
+"""The options beyond the paper (adaptive SMR, change windows, scene cuts, relative fallback threshold) on
+constructed inputs, and `EfficientConfig.paper()` reproducing the code that predates them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from efficient_sam2 import EfficientConfig, build_sam2_video_predictor
+from efficient_sam2.data.synthetic import generate_video
+from efficient_sam2.efficient.config import BEYOND_PAPER, PAPER_OPTIONS
+from efficient_sam2.efficient.memory_retrieval import kept_count, mass_count, select_tokens
+from efficient_sam2.efficient.policy import EfficientPolicy, EfficientSAM2, is_scene_cut
+from efficient_sam2.efficient.router import WindowGrid, change_windows, frame_change, pooled_frame
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+GOLDEN = os.path.join(os.path.dirname(__file__), "data", "paper_golden.npz")
+
+
+# ------------------------------------------------------------------------------------------------ presets
+def test_paper_preset_is_the_paper_and_defaults_go_beyond_it():
+    paper = EfficientConfig.paper()
+    for key, value in PAPER_OPTIONS.items():
+        assert getattr(paper, key) == value, key
+    assert paper.is_paper and all(getattr(paper, k) is None for k in BEYOND_PAPER)
+    assert (paper.sparsity, paper.tau, paper.theta_obj, paper.dilation) == (0.95, 0.7, 5.0, 5)
+    assert EfficientConfig.paper(sparsity=0.9).sparsity == 0.9
+    assert not EfficientConfig().is_paper  # the defaults add what measurement chose
+    with pytest.raises(ValueError, match="memory_mass"):
+        EfficientConfig(memory_mass=1.5)
+    with pytest.raises(ValueError, match="scene_cut"):
+        EfficientConfig(scene_cut=0.0)
+
+
+def test_paper_preset_reproduces_the_code_before_the_new_options():
+    """Masks and statistics of `EfficientConfig.paper()` on a fixed held-out clip equal what the code of commit
+    d85918f (before any option beyond the paper) wrote into tests/data/paper_golden.npz."""
+    from efficient_sam2.build import bundled_shortcut, bundled_weights
+
+    golden = np.load(GOLDEN)
+    for path, key in ((bundled_weights("micro"), "weights_sha256"), (bundled_shortcut("micro"), "shortcut_sha256")):
+        with open(path, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == str(golden[key]), (
+                "the bundled weights changed: regenerate tests/data/paper_golden.npz (see make_paper_golden.py)")
+    video = generate_video(20261207, "fast_motion", frames=10)
+    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper())
+    state = predictor.init_state(video.frames)
+    for i in np.unique(video.masks[0]):
+        if i:
+            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
+    masks = np.stack([(m[:, 0] > 0).numpy() for _, _, m in predictor.propagate_in_video(state, progress=False)])
+    stats = predictor.statistics(state)
+    shape = tuple(golden["shape"])
+    expected = np.unpackbits(golden["masks"])[: int(np.prod(shape))].reshape(shape).astype(bool)
+    assert masks.shape == shape
+    assert np.mean(masks != expected) <= 1e-4  # bit-exact here; a few pixels of slack for other CPUs' rounding
+    np.testing.assert_allclose(list(stats.kept_windows.values()), golden["kept_windows"])
+    np.testing.assert_allclose(list(stats.kept_memory.values()), golden["kept_memory"], atol=1e-9)
+    assert stats.saliency_fallbacks == golden["fallbacks"].tolist()
+    assert np.mean(golden["kept_windows"][2:]) < 0.5  # the clip really routes
+
+
+# ------------------------------------------------------------------------------------------------ SMR
+def test_adaptive_smr_keeps_its_floor_on_peaked_and_more_on_flat_attention():
+    K, L = 256, 2
+    floor = kept_count(K, 0.95)
+    assert floor == 12
+    peaked = torch.full((1, K), 1e-6)
+    peaked[0, :3] = 1.0  # three tokens hold (almost) all the mass
+    flat = torch.ones(1, K)
+    assert mass_count(peaked, 0.9) == 3
+    assert mass_count(flat, 0.5) == 128  # flat: half the tokens for half the mass
+    idx = select_tokens("topk", L, K, 0.95, saliency=[peaked] * L, mass=0.9)
+    assert idx.shape == (1, L, floor)  # never fewer than the paper's floor((1 - s) K)
+    assert set(range(3)) <= set(idx[0, 0].tolist())
+    idx = select_tokens("topk", L, K, 0.95, saliency=[flat, peaked], mass=0.5)
+    assert idx.shape == (1, L, 128)  # the count is the largest over layers (one tensor for all)
+    assert select_tokens("topk", L, K, 0.95, saliency=[flat] * L).shape == (1, L, floor)  # no mass: the paper
+    # hand-computed: masses 0.4, 0.3, 0.2, 0.1 need 2 tokens for 0.7 and 3 for 0.75
+    sal = torch.tensor([[0.1, 0.4, 0.2, 0.3]])
+    assert mass_count(sal, 0.7) == 2 and mass_count(sal, 0.75) == 3 and mass_count(sal, 1.0) == 4
+
+
+# ------------------------------------------------------------------------------------------------ SWR
+def test_change_windows_follow_a_moving_square_and_ignore_lighting():
+    grid = WindowGrid(feat_size=16, window=2)  # 8 x 8 windows of 2 x 2 tokens
+    a = torch.zeros(3, 256, 256)
+    b = torch.zeros(3, 256, 256)
+    a[:, 32:64, 32:64] = 2.0  # a bright square in window (1, 1) (32 px windows)...
+    b[:, 32:64, 64:96] = 2.0  # ...moves one window right
+    change, mean = frame_change(pooled_frame(a, grid), pooled_frame(b, grid))
+    kept = change_windows(change, grid, 0.5).reshape(8, 8)
+    assert kept.nonzero().tolist() == [[1, 1], [1, 2]]  # where it was and where it is now
+    brighter = pooled_frame(a + 0.7, grid)  # a global brightness change (lighting drift) is not motion
+    change, mean = frame_change(pooled_frame(a, grid), brighter)
+    assert not change_windows(change, grid, 0.05).any() and mean < 1e-6
+    # a batch of one frame pools like the frame itself
+    assert torch.equal(pooled_frame(a[None], grid), pooled_frame(a, grid))
+
+
+def test_scene_cut_rule():
+    assert not is_scene_cut(0.1, [0.01, 0.01], 4.0)  # below the floor
+    assert is_scene_cut(0.5, [0.02, 0.03, 0.025], 4.0)  # 20x the median
+    assert not is_scene_cut(0.3, [0.1, 0.2, 0.15], 4.0)  # a shaking camera changes every frame a lot
+    assert is_scene_cut(0.5, [], 4.0) and not is_scene_cut(0.3, [], 4.0)  # no history: absolute
+
+
+def _two_scenes(cut: int, frames: int):
+    first = generate_video(20261208, "standard", frames=frames)
+    other = generate_video(20261209, "camera_shake", frames=frames)
+    video = list(first.frames[:cut]) + list(other.frames[cut:])
+    return video, first.masks[0]
+
+
+def test_a_scene_cut_runs_dense_frames_after_it():
+    video, first = _two_scenes(cut=6, frames=10)
+    results = {}
+    for name, cfg in (("cut", EfficientConfig.paper(scene_cut=4.0)), ("paper", EfficientConfig.paper())):
+        predictor = build_sam2_video_predictor("micro", efficient=cfg)
+        state = predictor.init_state(video)
+        for i in np.unique(first):
+            if i:
+                predictor.add_new_mask(state, 0, int(i), first == i)
+        for _ in predictor.propagate_in_video(state, progress=False):
+            pass
+        results[name] = predictor.statistics(state)
+    cut, paper = results["cut"], results["paper"]
+    assert cut.scene_cuts == [6] and paper.scene_cuts == []
+    assert cut.kept_windows[6] == cut.kept_windows[7] == 1.0  # the cut and the frame after it: every window
+    assert paper.kept_windows[6] < 1.0 and cut.kept_windows[8] < 1.0  # routed otherwise
+    assert cut.kept_memory[6] == 1.0  # every memory frame read densely at the cut
+    assert all(cut.kept_windows[t] == paper.kept_windows[t] for t in range(6))  # nothing changes before it
+
+
+def test_relative_fallback_threshold():
+    model = build_sam2_video_predictor("micro").model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy = EfficientSAM2(model, EfficientConfig.paper(theta_relative=0.5), shortcut=torch.nn.Identity()
+                               ).new_video()
+    assert isinstance(policy, EfficientPolicy)
+    assert policy.fallback_threshold(1) == 5.0  # no scores yet: theta_obj
+    policy.reference_scores[1] = [2.0, 4.0, 3.0]
+    policy.reference_scores[2] = [20.0]
+    policy.reference_scores[3] = [-4.0]
+    assert policy.fallback_threshold(1) == pytest.approx(1.5)  # 0.5 x mean 3
+    assert policy.fallback_threshold(2) == 5.0  # never above theta_obj
+    assert policy.fallback_threshold(3) == 0.0  # an object scored absent from the start: fires below 0
