@@ -695,7 +695,9 @@ def _start(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
     raise AssertionError("the server did not start:\n" + "\n".join(lines))
 
 
-def test_command_serves_a_named_video_and_stops_cleanly_on_ctrl_c(clip):
+def test_command_serves_a_named_video_and_stops_cleanly_on_ctrl_c(clip, tmp_path):
+    frames, ids = make_clip(n=60, h=96, w=128)
+    long_clip = write_video(str(tmp_path / "long.avi"), frames, "MJPG")
     proc, lines = _start([clip["avi"], "--port", "0", "--threads", "1"])
     try:
         url_line = lines[-1]
@@ -711,13 +713,22 @@ def test_command_serves_a_named_video_and_stops_cleanly_on_ctrl_c(clip):
         with pytest.raises(ApiError) as err:
             ApiClient(url).call("GET", "/api/config")
         assert err.value.status == 401
-        vid = api.upload(clip["zip"], "clip.zip")["video_id"]
+        vid = api.upload(long_clip, "long.avi")["video_id"]
         assert os.listdir(root)
-        api.prompt(vid, 0, 1, points=[object_point(clip["ids"][0], 1)], labels=[1])
+        api.prompt(vid, 0, 1, points=[object_point(ids[0], 1)], labels=[1])
+        # Ctrl-C while a video is being tracked: the job stops after its frame, the server exits, uploads go
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(api.propagate(vid)), daemon=True)
+        runner.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and api.info(vid)["progress"]["done"] < 2:
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "stopped" in out and "Traceback" not in out
+        runner.join(10)
+        assert result.get("cancelled") is True and result["frames"] < 60
         assert not os.path.exists(root)
         assert os.path.exists(clip["avi"])  # a video named on the command line is the person's: kept
     finally:

@@ -163,3 +163,53 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     gt = ids[5] == 1
     assert (mask & gt).sum() / (mask | gt).sum() > 0.8
     assert not errors, errors
+
+
+def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    frames, ids = make_clip(n=40)
+    clip = write_video(str(tmp_path / "clip40.avi"), frames, "MJPG")
+    h, w = ids[0].shape
+    page.goto(f"{web}/?token={TOKEN}")
+    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
+    page.set_input_files("#file-input", clip)
+    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
+    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
+
+    # drag a box around object 1: its mask is drawn
+    ys, xs = np.nonzero(ids[0] == 1)
+    inside = object_point(ids[0], 1)
+    before = _mean_rgb(page, *inside, r=2)
+    box = page.locator("#canvas").bounding_box()
+
+    def to(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"] / w, box["y"] + y * box["height"] / h
+
+    drawn = _drawn(page)
+    page.mouse.move(*to(xs.min() - 2, ys.min() - 2))
+    page.mouse.down()
+    page.mouse.move(*to(inside[0], inside[1]), steps=3)
+    page.mouse.move(*to(xs.max() + 2, ys.max() + 2), steps=3)
+    page.mouse.up()
+    _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
+    _wait_redraw(page, drawn)
+    assert np.abs(_mean_rgb(page, *inside, r=2) - before).sum() > 60
+
+    # track with dense SAM 2 and cancel: the page says so and the Cancel button goes grey again
+    page.check("input[name=method][value=dense]")
+    page.click("#track")
+    _wait(page, "/^\\d+ \\/ 40 frames/.test(document.getElementById('track-progress').textContent)", 60)
+    page.click("#cancel")
+    _wait(page, "document.getElementById('track-progress').textContent.startsWith('cancelled')", 60)
+    assert page.inner_text("[data-stat='model']") == "Dense SAM 2"
+    assert page.is_disabled("#cancel") and not page.is_disabled("#track")
+
+    # remove the object: its mask leaves the frame
+    drawn = _drawn(page)
+    page.click("#objects li[data-obj='1'] .remove")
+    _wait_redraw(page, drawn)
+    page.wait_for_timeout(200)
+    assert np.abs(_mean_rgb(page, *inside, r=2) - before).sum() < 6
+    assert not errors, errors

@@ -424,13 +424,14 @@ async function sendPrompt(t, obj, p) {
     app.tracked.add(t);
     bumpMask(t);
     setBusy(false);
+    await draw(); // the status says "mask in" once the mask is on the screen
     setStatus(`Object ${obj} on frame ${t}: mask in ${Math.round(performance.now() - started)} ms`);
   } catch (err) {
     setBusy(false);
     fail(err);
+    await draw();
   }
   updateControls();
-  await draw();
 }
 
 // ------------------------------------------------------------------------------------------------ tracking
