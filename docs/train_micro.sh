@@ -78,9 +78,13 @@ efficient-sam2 synth --images 40 --out "$DATA/images_val" --split val --seed 0 -
 #     Every step: 2 video clips of 8 frames (the stage G recipe, so tracking keeps being trained) plus 4 images x 8
 #     instances (one click anywhere on the instance -> 3 outputs with the min-over-outputs loss, or a jittered box;
 #     then a correction click in the error; the IoU head trained to the true IoU), image loss weight 0.5.
-#     One thread on the shared machine (about 7 s a step). [planned ~95 min]
+#     One thread on the shared machine (7-15 s a step there, depending on the load: 4 jobs shared 2 cores). The
+#     run was started with --steps 800, stopped at step 25 (in the warm-up, whose rates do not depend on --steps)
+#     and continued with --steps 450, then stopped at step 50 and continued with this command plus --resume (the
+#     cosine schedule from step 50 on is the 300-step one; steps 30-50 had the 450-step one's slightly higher
+#     rates). [~75 min]
 efficient-sam2 train --model micro --checkpoint efficient_sam2/weights/sam2.1_hiera_micro.pt --data "$DATA/train" \
-    --val-data "$DATA/valstd" --out "$RUNS/stageH" --steps 800 --batch-size 2 --clip-len 8 --lr 1e-4 --warmup 30 \
+    --val-data "$DATA/valstd" --out "$RUNS/stageH" --steps 300 --batch-size 2 --clip-len 8 --lr 1e-4 --warmup 30 \
     --all-outputs-weight 0.2 --image-data "$DATA/images_train" --image-batch 4 --image-instances 8 \
-    --image-weight 0.5 --val-every 200 --save-every 25 --threads 1
+    --image-weight 0.5 --val-every 150 --save-every 25 --threads 1
 #     (interrupted runs continue with the same command plus --resume)

@@ -35,6 +35,8 @@ __all__ = [
     "AutomaskDependencyError",
     "require_hdbscan",
     "default_attention_site",
+    "MODEL_ATTENTION",
+    "presets_for",
     "check_attention_site",
     "encode_with_attention",
     "block_attention",
@@ -63,6 +65,19 @@ PRESETS: dict[str, ClusteringPreset] = {
     "sam1": ClusteringPreset(2, 3, "about 300 prompts (the thesis' SAM 1 setting)"),
 }
 """The four configurations of the Efficient SAM2 thesis (min_samples, min_cluster_size)."""
+
+MODEL_ATTENTION: dict[str, dict] = {}
+"""Per model (config name): the attention site and presets chosen by measurement, which replace the thesis's
+rule (first global block, head 2) and its presets for that model. Keys: "site" (block, head) and "presets"
+{name: ClusteringPreset}. Filled in below from `efficient-sam2 automask --calibrate` runs (BENCHMARKS.md,
+"Automatic masks"); the official sizes keep the thesis's choices (no measurement here: that needs their
+checkpoints and SA-1B-like data)."""
+
+
+def presets_for(model) -> dict[str, ClusteringPreset]:
+    """The presets of `model` (a SAM2Model or SAM2Config): the thesis's, overridden by the model's measured ones."""
+    cfg = getattr(model, "cfg", model)
+    return {**PRESETS, **MODEL_ATTENTION.get(getattr(cfg, "name", None), {}).get("presets", {})}
 
 
 class AutomaskDependencyError(ImportError):
@@ -93,7 +108,8 @@ def require_hdbscan():
 
 
 def default_attention_site(model) -> tuple[int, int]:
-    """Default (block, head): the first global-attention block of the trunk, head 2.
+    """Default (block, head): the site measured for this model (MODEL_ATTENTION), else the thesis's rule: the
+    first global-attention block of the trunk, head 2.
 
     `model` is a SAM2Model, a SAM2Config or a HieraConfig. Per size (0-based block indices): tiny (5, 2),
     small (7, 2), base_plus (12, 2), large (23, 2). For Hiera-L the Efficient SAM2 thesis names "layer 22,
@@ -101,6 +117,9 @@ def default_attention_site(model) -> tuple[int, int]:
     output. The first global block sits at 42-50 % of the trunk depth in every size.
     """
     cfg = getattr(model, "cfg", model)
+    measured = MODEL_ATTENTION.get(getattr(cfg, "name", None), {}).get("site")
+    if measured is not None:
+        return tuple(measured)
     hiera = getattr(cfg, "hiera", cfg)
     if not hasattr(hiera, "global_att_blocks"):
         raise TypeError(f"expected a SAM2Model, SAM2Config or HieraConfig, got {type(model).__name__}")

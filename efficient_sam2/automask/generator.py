@@ -35,7 +35,8 @@ from ..io.frames import load_image
 from ..modeling.sam2 import SAM2Model
 from ..predictors.image import ImagePredictor
 from . import attention_prompts as ap
-from .amg import BoxedMask, box_near_crop_edge, clean_small_regions, mask_boxes, stability_score
+from .amg import BoxedMask, clean_small_regions
+from .batched import Candidates, batched_nms, filter_candidates, materialize
 from .grid import build_layer_point_grids, crop_points, generate_crop_boxes
 from .merge import box_nms, boxed_merge_groups
 
@@ -46,7 +47,6 @@ MERGES = ("nms", "union-find")
 OUTPUT_MODES = ("coco_rle", "uncompressed_rle", "binary_mask")
 STAGES = ("load", "embedding", "attention", "clustering", "decoding", "merging", "encoding")
 DEFAULT_MERGE_THRESH = 0.5
-_UPSAMPLE_BUDGET = 1 << 25  # float32 logits upsampled at once (128 MiB)
 
 
 @dataclass
@@ -256,9 +256,10 @@ class AutomaticMaskGenerator:
         self.block = self.head = None
         self.min_samples = self.min_cluster_size = None
         if prompting == "attention":
-            if preset not in ap.PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(ap.PRESETS)}")
-            p = ap.PRESETS[preset]
+            presets = ap.presets_for(model)
+            if preset not in presets:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+            p = presets[preset]
             self.min_samples = int(min_samples if min_samples is not None else p.min_samples)
             self.min_cluster_size = int(min_cluster_size if min_cluster_size is not None else p.min_cluster_size)
             if self.min_samples < 1:
@@ -317,7 +318,7 @@ class AutomaticMaskGenerator:
         clock.t["load"] = clock.now() - t_start
 
         crop_boxes, layers = generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
-        candidates: list[list[_Candidate]] = []
+        candidates: list[Candidates] = []
         num_prompts = 0
         attention_info = [] if self.prompting == "attention" else None
         for crop_box, layer in zip(crop_boxes, layers):
@@ -328,7 +329,7 @@ class AutomaticMaskGenerator:
                 attention_info.append(info)
 
         t0 = clock.now()
-        kept = self._deduplicate(candidates, len(crop_boxes) > 1)
+        kept = self._deduplicate(candidates, (h, w), len(crop_boxes) > 1)
         clock.t["merging"] += clock.now() - t0
 
         t0 = clock.now()
@@ -383,15 +384,29 @@ class AutomaticMaskGenerator:
         t0 = clock.now()
         C = model.hidden_dim
         image_embed = feats.vision + model.no_mem_embed.reshape(1, C, 1, 1)
-        cands: list[_Candidate] = []
+        logits, ious = [], []
         for s in range(0, len(points), self.points_per_batch):
-            cands.extend(self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res,
-                                            crop_box, (ch, cw), rgb.shape[:2]))
+            lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw))
+            logits.append(lr)
+            ious.append(iou)
+        M = 3 if self.multimask_output and self.prompting == "grid" else 1
+        if logits:
+            low_res, scores = torch.cat(logits), torch.cat(ious)
+        else:
+            side = model.cfg.low_res_mask_size
+            low_res = torch.zeros(0, M, side, side, device=image_embed.device)
+            scores = torch.zeros(0, M, device=image_embed.device)
+        cands = filter_candidates(
+            low_res, scores, points, crop_box, (ch, cw), rgb.shape[:2], pred_iou_thresh=self.pred_iou_thresh,
+            stability_score_thresh=self.stability_score_thresh, stability_score_offset=self.stability_score_offset,
+            mask_threshold=self.mask_threshold,
+        )
         clock.t["decoding"] += clock.now() - t0
         return cands, len(points), info
 
-    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_box, crop_hw, image_hw
-                      ) -> list[_Candidate]:
+    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits (B, M, 4E, 4E) and predicted IoUs (B, M) of B point prompts (crop pixels); attention
+        prompting keeps the output with the best predicted IoU (M = 1)."""
         model = self.model
         device = image_embed.device
         ch, cw = crop_hw
@@ -415,60 +430,37 @@ class AutomaticMaskGenerator:
             best = ious.argmax(dim=1)
             rows = torch.arange(B, device=device)
             low_res, ious = low_res[rows, best][:, None], ious[rows, best][:, None]
-        M = low_res.shape[1]
-        low_res = low_res.flatten(0, 1).float()  # (B*M, 4E, 4E)
-        ious = ious.flatten().float()
-        point_of = np.repeat(np.arange(B), M)
+        return low_res.float(), ious.float()
 
-        x0, y0 = crop_box[0], crop_box[1]
-        out: list[_Candidate] = []
-        step = max(1, _UPSAMPLE_BUDGET // max(1, ch * cw))
-        for s in range(0, low_res.shape[0], step):
-            logits = F.interpolate(low_res[s:s + step, None], size=(ch, cw), mode="bilinear",
-                                   align_corners=False)[:, 0]
-            iou = ious[s:s + step]
-            keep = torch.ones_like(iou, dtype=torch.bool)
-            if self.pred_iou_thresh > 0:
-                keep &= iou > self.pred_iou_thresh
-            stab = stability_score(logits, self.mask_threshold, self.stability_score_offset)
-            if self.stability_score_thresh > 0:
-                keep &= stab >= self.stability_score_thresh
-            idx = keep.nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            masks = logits[idx] > self.mask_threshold
-            boxes, non_empty = mask_boxes(masks)
-            boxes, non_empty = boxes.cpu().numpy(), non_empty.cpu().numpy()
-            masks = masks.cpu().numpy()  # one transfer per slice
-            iou_k, stab_k = iou[idx].cpu().numpy(), stab[idx].cpu().numpy()
-            for j, i in enumerate(idx.tolist()):
-                if not non_empty[j]:
+    def _candidates(self, c: Candidates, image_hw) -> list[_Candidate]:
+        masks = materialize(c, image_hw, self.mask_threshold)
+        ious, stab = c.ious.tolist(), c.stability.tolist()
+        out = []
+        for k, bm in enumerate(masks):
+            if self.min_mask_region_area > 0:
+                bm, _ = clean_small_regions(bm, self.min_mask_region_area)
+                if bm is None:
                     continue
-                bx0, by0, bx1, by1 = (int(v) for v in boxes[j])
-                full_box = (bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)
-                if box_near_crop_edge(full_box, crop_box, image_hw):
-                    continue
-                pixels = np.ascontiguousarray(masks[j, by0:by1 + 1, bx0:bx1 + 1])
-                bm = BoxedMask(full_box, pixels, (int(image_hw[0]), int(image_hw[1])))
-                if self.min_mask_region_area > 0:
-                    bm, _ = clean_small_regions(bm, self.min_mask_region_area)
-                    if bm is None:
-                        continue
-                px, py = points[point_of[s + i]]
-                out.append(_Candidate(bm, float(iou_k[j]), float(stab_k[j]), (float(px + x0), float(py + y0)),
-                                      tuple(int(v) for v in crop_box)))
+            px, py = c.points[k]
+            out.append(_Candidate(bm, float(ious[k]), float(stab[k]), (float(px), float(py)), c.crop_box))
         return out
 
-    def _deduplicate(self, per_crop: list[list[_Candidate]], multi_crop: bool) -> list[dict]:
-        """Groups of candidates -> kept masks as dicts {mask, iou, stability, points, crop_box, num_merged}."""
+    def _deduplicate(self, per_crop: list[Candidates], image_hw, multi_crop: bool) -> list[dict]:
+        """Filtered candidates of every crop -> kept masks as dicts {mask, iou, stability, points, crop_box,
+        num_merged}. NMS runs on the whole batch of a crop's boxes before any mask is materialised; small-region
+        clean-up (min_mask_region_area) runs on the survivors, which then go through NMS once more (as SAM does)."""
         if self.merge == "nms":
             survivors: list[_Candidate] = []
-            for cands in per_crop:
-                if not cands:
+            for c in per_crop:
+                if len(c) == 0:
                     continue
-                keep = box_nms(np.array([c.mask.box for c in cands], dtype=np.float64),
-                               np.array([c.iou for c in cands]), self.box_nms_thresh)
-                survivors.extend(cands[i] for i in keep)
+                keep = batched_nms(c.boxes, c.ious, self.box_nms_thresh)
+                kept = self._candidates(c.take(keep), image_hw)
+                if self.min_mask_region_area > 0 and kept:
+                    again = box_nms(np.array([k.mask.box for k in kept], dtype=np.float64),
+                                    np.array([k.iou for k in kept]), self.box_nms_thresh)
+                    kept = [kept[i] for i in again]
+                survivors.extend(kept)
             if multi_crop and survivors:
                 areas = np.array([(c.crop_box[2] - c.crop_box[0]) * (c.crop_box[3] - c.crop_box[1])
                                   for c in survivors], dtype=np.float64)
@@ -477,7 +469,7 @@ class AutomaticMaskGenerator:
                 survivors = [survivors[i] for i in keep]
             groups = [[c] for c in survivors]
         else:
-            cands = [c for crop in per_crop for c in crop]
+            cands = [k for c in per_crop for k in self._candidates(c, image_hw)]
             idx_groups = boxed_merge_groups([c.mask for c in cands], self.merge_thresh)
             groups = [[cands[i] for i in g] for g in idx_groups]
 

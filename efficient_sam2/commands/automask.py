@@ -98,6 +98,21 @@ def register(subparsers) -> None:
     e.add_argument("--evaluate", action="store_true", help="require evaluation (an error without --gt-dir)")
     e.add_argument("--ignore-id", type=int, default=None, metavar="N",
                    help="instance id marking pixels to ignore in id PNGs (e.g. 255)")
+
+    b = p.add_argument_group("benchmark (the thesis's tables on `synth --images` data; IMAGE_OR_DIR is that folder)")
+    b.add_argument("--benchmark", action="store_true",
+                   help="compare random 1024 points, grid 16x16 and 32x32, attention low_latency and high_quality "
+                        "on every subset (mIoU, recall@0.5, prompts and seconds per image by stage); writes "
+                        "report.json and report.md to --output")
+    b.add_argument("--ablation", action="store_true",
+                   help="with --benchmark: also grid / attention prompts x NMS / union-find merging (Table 3)")
+    b.add_argument("--calibrate", action="store_true",
+                   help="measure attention prompting with every (global block, head) on the instances subset")
+    b.add_argument("--subsets", default="instances,salient,camouflaged", help="subsets to run (default: all three)")
+    b.add_argument("--images-per-subset", type=int, default=20, metavar="N", help="images per subset (default 20)")
+    b.add_argument("--methods", default=None,
+                   help="comma-separated subset of the methods (e.g. 'grid 32x32,attention low_latency')")
+    b.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's)")
     p.set_defaults(func=run)
 
 
@@ -204,10 +219,69 @@ def _check_inputs(args) -> list[str]:
     return images
 
 
+def run_benchmark(args) -> int:
+    """`automask DATA --benchmark / --calibrate`: the tables of BENCHMARKS.md "Automatic masks"."""
+    from ..automask import benchmark as bm
+    from ..build import CheckpointError, build_sam2
+
+    if args.images_per_subset < 1:
+        return _error(f"--images-per-subset must be >= 1, got {args.images_per_subset}")
+    bm.threads(args.threads)
+    try:
+        check_output_folder(args.output, args.overwrite, "--output")
+        subsets = [x.strip() for x in args.subsets.split(",") if x.strip()]
+        data = {sub: bm.load_image_set(args.input, sub, args.images_per_subset) for sub in subsets}
+        device = _check_device(args.device)
+        overrides = {} if args.image_size is None else {"image_size": args.image_size}
+        model = build_sam2(args.model, args.checkpoint, device=device, weights=weights_from_args(args), **overrides)
+        ap.require_hdbscan()
+    except (ValueError, FileNotFoundError, FileExistsError, GroundTruthError, CheckpointError,
+            ap.AutomaskDependencyError) as e:
+        return _error(str(e))
+    os.makedirs(args.output, exist_ok=True)
+    common = dict(pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+                  stability_score_offset=args.stability_score_offset, points_per_batch=args.points_per_batch,
+                  min_mask_region_area=args.min_region_area)
+    log = (lambda m: None) if args.no_progress else (lambda m: print(m, file=sys.stderr))
+    report = {"model": model.cfg.name, "checkpoint": args.checkpoint, "data": os.path.abspath(args.input),
+              "images_per_subset": args.images_per_subset, "threads": torch.get_num_threads(), "settings": common}
+    md = [f"model {model.cfg.name}, {args.images_per_subset} images per subset, {torch.get_num_threads()} "
+          f"thread(s), pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}",
+          ""]
+    if args.calibrate:
+        sites = bm.calibrate_sites(model, data.get("instances") or next(iter(data.values())), common=common, log=log)
+        report["calibration"] = [{"block": b, "head": h, **r.as_dict()} for b, h, r in sites]
+        md += ["attention sites (low_latency preset, instances subset), best first:", "",
+               bm.markdown_table([r for _, _, r in sites]), ""]
+    if args.benchmark:
+        methods = bm.standard_methods()
+        if args.methods:
+            wanted = [x.strip() for x in args.methods.split(",") if x.strip()]
+            unknown = [w for w in wanted if w not in methods]
+            if unknown:
+                return _error(f"unknown method(s) {unknown}; choose from {list(methods)}")
+            methods = {k: methods[k] for k in wanted}
+        rows = bm.run_methods(model, data, methods, common, log=log)
+        report["methods"] = [r.as_dict() for r in rows]
+        md += [bm.markdown_table(sorted(rows, key=lambda r: (subsets.index(r.subset), list(methods).index(r.method)))),
+               ""]
+        if args.ablation:
+            rows = bm.run_methods(model, data, bm.ablation_methods(), common, log=log)
+            report["ablation"] = [r.as_dict() for r in rows]
+            md += ["ablation (Table 3):", "", bm.markdown_table(rows), ""]
+    _write_json(os.path.join(args.output, "report.json"), report)
+    _atomic_write_bytes(os.path.join(args.output, "report.md"), "\n".join(md).encode("utf-8"))
+    print("\n".join(md))
+    return 0
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
     from ..build import CheckpointError, build_sam2
+
+    if args.benchmark or args.calibrate:
+        return run_benchmark(args)
 
     try:
         images = _check_inputs(args)

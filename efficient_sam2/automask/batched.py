@@ -1,0 +1,152 @@
+"""Post-processing of many decoded masks at once: the fast path of automatic mask generation.
+
+The decoder's low-resolution logits of every prompt of a crop (a 32 x 32 grid gives 1024 prompts x 3 outputs)
+go through the filters as tensors, in slices bounded by an element budget:
+
+    predicted-IoU filter (on the scores, before any upsampling)
+    -> bilinear upsampling to the crop -> stability score, binarisation, tight boxes (one pass per slice)
+    -> stability filter, empty masks, masks cut by an inner crop edge
+    -> greedy box NMS on the whole batch (one IoU matrix, suppression row by row)
+
+Only the upsampled logits of the masks that survive are computed a second time, to become `BoxedMask`s: no
+per-candidate Python work happens before NMS, and no full-resolution mask of a discarded candidate is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .amg import BoxedMask, mask_boxes
+
+__all__ = ["Candidates", "filter_candidates", "batched_nms", "materialize", "near_crop_edge"]
+
+UPSAMPLE_BUDGET = 1 << 20
+"""Upsampled logits (floats) processed at once: 4 MiB in fp32, so that upsampling, the three comparisons and the
+box reductions of a slice run in cache (16 masks at 256 x 256; slices of 256 masks were 1.5-3x slower)."""
+
+
+@dataclass
+class Candidates:
+    """Decoded masks of one crop that passed the filters.
+
+    logits (K, h, w) low-resolution logits; ious (K,) predicted IoU; stability (K,); boxes (K, 4) int64 inclusive
+    xyxy in full-image pixels; points (K, 2) float64 prompt (x, y) in full-image pixels; crop_box exclusive xyxy;
+    crop_hw: the crop's (H, W).
+    """
+
+    logits: torch.Tensor
+    ious: torch.Tensor
+    stability: torch.Tensor
+    boxes: torch.Tensor
+    points: np.ndarray
+    crop_box: tuple[int, int, int, int]
+    crop_hw: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.ious.shape[0])
+
+    def take(self, index) -> "Candidates":
+        index = torch.as_tensor(index, dtype=torch.long, device=self.ious.device)
+        return Candidates(self.logits[index], self.ious[index], self.stability[index], self.boxes[index],
+                          self.points[index.cpu().numpy()], self.crop_box, self.crop_hw)
+
+
+def near_crop_edge(boxes: torch.Tensor, crop_box, image_hw: tuple[int, int], atol: float = 20.0) -> torch.Tensor:
+    """(K,) bool: boxes (K, 4) inclusive xyxy (full image) within `atol` px of a crop side that is not an image
+    side (vectorised `amg.box_near_crop_edge`)."""
+    h, w = image_hw
+    crop = torch.as_tensor(crop_box, dtype=torch.float64, device=boxes.device)
+    image = torch.as_tensor((0, 0, w, h), dtype=torch.float64, device=boxes.device)
+    b = boxes.double()
+    return ((b - crop).abs().le(atol) & (b - image).abs().gt(atol)).any(dim=1)
+
+
+def filter_candidates(low_res: torch.Tensor, ious: torch.Tensor, points: np.ndarray, crop_box, crop_hw,
+                      image_hw, *, pred_iou_thresh: float, stability_score_thresh: float,
+                      stability_score_offset: float, mask_threshold: float,
+                      budget: int = UPSAMPLE_BUDGET) -> Candidates:
+    """Filter the decoded masks of one crop.
+
+    low_res (P, M, h, w) logits of P prompts with M outputs each; ious (P, M); points (P, 2) prompt (x, y) in crop
+    pixels. Keeps masks with predicted IoU > pred_iou_thresh (0: off) and stability >= stability_score_thresh (0:
+    off) that are non-empty and not cut by an inner crop edge.
+    """
+    P, M = ious.shape
+    ch, cw = crop_hw
+    x0, y0 = crop_box[0], crop_box[1]
+    logits = low_res.flatten(0, 1).float()
+    scores = ious.flatten().float()
+    prompt_of = torch.arange(P, device=scores.device).repeat_interleave(M)
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if pred_iou_thresh > 0:
+        keep &= scores > pred_iou_thresh
+    idx = keep.nonzero().flatten()
+    logits, scores, prompt_of = logits[idx], scores[idx], prompt_of[idx]
+    K = logits.shape[0]
+    stab = torch.zeros(K, device=scores.device)
+    boxes = torch.zeros(K, 4, dtype=torch.long, device=scores.device)
+    non_empty = torch.zeros(K, dtype=torch.bool, device=scores.device)
+    step = max(1, budget // max(1, ch * cw))
+    hi, lo = mask_threshold + stability_score_offset, mask_threshold - stability_score_offset
+    for s in range(0, K, step):
+        up = F.interpolate(logits[s:s + step, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
+        inner = torch.count_nonzero(up > hi, dim=(1, 2))
+        outer = torch.count_nonzero(up > lo, dim=(1, 2))
+        stab[s:s + step] = torch.where(outer > 0, inner.double() / outer.clamp(min=1).double(), 0.0).float()
+        b, ne = mask_boxes(up > mask_threshold)
+        boxes[s:s + step], non_empty[s:s + step] = b, ne
+    boxes = boxes + torch.as_tensor([x0, y0, x0, y0], device=boxes.device)
+    keep = non_empty & ~near_crop_edge(boxes, crop_box, image_hw)
+    if stability_score_thresh > 0:
+        keep &= stab >= stability_score_thresh
+    idx = keep.nonzero().flatten()
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) + np.array([x0, y0], dtype=np.float64)
+    return Candidates(logits[idx], scores[idx], stab[idx], boxes[idx], pts[prompt_of[idx].cpu().numpy()],
+                      tuple(int(v) for v in crop_box), (int(ch), int(cw)))
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """Greedy box NMS of (K, 4) xyxy boxes: by decreasing score (ties: lower index first), keep a box unless it
+    overlaps a kept box with IoU > iou_thresh. Same result as `merge.box_nms`; one (K, K) IoU matrix and a
+    suppression pass over its rows. Returns kept indices (int64), highest score first."""
+    K = boxes.shape[0]
+    if K == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.as_tensor(np.argsort(-scores.double().cpu().numpy(), kind="stable"))
+    b = boxes.double().cpu()[order]
+    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = area[:, None] + area[None, :] - inter
+    over = (torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter)) > iou_thresh).numpy()
+    suppressed = np.zeros(K, dtype=bool)
+    keep = []
+    for i in range(K):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[torch.as_tensor(keep, dtype=torch.long)]
+
+
+def materialize(c: Candidates, image_hw: tuple[int, int], mask_threshold: float,
+                budget: int = UPSAMPLE_BUDGET) -> list[BoxedMask]:
+    """The candidates' masks as BoxedMasks (upsampled again, only these)."""
+    ch, cw = c.crop_hw
+    x0, y0 = c.crop_box[0], c.crop_box[1]
+    out: list[BoxedMask] = []
+    step = max(1, budget // max(1, ch * cw))
+    boxes = c.boxes.cpu().numpy()
+    for s in range(0, len(c), step):
+        up = F.interpolate(c.logits[s:s + step, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
+        masks = (up > mask_threshold).cpu().numpy()
+        for j in range(masks.shape[0]):
+            bx0, by0, bx1, by1 = (int(v) for v in boxes[s + j])
+            pixels = np.ascontiguousarray(masks[j, by0 - y0:by1 - y0 + 1, bx0 - x0:bx1 - x0 + 1])
+            out.append(BoxedMask((bx0, by0, bx1, by1), pixels, (int(image_hw[0]), int(image_hw[1]))))
+    return out

@@ -1,0 +1,183 @@
+"""The thesis's automatic-mask tables in miniature: prompting methods compared on "segment everything" images.
+
+Data: a folder written by `efficient-sam2 synth --images` (``JPEGImages/<subset>/*.jpg`` and
+``Annotations/<subset>/*.png``, every segment an instance). For each method and subset it measures
+
+    mIoU           mean over ground-truth instances of the IoU of the best-matching predicted mask
+    recall@0.5     share of ground-truth instances matched at IoU >= 0.5
+    prompts, masks per image
+    seconds per image: embedding (image encoder), prompts (attention read-out + HDBSCAN; 0 for grids),
+                       decoding (mask decoder + filters), merging (NMS or union-find, mask encoding), total
+
+Methods (`standard_methods`): random 1024 points, grid 16 x 16, grid 32 x 32 (all with NMS), attention
+prompting with the low_latency and high_quality presets (union-find merging) (Tables 2, 4, 5); `ablation_methods`
+crosses grid / attention prompts with NMS / union-find merging (Table 3). `calibrate_sites` measures every
+(global block, head) of the trunk for attention prompting (the thesis chose its head by ablation on COCO).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..io.frames import load_image
+from .evaluate import best_match_ious, load_gt_instances
+
+__all__ = ["BenchRow", "load_image_set", "standard_methods", "ablation_methods", "run_methods", "calibrate_sites",
+           "markdown_table", "RANDOM_POINTS_SEED"]
+
+RANDOM_POINTS_SEED = 0
+
+
+@dataclass
+class BenchRow:
+    method: str
+    subset: str
+    images: int
+    instances: int
+    miou: float
+    recall50: float
+    prompts: float
+    masks: float
+    embedding: float
+    prompting: float
+    decoding: float
+    merging: float
+    total: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_image_set(root: str | os.PathLike, subset: str, limit: int | None = None
+                   ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """[(name, rgb (H, W, 3) uint8, gt masks (G, H, W) bool)] of one subset of a `synth --images` folder."""
+    root = os.fspath(root)
+    img_dir, ann_dir = os.path.join(root, "JPEGImages", subset), os.path.join(root, "Annotations", subset)
+    if not os.path.isdir(img_dir):
+        raise FileNotFoundError(f"no subset {subset!r} in {root!r} (expected {img_dir!r}; write one with "
+                                "`efficient-sam2 synth --images N --out DIR --split val --seed 0`)")
+    names = sorted(f for f in os.listdir(img_dir) if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    if limit is not None:
+        names = names[:limit]
+    out = []
+    for f in names:
+        stem = os.path.splitext(f)[0]
+        gt, _ = load_gt_instances(os.path.join(ann_dir, stem + ".png"))
+        out.append((stem, load_image(os.path.join(img_dir, f)), gt))
+    if not out:
+        raise FileNotFoundError(f"no images in {img_dir!r}")
+    return out
+
+
+def standard_methods(random_points: int = 1024) -> dict[str, dict]:
+    """Generator settings of Tables 2, 4 and 5: {name: AutomaticMaskGenerator keyword arguments}."""
+    rng = np.random.default_rng(RANDOM_POINTS_SEED)
+    return {
+        f"random {random_points}": dict(prompting="grid", points_per_side=None,
+                                        point_grids=[rng.random((random_points, 2))]),
+        "grid 16x16": dict(prompting="grid", points_per_side=16),
+        "grid 32x32": dict(prompting="grid", points_per_side=32),
+        "attention low_latency": dict(prompting="attention", preset="low_latency"),
+        "attention high_quality": dict(prompting="attention", preset="high_quality"),
+    }
+
+
+def ablation_methods() -> dict[str, dict]:
+    """Table 3: grid 32 x 32 or attention (low_latency) prompts x NMS or union-find merging."""
+    return {
+        "grid 32x32 + NMS": dict(prompting="grid", points_per_side=32, merge="nms"),
+        "grid 32x32 + union-find": dict(prompting="grid", points_per_side=32, merge="union-find"),
+        "attention + NMS": dict(prompting="attention", preset="low_latency", merge="nms"),
+        "attention + union-find": dict(prompting="attention", preset="low_latency", merge="union-find"),
+    }
+
+
+def _score(gen, data, name: str, subset: str) -> BenchRow:
+    ious, prompts, masks = [], [], []
+    t = {k: [] for k in ("embedding", "prompting", "decoding", "merging", "total")}
+    for _, rgb, gt in data:
+        res = gen.generate_result(rgb)
+        ious.extend(best_match_ious(gt, res.boxed_masks).tolist())
+        prompts.append(res.num_prompts)
+        masks.append(len(res.masks))
+        s = res.timings
+        t["embedding"].append(s["embedding"])
+        t["prompting"].append(s["attention"] + s["clustering"])
+        t["decoding"].append(s["decoding"])
+        t["merging"].append(s["merging"] + s["encoding"])
+        t["total"].append(s["total"] - s["load"])
+    ious = np.asarray(ious, dtype=np.float64)
+    mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+    return BenchRow(name, subset, len(data), int(ious.size), mean(ious), mean(ious >= 0.5), mean(prompts),
+                    mean(masks), *(mean(t[k]) for k in ("embedding", "prompting", "decoding", "merging", "total")))
+
+
+def run_methods(model, data: dict[str, list], methods: dict[str, dict], common: dict | None = None,
+                log: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Score every method on every subset: data {subset: load_image_set(...)}; common: keyword arguments given to
+    every generator (thresholds). One warm-up image per method is run first and not counted."""
+    from .generator import AutomaticMaskGenerator
+
+    rows = []
+    for name, kw in methods.items():
+        gen = AutomaticMaskGenerator(model, **{**(common or {}), **kw})
+        first = next(iter(data.values()))
+        if first:
+            gen.generate_result(first[0][1])  # warm-up (allocations, lazy imports)
+        for subset, items in data.items():
+            row = _score(gen, items, name, subset)
+            rows.append(row)
+            if log is not None:
+                log(format_row(row))
+    return rows
+
+
+def calibrate_sites(model, data: Sequence, preset: str = "low_latency", common: dict | None = None,
+                    log: Callable[[str], None] | None = None) -> list[tuple[int, int, BenchRow]]:
+    """Attention prompting with every (global block, head) of the trunk on `data` (one subset's images):
+    [(block, head, row)], best mIoU first."""
+    from .generator import AutomaticMaskGenerator
+
+    trunk = model.image_encoder.trunk
+    out = []
+    for b, blk in enumerate(trunk.blocks):
+        if blk.window_size != 0 or blk.q_stride is not None:
+            continue
+        for h in range(blk.attn.num_heads):
+            gen = AutomaticMaskGenerator(model, "attention", preset=preset, block=b, head=h, **(common or {}))
+            row = _score(gen, data, f"block {b} head {h}", "")
+            out.append((b, h, row))
+            if log is not None:
+                log(format_row(row))
+    out.sort(key=lambda r: -r[2].miou)
+    return out
+
+
+COLUMNS = ("method", "subset", "mIoU", "recall@0.5", "prompts/img", "masks/img", "embed s", "prompts s",
+           "decode s", "merge s", "total s")
+
+
+def _cells(r: BenchRow) -> list[str]:
+    return [r.method, r.subset, f"{100 * r.miou:.1f}", f"{100 * r.recall50:.1f}", f"{r.prompts:.0f}",
+            f"{r.masks:.1f}", f"{r.embedding:.3f}", f"{r.prompting:.3f}", f"{r.decoding:.3f}", f"{r.merging:.3f}",
+            f"{r.total:.3f}"]
+
+
+def format_row(r: BenchRow) -> str:
+    return "  ".join(f"{k}={v}" for k, v in zip(COLUMNS, _cells(r)))
+
+
+def markdown_table(rows: Sequence[BenchRow]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
