@@ -117,6 +117,7 @@ def clip(tmp_path_factory):
         "mp4": write_video(str(root / "clip.mp4"), frames, "mp4v"),
         "avi": write_video(str(root / "clip.avi"), frames, "MJPG"),
         "webm": write_video(str(root / "clip.webm"), frames, "VP80"),
+        "mov": write_video(str(root / "clip.mov"), frames, "mp4v"),
         "root": root,
     }
 
@@ -196,7 +197,7 @@ def test_static_files_are_served_from_the_package_only(api):
 # Uploads
 
 
-@pytest.mark.parametrize("kind", ["mp4", "avi", "webm", "zip"])
+@pytest.mark.parametrize("kind", ["mp4", "mov", "avi", "webm", "zip"])
 def test_upload_each_kind(api, clip, kind):
     video = api.upload(clip[kind], f"clip.{kind}")
     try:
@@ -211,6 +212,32 @@ def test_upload_each_kind(api, clip, kind):
         assert empty.shape == (H, W) and not empty.any()
     finally:
         api.delete(video["video_id"])
+
+
+def test_zip_frames_are_ordered_by_number_and_named_by_the_server(tmp_path):
+    from efficient_sam2.serve.uploads import prepare_video, sniff_kind
+
+    frames, _ = make_clip(n=12, h=32, w=48)
+    upload = tmp_path / "upload.bin"
+    with zipfile.ZipFile(upload, "w") as zf:
+        for t in (11, 2, 0, 10, 1, 3, 4, 5, 6, 7, 8, 9):  # "10" after "9", whatever the order in the archive
+            buf = io.BytesIO()
+            Image.fromarray(frames[t]).save(buf, format="PNG")
+            zf.writestr(f"../../shot/frame{t}.png", buf.getvalue())
+        zf.writestr("__MACOSX/._frame0.png", b"resource fork")
+        zf.writestr(".hidden.png", b"not a frame")
+    folder = tmp_path / "session"
+    folder.mkdir()
+    path = prepare_video(str(upload), str(folder), 10 << 20)
+    assert path == str(folder / "frames") and not upload.exists()
+    names = sorted(os.listdir(path))
+    assert names == [f"{t:06d}.png" for t in range(12)]
+    for t in (0, 9, 10, 11):
+        np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(path, names[t]))), frames[t])
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == names  # nothing outside the folder
+    assert sniff_kind(b"\x1a\x45\xdf\xa3") == "webm" and sniff_kind(b"RIFF\0\0\0\0AVI LIST") == "avi"
+    assert sniff_kind(b"\0\0\0\x14ftypqt  ") == "mov" and sniff_kind(b"\0\0\0\x18ftypisom") == "mp4"
+    assert sniff_kind(b"GIF89a") is None
 
 
 def test_upload_errors(server, api, clip, tmp_path):
@@ -740,6 +767,10 @@ def test_command_serves_a_named_video_and_stops_cleanly_on_ctrl_c(clip, tmp_path
 def test_command_refuses_no_token_off_loopback(capsys):
     from efficient_sam2.cli import main
 
+    from efficient_sam2.serve.settings import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("127.8.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
     assert main(["serve", "--no-token", "--host", "0.0.0.0"]) == 2
     assert "--no-token" in capsys.readouterr().err
     assert main(["serve", "--token", "a", "--no-token"]) == 2

@@ -141,7 +141,7 @@ def _frame_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         if info.is_dir():
             continue
         parts = info.filename.replace("\\", "/").split("/")
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        if any((p.startswith(".") and p not in (".", "..")) or p == "__MACOSX" for p in parts):
             continue  # hidden files and macOS resource forks are not frames
         if os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTENSIONS:
             members.append(info)
