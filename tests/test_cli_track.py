@@ -180,6 +180,39 @@ def test_track_defaults_to_the_bundled_micro_model(tmp_path, video, capsys):
         np.testing.assert_array_equal(_png(out / f"{t:05d}.png")[1], expected)
 
 
+def test_track_from_a_prompt_file(tmp_path, ckpt, video, capsys):
+    # a prompt file with the mask PNG gives what --mask gives
+    (video / "mask.prompts").write_text("# both objects of the palette PNG\nmask 0 mask.png\n")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--mask", str(video / "mask.png"), "--dense",
+                 "--output", str(a), "--no-progress"]) == 0
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--prompts", str(video / "mask.prompts"), "--dense",
+                 "--output", str(b), "--no-progress"]) == 0
+    assert "tracked 2 object(s) [1, 3] over 2 frames" in capsys.readouterr().out
+    for t in range(N):
+        np.testing.assert_array_equal(_png(a / f"{t:05d}.png")[1], _png(b / f"{t:05d}.png")[1])
+    # clicks on frame 1 for two objects: tracked from frame 1, and backward to frame 0
+    (tmp_path / "clicks.prompts").write_text("point 2 1 20 20\npoint 5 1 40 10\npoint 5 1 45 30 0\n")
+    c = tmp_path / "c"
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--prompts", str(tmp_path / "clicks.prompts"),
+                 "--output", str(c), "--no-progress"]) == 0
+    assert "tracked 2 object(s) [2, 5] over 2 frames (3 frame steps)" in capsys.readouterr().out
+    assert sorted(os.listdir(c)) == [f"{t:05d}.png" for t in range(N)]
+    # a bad line is named; a click outside the frame too; --prompts takes no other prompt option
+    (tmp_path / "bad.prompts").write_text("point 1 0 3 3\npoint 1 0 3\n")
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--prompts", str(tmp_path / "bad.prompts"),
+                 "--output", str(tmp_path / "d"), "--no-progress"]) == 1
+    assert f"{tmp_path / 'bad.prompts'}:2: point takes 4 or 5 values" in capsys.readouterr().err
+    (tmp_path / "out.prompts").write_text("point 1 0 3 3\npoint 1 0 300 3\n")
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--prompts", str(tmp_path / "out.prompts"),
+                 "--output", str(tmp_path / "d"), "--no-progress"]) == 1
+    assert "out.prompts:2: object 1: click (300, 3) is outside the 56x40 (WxH) frame" in capsys.readouterr().err
+    assert main(["track", str(video / "frames"), *_model(ckpt), "--prompts", str(tmp_path / "clicks.prompts"),
+                 "--points", "3,3", "--output", str(tmp_path / "d"), "--no-progress"]) == 2
+    assert "--prompts names its objects and frames" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_overlay_colours_by_hand(tmp_path):
     rgb = np.full((20, 30, 3), 100, np.uint8)
     ids = np.zeros((20, 30), np.uint8)

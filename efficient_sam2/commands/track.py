@@ -13,7 +13,9 @@ palette PNG per frame (DAVIS palette, pixel value = object id, non-overlapping) 
 with the masks drawn over the frames.
 
 Prompts: --mask PNG (an indexed or greyscale PNG at the video's resolution; each non-zero value is one object, a
-single-valued mask is object --obj-id), or --points and/or --box for one object (--obj-id, default 1). The prompt is
+single-valued mask is object --obj-id), or --points and/or --box for one object (--obj-id, default 1), or --prompts
+FILE: a prompt file (lines `point OBJ FRAME X Y [LABEL]`, `box OBJ FRAME X0 Y0 X1 Y1`, `mask FRAME PNG`; see
+efficient_sam2/io/prompts.py) for any number of objects, tracked from its first prompted frame. The prompt is
 on frame --frame (default 0); tracking runs forward to the end and, when the frame is not the first, backward to the
 start. The masks are written to a temporary folder first and moved into place when complete. A non-empty output
 folder is refused unless --overwrite: then the frame PNGs of this run replace files of the same name and every other
@@ -58,12 +60,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("track", help="track objects through one video from a mask, clicks or a box",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", metavar="VIDEO", help="folder of frames (.jpg/.png, ordered by number) or a video file")
-    g = p.add_argument_group("prompt (--mask, or --points and/or --box)")
+    g = p.add_argument_group("prompt (--mask, or --points and/or --box, or --prompts)")
     g.add_argument("--mask", default=None, metavar="PNG",
                    help="mask PNG of the prompt frame; several values = several objects (their ids)")
     g.add_argument("--points", nargs="+", type=point_arg, default=None, metavar="X,Y[,LABEL]",
                    help="clicks in pixels; LABEL 1 = positive (default), 0 = negative")
     g.add_argument("--box", type=box_arg, default=None, metavar="X0,Y0,X1,Y1", help="box in pixels")
+    g.add_argument("--prompts", default=None, metavar="FILE",
+                   help="a prompt file (clicks, boxes and masks of several objects, e.g. docs/clips/vtest.prompts) "
+                        "or a palette PNG of first-frame masks")
     g.add_argument("--obj-id", type=int, default=None, metavar="N",
                    help="object id of a single-object prompt (default 1; 1..255)")
     g.add_argument("--frame", type=int, default=0, metavar="N", help="index of the prompted frame (default 0)")
@@ -126,10 +131,13 @@ def _mask_objects(path: str, obj_id, size) -> dict[int, "object"]:
 
 
 def run(args) -> int:
-    if args.mask is None and args.points is None and args.box is None:
-        return _fail("give a prompt: --mask PNG, or --points and/or --box")
+    if args.mask is None and args.points is None and args.box is None and args.prompts is None:
+        return _fail("give a prompt: --mask PNG, or --points and/or --box, or --prompts FILE")
     if args.mask is not None and (args.points is not None or args.box is not None):
         return _fail("--mask cannot be combined with --points / --box (give one kind of prompt)")
+    if args.prompts is not None and (args.mask is not None or args.points is not None or args.box is not None
+                                     or args.obj_id is not None or args.frame != 0):
+        return _fail("--prompts names its objects and frames: leave out --mask, --points, --box, --obj-id, --frame")
     if args.obj_id is not None and not 1 <= args.obj_id <= 255:
         return _fail(f"--obj-id must be in 1..255 (it is the palette index); got {args.obj_id}")
     if args.frame < 0:
@@ -167,6 +175,7 @@ def _track(args, out_dir: str) -> int:
     from ..io.frames import VideoFrames
     from ..io.masks import read_palette_mask
     from ..io.overlay import OverlayWriter, overlay_ids
+    from ..io.prompts import apply_prompts, load_prompts
     from .common import efficient_config_from_args, weights_from_args
 
     check_device(args.device)
@@ -177,6 +186,11 @@ def _track(args, out_dir: str) -> int:
     try:
         n = len(frames)
         names = frames.frame_names
+        prompts = None
+        if args.prompts is not None:
+            prompts = load_prompts(args.prompts)
+            prompts.check_video(n, (frames.height, frames.width))
+            args.frame = prompts.frames[0]  # track from the first prompted frame
         if args.frame >= n:
             raise ValueError(f"--frame {args.frame} is outside the video (frames 0..{n - 1})")
         objects = None
@@ -193,7 +207,9 @@ def _track(args, out_dir: str) -> int:
         t0 = time.perf_counter()
         state = predictor.init_state(frames)
         with autocast_context(predictor.device, args.precision):
-            if objects is not None:
+            if prompts is not None:
+                apply_prompts(predictor, state, prompts)
+            elif objects is not None:
                 for oid, m in objects.items():
                     predictor.add_new_mask(state, args.frame, oid, m)
             else:

@@ -313,5 +313,6 @@ def generate_video(seed: int, subset: str = "standard", *, frames: int = DEFAULT
         video = _attempt(rng, int(seed), config)
         if video is not None:
             return video
-    raise RuntimeError(f"could not draw a {subset!r} {style} video of {frames} frames at {config.size[0]}x{config.size[1]} "
-                       f"with seed {seed} in {_MAX_ATTEMPTS} attempts; try a larger size or more frames")
+    raise RuntimeError(f"could not draw a {subset!r} {style} video of {frames} frames at {config.size[0]}x"
+                       f"{config.size[1]} with seed {seed} in {_MAX_ATTEMPTS} attempts; try a larger size or more "
+                       "frames")

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from ..io.atomic import atomic_open
 from ..io.masks import write_palette_mask
 from .synthetic import (DEFAULT_FRAMES, DEFAULT_SIZE, GENERATOR_VERSION, STYLES, SUBSETS, SyntheticConfig,
-                        default_size, generate_video)
+                        generate_video)
 
 __all__ = [
     "DEFAULT_RESOLUTION",
