@@ -93,7 +93,6 @@ def run(args) -> int:
 
 
 def _serve(args, settings) -> int:
-    from ..efficient.config import EfficientConfig
     from ..inference.common import check_device
     from ..serve.app import create_app
     from ..serve.engine import Engine
@@ -110,7 +109,8 @@ def _serve(args, settings) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     try:
-        efficient = efficient_config_from_args(args) or EfficientConfig()
+        # the Efficient-SAM2 options configure the page's Efficient-SAM2 side; --dense only picks the default
+        efficient = efficient_config_from_args(argparse.Namespace(**{**vars(args), "dense": False}))
         engine = Engine.build(args.model, args.checkpoint, args.device, image_size=args.image_size,
                               efficient=efficient, shortcut_checkpoint=args.shortcut_checkpoint,
                               weights=weights_from_args(args))

@@ -39,6 +39,7 @@ from .uploads import ZIP_EXPANSION, prepare_video, receive_upload, remove_tree
 log = logging.getLogger("efficient_sam2.serve")
 
 MAX_JSON_BYTES = 8 << 20  # a prompt or an RLE mask
+DRAIN_BYTES = 64 << 20  # what is read and dropped of an upload found too large while streaming
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _FRAME = re.compile(r"(\d{1,9})\.(jpg|png)")
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -169,10 +170,21 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
             raise TooLarge(f"the upload ({int(length) / 2 ** 20:.1f} MB) is larger than the server's limit of "
                            f"{settings.max_upload_mb:g} MB (--max-upload-mb)")
         folder = store.new_folder()
+        stream = request.stream()
         try:
             received = os.path.join(folder, "upload.bin")
-            await receive_upload(request.headers.get("content-type", ""), request.stream(), received, limit)
+            await receive_upload(request.headers.get("content-type", ""), stream, received, limit)
             path = await run_in_threadpool(prepare_video, received, folder, limit * ZIP_EXPANSION)
+        except TooLarge:
+            remove_tree(folder)
+            # read (and drop) what the client still sends, up to a bound, so that it gets the 413 rather than a
+            # connection reset
+            drained = 0
+            async for chunk in stream:
+                drained += len(chunk)
+                if drained > DRAIN_BYTES:
+                    break
+            raise
         except BaseException:
             remove_tree(folder)
             raise

@@ -86,6 +86,7 @@ async function start() {
     return fail(err);
   }
   $("model-info").textContent = `${config.model} · ${config.image_size} px · ${config.device}`;
+  app.maxUploadMb = config.max_upload_mb;
   document.querySelector(`input[name=method][value=${config.efficient_default ? "efficient" : "dense"}]`).checked = true;
   const wanted = new URLSearchParams(location.hash.slice(1)).get("v");
   if (wanted) {
@@ -114,6 +115,10 @@ function askToken() {
 // ------------------------------------------------------------------------------------------------ video
 function upload(file) {
   if (app.busy) return;
+  if (app.maxUploadMb && file.size > app.maxUploadMb * 1024 * 1024) {
+    return fail(new Error(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; this server accepts up to ` +
+                          `${app.maxUploadMb} MB (--max-upload-mb)`));
+  }
   const form = new FormData();
   form.append("file", file);
   const xhr = new XMLHttpRequest();
