@@ -212,4 +212,16 @@ def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
     _wait_redraw(page, drawn)
     page.wait_for_timeout(200)
     assert np.abs(_mean_rgb(page, *inside, r=2) - before).sum() < 6
+
+    # "Find objects" (filters off: the micro model's own scores are low) offers masks; adding them makes objects
+    from efficient_sam2.serve.client import ApiClient
+
+    page.check("#lenient")
+    page.click("#find-objects")
+    _wait(page, "!document.getElementById('candidates').hidden", 60)
+    assert page.locator("#candidate-list li").count() >= 1
+    page.click("#add-candidates")
+    _wait(page, "document.getElementById('status').textContent.includes('added')", 30)
+    video_id = page.evaluate("() => app.video.video_id")
+    assert ApiClient(web, TOKEN).info(video_id)["obj_ids"]
     assert not errors, errors

@@ -571,7 +571,9 @@ async function findObjects() {
   if (!app.video || app.busy) return;
   setBusy(true, "Finding objects…");
   try {
-    const res = await api("POST", vpath("/automask"), { frame_idx: app.frame });
+    const body = { frame_idx: app.frame };
+    if ($("lenient").checked) Object.assign(body, { pred_iou_thresh: 0, stability_score_thresh: 0 });
+    const res = await api("POST", vpath("/automask"), body);
     app.candidates = res.masks.map((m) => Object.assign(m, { selected: true, decoded: decodeRle(m.mask) }));
     app.candidatesFrame = app.frame;
     const list = $("candidate-list");
