@@ -28,6 +28,7 @@ from ..io.frames import load_image
 from .evaluate import best_match_ious, load_gt_instances
 
 __all__ = ["BenchRow", "load_image_set", "standard_methods", "ablation_methods", "run_methods", "calibrate_sites",
+           "calibrate_thresholds", "calibrate_presets", "click_agreement", "load_clip_clicks",
            "markdown_table", "RANDOM_POINTS_SEED"]
 
 RANDOM_POINTS_SEED = 0
@@ -156,6 +157,87 @@ def calibrate_sites(model, data: Sequence, preset: str = "low_latency", common: 
                 log(format_row(row))
     out.sort(key=lambda r: -r[2].miou)
     return out
+
+
+def calibrate_thresholds(model, data: dict[str, list], iou_values=(0.0, 0.2, 0.5, 0.8),
+                         stability_values=(0.0, 0.8, 0.95), method: dict | None = None,
+                         log: Callable[[str], None] | None = None) -> list[tuple[float, float, float, float]]:
+    """mIoU and recall@0.5 of one method (default grid 16 x 16 with NMS) for every (pred_iou_thresh,
+    stability_score_thresh) pair over every subset in `data`: [(iou_t, stab_t, miou, recall50)], best mIoU first."""
+    from .generator import AutomaticMaskGenerator
+
+    method = method or dict(prompting="grid", points_per_side=16)
+    out = []
+    for it in iou_values:
+        for st in stability_values:
+            gen = AutomaticMaskGenerator(model, **method, pred_iou_thresh=it, stability_score_thresh=st)
+            rows = [_score(gen, items, "", sub) for sub, items in data.items()]
+            n = sum(r.instances for r in rows)
+            miou = sum(r.miou * r.instances for r in rows) / max(n, 1)
+            rec = sum(r.recall50 * r.instances for r in rows) / max(n, 1)
+            out.append((it, st, miou, rec))
+            if log is not None:
+                log(f"pred_iou_thresh={it} stability_score_thresh={st}  mIoU={100 * miou:.1f}  "
+                    f"recall@0.5={100 * rec:.1f}  masks/img={np.mean([r.masks for r in rows]):.1f}")
+    out.sort(key=lambda r: -r[2])
+    return out
+
+
+def click_agreement(model, rgb: np.ndarray, clicks: Sequence[tuple[float, float]], generator):
+    """Does an automatic mask cover what a single click selects? For every click (x, y): the image predictor's
+    mask for that click alone (multimask, best predicted IoU) and its IoU with the best-matching automatic mask of
+    `generator`. Returns ([IoU per click], the click masks (K, H, W) bool, the AutomaskResult)."""
+    from ..predictors.image import ImagePredictor
+
+    pred = ImagePredictor(model)
+    pred.set_image(rgb)
+    res = generator.generate_result(rgb)
+    masks = []
+    for x, y in clicks:
+        m, scores, _ = pred.predict(point_coords=np.array([[x, y]], dtype=np.float32), point_labels=np.array([1]),
+                                    multimask_output=True)
+        masks.append(np.asarray(m[int(np.argmax(scores))], dtype=bool))
+    masks = np.stack(masks) if masks else np.zeros((0, *rgb.shape[:2]), bool)
+    return best_match_ious(masks, res.boxed_masks).tolist(), masks, res
+
+
+def load_clip_clicks(folder: str | os.PathLike) -> list[tuple[str, np.ndarray, list[tuple[float, float]]]]:
+    """First frames of the clips written by scripts/fetch_opencv_clips.sh and the first click of every object in
+    their `<clip>.clicks.prompts`: [(clip, rgb, [(x, y), ...])]."""
+    from ..io.prompts import load_prompts
+
+    folder = os.fspath(folder)
+    out = []
+    for f in sorted(os.listdir(folder)):
+        if not f.endswith(".clicks.prompts"):
+            continue
+        clip = f[: -len(".clicks.prompts")]
+        frames = sorted(x for x in os.listdir(os.path.join(folder, clip)) if x.lower().endswith((".jpg", ".png")))
+        if not frames:
+            continue
+        prompts = load_prompts(os.path.join(folder, f))
+        clicks = [(float(p.points[0][0]), float(p.points[0][1])) for p in prompts.prompts
+                  if p.frame == 0 and p.points is not None and len(p.points)]
+        out.append((clip, load_image(os.path.join(folder, clip, frames[0])), clicks))
+    if not out:
+        raise FileNotFoundError(f"no <clip>.clicks.prompts with frames in {folder!r} (run "
+                                "scripts/fetch_opencv_clips.sh DIR)")
+    return out
+
+
+PRESET_GRID = ((1, 2), (2, 3), (2, 5), (2, 10), (5, 40))
+"""(min_samples, min_cluster_size) pairs measured by `calibrate_presets` (the thesis's four and a finer one)."""
+
+
+def calibrate_presets(model, data: dict[str, list], common: dict | None = None, grid=PRESET_GRID,
+                      log: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Attention prompting with every HDBSCAN setting of `grid`, merged by union-find and by NMS, on `data`."""
+    methods = {}
+    for ms, mcs in grid:
+        for merge in ("union-find", "nms"):
+            methods[f"({ms}, {mcs}) + {merge}"] = dict(prompting="attention", min_samples=ms, min_cluster_size=mcs,
+                                                        merge=merge)
+    return run_methods(model, data, methods, common, log=log)
 
 
 COLUMNS = ("method", "subset", "mIoU", "recall@0.5", "prompts/img", "masks/img", "embed s", "prompts s",

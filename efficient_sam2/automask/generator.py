@@ -47,6 +47,22 @@ MERGES = ("nms", "union-find")
 OUTPUT_MODES = ("coco_rle", "uncompressed_rle", "binary_mask")
 STAGES = ("load", "embedding", "attention", "clustering", "decoding", "merging", "encoding")
 DEFAULT_MERGE_THRESH = 0.5
+DEFAULT_THRESHOLDS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
+"""SAM's filters, for the official checkpoints."""
+MODEL_THRESHOLDS: dict[str, dict[str, float]] = {
+    # `automask data/images_val --calibrate`: with any predicted-IoU filter > 0 or stability filter >= 0.8 the
+    # micro model keeps almost nothing (its IoU head predicts 0.0-0.2 for every mask, good ones included), so both
+    # filters are off: NMS alone removes the duplicates.
+    "sam2.1_hiera_micro": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
+}
+"""Per model (config name), filters chosen by measurement where SAM's would drop good masks (the micro model's
+IoU head is calibrated on synthetic data and its logits are softer); see BENCHMARKS.md "Automatic masks"."""
+
+
+def default_thresholds(model) -> dict[str, float]:
+    """pred_iou_thresh and stability_score_thresh used when the caller gives none."""
+    cfg = getattr(model, "cfg", model)
+    return {**DEFAULT_THRESHOLDS, **MODEL_THRESHOLDS.get(getattr(cfg, "name", None), {})}
 
 
 @dataclass
@@ -137,8 +153,10 @@ class AutomaticMaskGenerator:
         points_per_batch: prompts decoded together (memory vs speed).
         point_grids: instead of points_per_side, one (K, 2) array of normalised [0, 1] (x, y) points per crop
             layer (grid prompting).
-        pred_iou_thresh: keep masks whose predicted IoU is > this (0 disables the filter).
-        stability_score_thresh: keep masks whose stability score is >= this (0 disables the filter).
+        pred_iou_thresh: keep masks whose predicted IoU is > this (0 disables the filter; None: the model's
+            default, `default_thresholds`: SAM's 0.8, or a measured value for the micro model).
+        stability_score_thresh: keep masks whose stability score is >= this (0 disables the filter; None: the
+            model's default, SAM's 0.95 or a measured value).
         stability_score_offset: logit offset of the stability score (IoU of the masks at threshold +- offset).
         mask_threshold: logit threshold that binarises masks.
         box_nms_thresh: box IoU above which NMS drops the lower-scored mask (merge="nms").
@@ -167,8 +185,8 @@ class AutomaticMaskGenerator:
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
         point_grids: Sequence[np.ndarray] | None = None,
-        pred_iou_thresh: float = 0.8,
-        stability_score_thresh: float = 0.95,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
         stability_score_offset: float = 1.0,
         mask_threshold: float = 0.0,
         box_nms_thresh: float = 0.7,
@@ -199,6 +217,10 @@ class AutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         merge = merge if merge is not None else ("nms" if prompting == "grid" else "union-find")
+        defaults = default_thresholds(model)
+        pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
+        if stability_score_thresh is None:
+            stability_score_thresh = defaults["stability_score_thresh"]
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
         _check_range("pred_iou_thresh", pred_iou_thresh, 0.0, 1.0)

@@ -19,7 +19,7 @@ import torch
 
 from ..automask import attention_prompts as ap
 from ..automask.evaluate import GroundTruthError, best_match_ious, find_gt, list_images, load_gt_instances
-from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator
+from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator, default_thresholds
 from ..automask.visualize import render_overlay
 from ..io.frames import ImageError, load_image
 from .common import add_model_args, weights_from_args
@@ -73,10 +73,12 @@ def register(subparsers) -> None:
 
     d = p.add_argument_group("decoding, filtering and merging (both methods)")
     d.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded at once; lower it if memory runs out (default: %(default)s)")
-    d.add_argument("--pred-iou-thresh", type=float, default=0.8, metavar="F",
-                   help="keep masks with predicted IoU above this; 0: no filter (default: %(default)s)")
-    d.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="F",
-                   help="keep masks with stability score at least this; 0: no filter (default: %(default)s)")
+    d.add_argument("--pred-iou-thresh", type=float, default=None, metavar="F",
+                   help="keep masks with predicted IoU above this; 0: no filter (default: the model's: 0.8 as in "
+                        "SAM, or the value measured for the bundled micro model)")
+    d.add_argument("--stability-score-thresh", type=float, default=None, metavar="F",
+                   help="keep masks with stability score at least this; 0: no filter (default: the model's: 0.95 "
+                        "as in SAM, or the value measured for the bundled micro model)")
     d.add_argument("--stability-score-offset", type=float, default=1.0, metavar="F",
                    help="logit offset of the stability score (default: %(default)s)")
     d.add_argument("--single-mask", action="store_true",
@@ -113,6 +115,10 @@ def register(subparsers) -> None:
     b.add_argument("--methods", default=None,
                    help="comma-separated subset of the methods (e.g. 'grid 32x32,attention low_latency')")
     b.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's)")
+    b.add_argument("--real", default=None, metavar="DIR",
+                   help="with --benchmark: also real footage (a folder from scripts/fetch_opencv_clips.sh): on each "
+                        "clip's first frame, the IoU between the image predictor's mask for the first click of each "
+                        "object and the best automatic mask (grid 32x32); overlays go to --output")
     p.set_defaults(func=run)
 
 
@@ -243,16 +249,34 @@ def run_benchmark(args) -> int:
                   stability_score_offset=args.stability_score_offset, points_per_batch=args.points_per_batch,
                   min_mask_region_area=args.min_region_area)
     log = (lambda m: None) if args.no_progress else (lambda m: print(m, file=sys.stderr))
+    shown = {**default_thresholds(model), **{k: v for k, v in common.items() if v is not None}}
     report = {"model": model.cfg.name, "checkpoint": args.checkpoint, "data": os.path.abspath(args.input),
-              "images_per_subset": args.images_per_subset, "threads": torch.get_num_threads(), "settings": common}
+              "images_per_subset": args.images_per_subset, "threads": torch.get_num_threads(), "settings": shown}
     md = [f"model {model.cfg.name}, {args.images_per_subset} images per subset, {torch.get_num_threads()} "
-          f"thread(s), pred_iou_thresh {args.pred_iou_thresh}, stability_score_thresh {args.stability_score_thresh}",
-          ""]
+          f"thread(s), pred_iou_thresh {shown['pred_iou_thresh']}, stability_score_thresh "
+          f"{shown['stability_score_thresh']}", ""]
     if args.calibrate:
-        sites = bm.calibrate_sites(model, data.get("instances") or next(iter(data.values())), common=common, log=log)
+        # the filters first (grid 16x16), then the attention site under the best filters
+        sweep = bm.calibrate_thresholds(model, data, log=log)
+        report["thresholds"] = [{"pred_iou_thresh": a, "stability_score_thresh": b, "miou": c, "recall50": d}
+                                for a, b, c, d in sweep]
+        md += ["filters (grid 16x16 + NMS, every subset), best mIoU first:", "",
+               "| pred_iou_thresh | stability_score_thresh | mIoU | recall@0.5 |", "|---|---|---|---|"]
+        md += [f"| {a} | {b} | {100 * c:.1f} | {100 * d:.1f} |" for a, b, c, d in sweep] + [""]
+        site_filters = dict(common)
+        if args.pred_iou_thresh is None and args.stability_score_thresh is None and sweep:
+            site_filters.update(pred_iou_thresh=sweep[0][0], stability_score_thresh=sweep[0][1])
+        sites = bm.calibrate_sites(model, data.get("instances") or next(iter(data.values())), common=site_filters,
+                                   log=log)
         report["calibration"] = [{"block": b, "head": h, **r.as_dict()} for b, h, r in sites]
-        md += ["attention sites (low_latency preset, instances subset), best first:", "",
-               bm.markdown_table([r for _, _, r in sites]), ""]
+        site_filters.update(block=sites[0][0], head=sites[0][1])
+        presets = bm.calibrate_presets(model, data, common=site_filters, log=log)
+        report["presets"] = [r.as_dict() for r in presets]
+        md += [f"attention sites (low_latency preset, instances subset, pred_iou_thresh "
+               f"{site_filters['pred_iou_thresh']}, stability_score_thresh {site_filters['stability_score_thresh']}), "
+               "best first:", "", bm.markdown_table([r for _, _, r in sites]), "",
+               f"HDBSCAN (min_samples, min_cluster_size) at block {sites[0][0]} head {sites[0][1]}:", "",
+               bm.markdown_table(presets), ""]
     if args.benchmark:
         methods = bm.standard_methods()
         if args.methods:
@@ -269,6 +293,31 @@ def run_benchmark(args) -> int:
             rows = bm.run_methods(model, data, bm.ablation_methods(), common, log=log)
             report["ablation"] = [r.as_dict() for r in rows]
             md += ["ablation (Table 3):", "", bm.markdown_table(rows), ""]
+    if args.benchmark and args.real:
+        from ..automask.generator import AutomaticMaskGenerator
+
+        gen = AutomaticMaskGenerator(model, "grid", **{k: v for k, v in common.items()})
+        try:
+            clips = bm.load_clip_clicks(args.real)
+        except (FileNotFoundError, ValueError) as e:
+            return _error(str(e))
+        md += ["real footage (first frames; IoU of the click's mask with the best automatic mask, grid 32x32):", "",
+               "| clip | clicks | IoU per click | masks | click masks of different objects: mean IoU |",
+               "|---|---|---|---|---|"]
+        report["real"] = []
+        for clip, rgb, clicks in clips:
+            ious, click_masks, res = bm.click_agreement(model, rgb, clicks, gen)
+            k = len(click_masks)
+            pair = [float((click_masks[i] & click_masks[j]).sum() / max(1, (click_masks[i] | click_masks[j]).sum()))
+                    for i in range(k) for j in range(i + 1, k)]
+            same = float(np.mean(pair)) if pair else float("nan")  # ~1: the model ignores where the click is
+            report["real"].append({"clip": clip, "clicks": clicks, "ious": ious, "masks": len(res.masks),
+                                   "click_masks_pairwise_iou": same})
+            md.append(f"| {clip} | {len(clicks)} | {', '.join(f'{100 * v:.0f}' for v in ious)} | {len(res.masks)} | "
+                      f"{100 * same:.0f} |")
+            _write_png(os.path.join(args.output, f"real_{clip}.png"),
+                       render_overlay(rgb, res.boxed_masks, [r["point_coords"] for r in res.masks]))
+        md.append("")
     _write_json(os.path.join(args.output, "report.json"), report)
     _atomic_write_bytes(os.path.join(args.output, "report.md"), "\n".join(md).encode("utf-8"))
     print("\n".join(md))

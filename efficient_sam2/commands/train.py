@@ -99,6 +99,8 @@ def register(subparsers) -> None:
                    help=f"weight of the image loss added to the video loss ({d.image_weight})")
     p.add_argument("--image-box-prob", type=float, default=d.image_box_prob,
                    help=f"chance that a step's image prompts are boxes ({d.image_box_prob})")
+    p.add_argument("--decoder-lr-scale", type=float, default=d.decoder_lr_scale,
+                   help="learning rate of the prompt encoder and mask decoder = --lr x this (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -119,7 +121,7 @@ def run(args) -> int:
             val_every=args.val_every, val_videos=args.val_videos, save_every=args.save_every, seed=args.seed,
             threads=args.threads, image_size=args.image_size, image_data=args.image_data,
             image_batch=args.image_batch, image_instances=args.image_instances, image_weight=args.image_weight,
-            image_box_prob=args.image_box_prob,
+            image_box_prob=args.image_box_prob, decoder_lr_scale=args.decoder_lr_scale,
         )
         trainer = SAM2Trainer(config, resume=args.resume, overwrite=args.overwrite,
                               progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))

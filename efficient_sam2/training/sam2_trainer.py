@@ -87,7 +87,9 @@ class SAM2TrainConfig:
     the model's). Image mode (`training.images`, mixed into every step when image_data is set): image_data: a
     folder of `synth --images` data; image_batch: images per step; image_instances: instances decoded per image;
     image_weight: weight of the image loss added to the video loss; image_box_prob: chance that a step's image
-    prompts are boxes instead of single clicks.
+    prompts are boxes instead of single clicks. decoder_lr_scale: the prompt encoder's and mask decoder's
+    learning rate is lr x this (teaching a video-trained model to follow clicks needs a faster decoder than the
+    image encoder and memory can take without forgetting how to track).
     """
 
     model: str
@@ -123,6 +125,7 @@ class SAM2TrainConfig:
     image_instances: int = 8
     image_weight: float = 1.0
     image_box_prob: float = 0.3
+    decoder_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         def fail(msg: str):
@@ -139,7 +142,7 @@ class SAM2TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 fail(f"{name} must be an integer >= 0, got {v!r}")
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "correction_prob", "all_outputs_weight",
-                     "image_weight", "image_box_prob"):
+                     "image_weight", "image_box_prob", "decoder_lr_scale"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 fail(f"{name} must be a finite number >= 0, got {v!r}")
@@ -362,14 +365,21 @@ class SAM2Trainer:
 
             self.images = ImageDataset(cfg.image_data, self.model.image_size)
         self._freeze(cfg.freeze)
-        decay, no_decay = [], []
+        groups: dict[tuple[bool, bool], list] = {}
+        heads = ("sam_mask_decoder.", "sam_prompt_encoder.")
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        if not decay and not no_decay:
+                groups.setdefault((p.ndim >= 2, name.startswith(heads)), []).append(p)
+        if not groups:
             raise SAM2TrainingError("every parameter is frozen: nothing to train")
+        # the plain groups first, in the order older checkpoints saved them (decay, no decay)
+        order = [(True, False), (False, False), (True, True), (False, True)]
+        if cfg.decoder_lr_scale == 1.0:  # one group per decay setting, as before
+            merged = {(d, False): groups.get((d, False), []) + groups.get((d, True), []) for d in (True, False)}
+            groups = {k: v for k, v in merged.items() if v}
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": groups[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
+              "lr_scale": cfg.decoder_lr_scale if k[1] else 1.0} for k in order if k in groups],
             lr=cfg.lr,
         )
         self.loop = TrackingLoop(self.model, fill_hole_area=0, memory_dtype=torch.float32, detach=False)
@@ -506,7 +516,7 @@ class SAM2Trainer:
         start = time.perf_counter()
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms = self.clip_loss(self.step)
