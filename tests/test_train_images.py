@@ -103,3 +103,14 @@ def test_bad_image_data(data, tmp_path, capsys):
     rc = main(["train", "--model", "micro", "--data", data[0], "--image-data", str(tmp_path), "--out",
                str(tmp_path / "run"), "--image-size", "64", "--clip-len", "2", "--steps", "1", "--no-progress"])
     assert rc == 2 and "JPEGImages/ and Annotations/" in capsys.readouterr().err
+
+
+def test_decoder_lr_scale(data, tmp_path):
+    trainer = SAM2Trainer(_config(data, tmp_path / "run", decoder_lr_scale=4.0, warmup_steps=0), progress=False)
+    rec = trainer.train_step()
+    scaled = [g for g in trainer.optimizer.param_groups if g["lr_scale"] == 4.0]
+    plain = [g for g in trainer.optimizer.param_groups if g["lr_scale"] == 1.0]
+    assert scaled and plain and all(g["lr"] == 4.0 * rec.lr for g in scaled) and all(g["lr"] == rec.lr for g in plain)
+    ids = {id(p) for g in scaled for p in g["params"]}
+    for name, p in trainer.model.named_parameters():
+        assert (id(p) in ids) == name.startswith(("sam_mask_decoder.", "sam_prompt_encoder.")), name

@@ -365,18 +365,17 @@ class SAM2Trainer:
 
             self.images = ImageDataset(cfg.image_data, self.model.image_size)
         self._freeze(cfg.freeze)
-        groups: dict[tuple[bool, bool], list] = {}
+        # (decay?, decoder?) -> parameters in model order; without a decoder scale the decoder's parameters stay
+        # in the plain groups, so that the groups (and resumed optimiser states) are those of older runs
         heads = ("sam_mask_decoder.", "sam_prompt_encoder.")
+        groups: dict[tuple[bool, bool], list] = {}
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                groups.setdefault((p.ndim >= 2, name.startswith(heads)), []).append(p)
+                own = cfg.decoder_lr_scale != 1.0 and name.startswith(heads)
+                groups.setdefault((p.ndim >= 2, own), []).append(p)
         if not groups:
             raise SAM2TrainingError("every parameter is frozen: nothing to train")
-        # the plain groups first, in the order older checkpoints saved them (decay, no decay)
         order = [(True, False), (False, False), (True, True), (False, True)]
-        if cfg.decoder_lr_scale == 1.0:  # one group per decay setting, as before
-            merged = {(d, False): groups.get((d, False), []) + groups.get((d, True), []) for d in (True, False)}
-            groups = {k: v for k, v in merged.items() if v}
         self.optimizer = torch.optim.AdamW(
             [{"params": groups[k], "weight_decay": cfg.weight_decay if k[0] else 0.0,
               "lr_scale": cfg.decoder_lr_scale if k[1] else 1.0} for k in order if k in groups],
