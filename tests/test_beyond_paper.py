@@ -27,7 +27,7 @@ def test_paper_preset_is_the_paper_and_defaults_go_beyond_it():
     paper = EfficientConfig.paper()
     for key, value in PAPER_OPTIONS.items():
         assert getattr(paper, key) == value, key
-    assert paper.is_paper and all(getattr(paper, k) is None for k in BEYOND_PAPER)
+    assert paper.is_paper and all(getattr(paper, k) in (None, False) for k in BEYOND_PAPER)
     assert (paper.sparsity, paper.tau, paper.theta_obj, paper.dilation) == (0.95, 0.7, 5.0, 5)
     assert EfficientConfig.paper(sparsity=0.9).sparsity == 0.9
     assert not EfficientConfig().is_paper  # the defaults add what measurement chose
@@ -151,3 +151,62 @@ def test_relative_fallback_threshold():
     assert policy.fallback_threshold(1) == pytest.approx(1.5)  # 0.5 x mean 3
     assert policy.fallback_threshold(2) == 5.0  # never above theta_obj
     assert policy.fallback_threshold(3) == 0.0  # an object scored absent from the start: fires below 0
+
+
+def _results(masks: dict[int, torch.Tensor]):
+    from efficient_sam2.tracking.policy import FrameResult
+    from efficient_sam2.tracking.state import FrameOutput
+
+    return [FrameResult(o, FrameOutput(pred_masks=torch.where(m, 5.0, -5.0)[None, None], obj_ptr=torch.zeros(1, 8),
+                                       object_score_logits=torch.full((1, 1), 9.0)), prompted=False)
+            for o, m in masks.items()]
+
+
+def test_guards_fire_on_fast_change_and_on_area_drift():
+    model = build_sam2_video_predictor("micro").model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        policy = EfficientSAM2(model, EfficientConfig.paper(guard=0.3, drift_guard=0.25),
+                               shortcut=torch.nn.Identity()).new_video()
+    square = torch.zeros(64, 64, dtype=torch.bool)
+    square[10:30, 10:30] = True  # 400 pixels
+
+    def shifted(dx, rows=20):
+        m = torch.zeros(64, 64, dtype=torch.bool)
+        m[10:10 + rows, 10 + dx:30 + dx] = True
+        return m
+
+    assert not policy._mask_changed(_results({1: square}), dense=True)  # first sight: nothing to compare
+    # moved by 2 px: IoU 360 / 440 = 0.82 -> change 0.18 < 0.3; the area is the same
+    assert not policy._mask_changed(_results({1: shifted(2)}), dense=False)
+    # moved by 6 more px: IoU with the previous mask 280 / 520 -> change 0.46 > 0.3
+    assert policy._mask_changed(_results({1: shifted(8)}), dense=False)
+    # a slow shrink behind an occluder: 10 % of the area per frame never trips `guard`, but after three frames
+    # the area is 30 % below the last dense frame's (the anchor: the square, 400 pixels)
+    policy._mask_changed(_results({1: shifted(8)}), dense=True)  # a dense frame: the anchor moves here
+    assert not policy._mask_changed(_results({1: shifted(8, rows=18)}), dense=False)  # -10 %
+    assert not policy._mask_changed(_results({1: shifted(8, rows=16)}), dense=False)  # -20 %
+    assert policy._mask_changed(_results({1: shifted(8, rows=14)}), dense=False)  # -30 % > 25 %
+    # the paper has no guard
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paper = EfficientSAM2(model, EfficientConfig.paper(), shortcut=torch.nn.Identity()).new_video()
+    assert not paper._mask_changed(_results({1: square}), dense=True)
+    assert not paper._mask_changed(_results({1: shifted(30)}), dense=False)
+
+
+def test_a_guarded_frame_computes_every_window_and_reads_every_memory_token():
+    video = generate_video(20261211, "standard", frames=12)
+    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.1))
+    state = predictor.init_state(video.frames)
+    for i in np.unique(video.masks[0]):
+        if i:
+            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
+    for _ in predictor.propagate_in_video(state, progress=False):
+        pass
+    stats = predictor.statistics(state)
+    assert stats.guarded_frames, "guard 0.1 must trip on this video"
+    for t in stats.guarded_frames:
+        if t in stats.kept_windows:
+            assert stats.kept_windows[t] == 1.0 and stats.kept_memory.get(t, 1.0) == 1.0, t
+    assert any(stats.kept_windows[t] < 1.0 for t in stats.kept_windows if t not in stats.guarded_frames and t > 1)

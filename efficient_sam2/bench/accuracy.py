@@ -109,13 +109,18 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
     "paper+cut": AccuracyConfig("the paper + dense frames at scene cuts (scene_cut)", dict(), beyond=("scene_cut",)),
     "paper+relative": AccuracyConfig("the paper + a fallback threshold relative to the object's scores "
                                      "(theta_relative)", dict(), beyond=("theta_relative",)),
+    "paper+guard": AccuracyConfig("the paper + a dense frame after a fast or accumulated mask change (guard, "
+                                  "drift_guard)", dict(), beyond=("guard", "drift_guard")),
+    "paper+dense-fallback": AccuracyConfig("the paper + dense frames instead of the saliency fallback "
+                                           "(dense_fallback, theta_relative)", dict(),
+                                           beyond=("dense_fallback", "theta_relative")),
     "efficient": AccuracyConfig("Efficient-SAM2 with this package's defaults (EfficientConfig())", dict(),
                                 base="default"),
 }
 
 
 DEFAULT_CONFIGS = ("dense", "swr", "smr", "paper", "paper+mass", "paper+change", "paper+cut", "paper+relative",
-                   "efficient")
+                   "paper+guard", "paper+dense-fallback", "efficient")
 """What `bench --accuracy` and `bench --fidelity` run without --configs (the other rows of ACCURACY_CONFIGS on
 request)."""
 

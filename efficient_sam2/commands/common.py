@@ -32,8 +32,12 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True,
 def add_efficient_args(p: argparse.ArgumentParser) -> None:
     """Options of Sparse Window Routing / Sparse Memory Retrieval (paper symbols in brackets)."""
     d = EfficientConfig()
-    g = p.add_argument_group("Efficient-SAM2 (default: on, with the paper's settings; --dense turns it off)")
+    g = p.add_argument_group("Efficient-SAM2 (default: on, with this package's defaults; --paper: exactly the "
+                             "paper's method; --dense turns it off)")
     g.add_argument("--dense", action="store_true", help="run the dense SAM 2 model (no SWR, no SMR)")
+    g.add_argument("--paper", action="store_true",
+                   help="the paper's method exactly (EfficientConfig.paper()): every option beyond it off unless "
+                        "given below")
     g.add_argument("--no-swr", action="store_true", help="turn Sparse Window Routing off")
     g.add_argument("--no-smr", action="store_true", help="turn Sparse Memory Retrieval off")
     g.add_argument("--tau", type=float, default=d.tau, help=f"[tau] saliency mass of fallback windows ({d.tau})")
@@ -57,6 +61,25 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-selection", choices=MEMORY_SELECTIONS, default=d.memory_selection,
                    help=f"SMR token selection: topk (paper), random, uniform, or the mempool baseline "
                         f"({d.memory_selection})")
+    b = p.add_argument_group("beyond the paper (default: this package's defaults, off with --paper; 0 turns one off)")
+    b.add_argument("--memory-mass", type=float, default=None,
+                   help=f"SMR keeps each memory frame's tokens up to this attention mass, never fewer than "
+                        f"floor((1-s)K) ({d.memory_mass})")
+    b.add_argument("--change-threshold", type=float, default=None,
+                   help=f"SWR also computes windows whose pooled image changed by more than this ({d.change_threshold})")
+    b.add_argument("--scene-cut", type=float, default=None,
+                   help=f"a frame whose mean change exceeds this many times the recent median is a scene cut, run "
+                        f"dense ({d.scene_cut})")
+    b.add_argument("--theta-relative", type=float, default=None,
+                   help=f"fallback threshold relative to each object's first scores ({d.theta_relative})")
+    b.add_argument("--guard", type=float, default=None,
+                   help=f"run the next frame dense when a mask changed by more than this (1 - IoU) ({d.guard})")
+    b.add_argument("--drift-guard", type=float, default=None,
+                   help=f"run the next frame dense when a mask changed by more than this since the last dense frame "
+                        f"({d.drift_guard})")
+    b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
+                   help=f"run the next frame dense where the saliency fallback would fire "
+                        f"({'on' if d.dense_fallback else 'off'})")
 
 
 def weights_from_args(args) -> str | None:
@@ -69,7 +92,16 @@ def efficient_config_from_args(args) -> EfficientConfig | None:
     """The EfficientConfig the arguments ask for, or None for the dense model."""
     if getattr(args, "dense", False):
         return None
-    return EfficientConfig(
+    beyond = {}
+    for name in ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard"):
+        value = getattr(args, name, None)
+        if value is not None:
+            beyond[name] = None if value == 0 else value
+    if getattr(args, "dense_fallback", None) is not None:
+        beyond["dense_fallback"] = args.dense_fallback == "on"
+    preset = EfficientConfig.paper if getattr(args, "paper", False) else EfficientConfig
+    return preset(
+        **beyond,
         swr=not args.no_swr,
         smr=not args.no_smr,
         tau=args.tau,

@@ -59,6 +59,15 @@ class EfficientConfig:
             min(theta_obj, theta_relative x its mean score on the propagation's first frames): a threshold
             relative to the object's own scores instead of the absolute theta_obj, which only suits models whose
             confident scores are as high as Meta's.
+        guard: the next frame runs dense (every window, every memory token read) when any object's chosen mask
+            changed by more than this since the previous frame (1 - IoU of the two masks): where the object
+            moves fast, deforms or is lost, the sparse path would drift from dense SAM 2.
+        drift_guard: the next frame runs dense when any object's mask area changed by more than this fraction
+            since the last frame that ran dense (|a - a0| / max(a, a0)): catches slow changes that no single frame
+            shows (an object sliding behind an occluder, shrinking or growing), while plain motion, which keeps
+            the area, does not fire it.
+        dense_fallback: when the saliency fallback fires, run the next frame dense instead of adding the
+            attention-mass windows (an unsure object is followed as dense SAM 2 follows it).
     """
 
     swr: bool = True
@@ -75,10 +84,13 @@ class EfficientConfig:
     memory_selection: str = "topk"
     mempool_kernel: int = 2
     seed: int = 0
-    memory_mass: float | None = None
+    memory_mass: float | None = 0.3
     change_threshold: float | None = None
-    scene_cut: float | None = None
+    scene_cut: float | None = 4.0
     theta_relative: float | None = None
+    guard: float | None = 0.2
+    drift_guard: float | None = 0.2
+    dense_fallback: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0:
@@ -99,6 +111,10 @@ class EfficientConfig:
             raise ValueError(f"memory_selection must be one of {MEMORY_SELECTIONS}, got {self.memory_selection!r}")
         if self.memory_mass is not None and not 0.0 < self.memory_mass <= 1.0:
             raise ValueError(f"memory_mass must be in (0, 1], got {self.memory_mass}")
+        for name in ("guard", "drift_guard"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1] (or None: off), got {value}")
         for name in ("change_threshold", "scene_cut", "theta_relative"):
             value = getattr(self, name)
             if value is not None and not value > 0.0:
@@ -128,12 +144,14 @@ class EfficientConfig:
         return dataclasses.asdict(self)
 
 
-BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative")
-"""Options that are not in the paper; None turns each off."""
+BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
+                "dense_fallback")
+"""Options that are not in the paper; None (False) turns each off."""
 
 PAPER_OPTIONS: dict = dict(
     swr=True, tau=0.7, theta_obj=5.0, dilation=5, all_masks=True, dense_frames=2, shortcut="bottleneck",
     padding="zero", kept_windows=None, smr=True, sparsity=0.95, memory_selection="topk", mempool_kernel=2,
-    memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None,
+    memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None, guard=None, drift_guard=None,
+    dense_fallback=False,
 )
 """The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

@@ -57,13 +57,16 @@ class EfficiencyStats:
     kept_windows: frame -> fraction of the routed stage's windows computed (1.0 for dense frames);
     kept_memory: frame -> fraction of memory tokens read by cross-attention (averaged over object groups);
     saliency_fallbacks: frames on which the saliency fallback (W_saliency) fired;
-    scene_cuts: frames taken for scene cuts (run dense; `EfficientConfig.scene_cut`).
+    scene_cuts: frames taken for scene cuts (run dense; `EfficientConfig.scene_cut`);
+    guarded_frames: frames run dense because an object's mask changed fast or its score fell (`guard`,
+    `dense_fallback`).
     """
 
     kept_windows: dict[int, float] = field(default_factory=dict)
     kept_memory: dict[int, float] = field(default_factory=dict)
     saliency_fallbacks: list[int] = field(default_factory=list)
     scene_cuts: list[int] = field(default_factory=list)
+    guarded_frames: list[int] = field(default_factory=list)
     routed_frames: int = 0
 
     @property
@@ -87,6 +90,7 @@ class EfficiencyStats:
             "saliency_fallbacks": len(self.saliency_fallbacks),
             "saliency_fallback_rate": round(self.fallback_rate, 4),
             "scene_cuts": len(self.scene_cuts),
+            "guarded_frames": len(self.guarded_frames),
         }
 
 
@@ -156,6 +160,9 @@ class EfficientPolicy(FramePolicy):
         self.memory_fractions: list[float] = []
         self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
         self.change_history: list[float] = []  # mean pooled changes of the last frames (scene cuts)
+        self.previous_masks: dict[int, torch.Tensor] = {}  # each object's last chosen mask (guard)
+        self.anchor_masks: dict[int, torch.Tensor] = {}  # its mask on the last frame run dense (drift_guard)
+        self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
 
     # ------------------------------------------------------------------ propagation
@@ -164,6 +171,9 @@ class EfficientPolicy(FramePolicy):
         self.frame_outputs.clear()
         self.previous_frame = None
         self.change_history = []
+        self.previous_masks.clear()
+        self.anchor_masks.clear()
+        self.dense_memory_frame = None
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
 
     def stop(self) -> None:
@@ -236,7 +246,11 @@ class EfficientPolicy(FramePolicy):
         self.processed += 1
         outputs, self.frame_outputs = self.frame_outputs, []
         self.next_plan = None
+        nxt = frame_idx - 1 if self.reverse else frame_idx + 1
+        guarded = self._mask_changed(results, stats.kept_windows[frame_idx] == 1.0)
         if not self.config.swr or self.processed < self.config.dense_frames:
+            if guarded:
+                self._run_dense(nxt)
             return
         # objects prompted on this frame contribute their stored mask
         for r in results:
@@ -256,11 +270,49 @@ class EfficientPolicy(FramePolicy):
         if self.config.theta_relative is not None:
             thresholds = torch.tensor([self.fallback_threshold(o) for _, _, _, ids in outputs for o in ids])
         decision = self.method.router.route(masks, scores, saliency, thresholds)
-        nxt = frame_idx - 1 if self.reverse else frame_idx + 1
+        if guarded or (self.config.dense_fallback and decision.saliency_fired):
+            self._run_dense(nxt)
+            return
         self.next_plan = (nxt, decision)
         stats.routed_frames += 1
         if decision.saliency_fired:
             stats.saliency_fallbacks.append(nxt)
+
+    def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> bool:
+        """Whether any object's chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
+        area by more than `drift_guard` (relative) since the last frame that ran dense (`dense`: this one did);
+        remembers the masks."""
+        cfg = self.config
+        if cfg.guard is None and cfg.drift_guard is None:
+            return False
+        changed = False
+        for r in results:
+            if r.output.pred_masks is None:
+                continue
+            if r.prompted:  # a given mask, not the model's: the next frame's output starts the comparison
+                self.previous_masks.pop(r.obj_id, None)
+                self.anchor_masks.pop(r.obj_id, None)
+                continue
+            mask = r.output.pred_masks.reshape(r.output.pred_masks.shape[-2:]) > 0
+            prev = self.previous_masks.get(r.obj_id)
+            anchor = self.anchor_masks.get(r.obj_id)
+            self.previous_masks[r.obj_id] = mask
+            if dense or anchor is None:
+                self.anchor_masks[r.obj_id] = mask
+            if cfg.guard is not None and prev is not None and prev.shape == mask.shape:
+                prev = prev.to(mask.device)
+                union = int((mask | prev).sum())
+                changed |= bool(union) and 1.0 - int((mask & prev).sum()) / union > cfg.guard
+            if cfg.drift_guard is not None and anchor is not None:
+                area, before = int(mask.sum()), int(anchor.sum())
+                changed |= max(area, before) > 0 and abs(area - before) / max(area, before) > cfg.drift_guard
+        return changed
+
+    def _run_dense(self, frame_idx: int) -> None:
+        """The next frame computes every window and reads every memory token."""
+        self.next_plan = None
+        self.dense_memory_frame = frame_idx
+        self.stats.guarded_frames.append(frame_idx)
 
     def fallback_threshold(self, obj_id: int) -> float:
         """The score logit below which the saliency fallback fires for `obj_id`: theta_obj, or with
@@ -274,6 +326,8 @@ class EfficientPolicy(FramePolicy):
     def forget_object(self, obj_id: int) -> None:
         self.cache.drop_object(obj_id)
         self.reference_scores.pop(obj_id, None)
+        self.previous_masks.pop(obj_id, None)
+        self.anchor_masks.pop(obj_id, None)
 
     def nbytes(self) -> int:
         return self.cache.nbytes()
@@ -302,6 +356,7 @@ class EfficientPolicy(FramePolicy):
             return MemoryPlan(pool=k)
         last_slot = model.num_maskmem - 1
         prev = frame_idx + 1 if self.reverse else frame_idx - 1
+        read_all = self.dense_memory_frame == frame_idx
         stride = model.cfg.memory_temporal_stride
         device = memories[0].features.device if memories else model.device
         slots = []
@@ -317,7 +372,7 @@ class EfficientPolicy(FramePolicy):
                                             generator=self.generator, batch=len(obj_ids), device=device)
                         for b, o in enumerate(obj_ids):
                             self.cache.put(o, prev, idx[b])
-            elif m.t_pos != 0:
+            elif m.t_pos != 0 and not read_all:
                 cached = [self.cache.get(o, m.frame_idx) for o in obj_ids]
                 if all(c is not None for c in cached):
                     slot.dense = False
