@@ -274,7 +274,7 @@ def test_every_window_and_zero_sparsity_gives_the_dense_output(name, size, video
 
 def test_first_two_frames_dense_and_routing_after(video, monkeypatch):
     folder, disc = video
-    eff = _predictor("tiny", 256, EfficientConfig(kept_windows=0.25, smr=False))
+    eff = _predictor("tiny", 256, EfficientConfig.paper(kept_windows=0.25, smr=False))
     plans = {}
     orig = EfficientPolicy.window_plan
 
@@ -296,7 +296,7 @@ def test_first_two_frames_dense_and_routing_after(video, monkeypatch):
 
 def test_smr_prunes_every_object_and_reads_fewer_keys(video, monkeypatch):
     folder, disc = video
-    eff = _predictor("tiny", 256, EfficientConfig(swr=False, sparsity=0.95))
+    eff = _predictor("tiny", 256, EfficientConfig.paper(swr=False, sparsity=0.95))
     lengths = []
     ca = eff.model.memory_attention.layers[2].cross_attn_image
     orig = ca.forward
@@ -319,7 +319,7 @@ def test_smr_prunes_every_object_and_reads_fewer_keys(video, monkeypatch):
 
 def test_smr_with_memory_stride_caches_only_strided_frames(video):
     folder, disc = video
-    eff = _predictor("tiny", 128, EfficientConfig(swr=False), memory_temporal_stride=3)
+    eff = _predictor("tiny", 128, EfficientConfig.paper(swr=False), memory_temporal_stride=3)
     _, state = _track(eff, folder, disc)
     frames = state.policy.cache.frames(1)
     assert frames and all(f % 3 == 0 for f in frames)
@@ -329,7 +329,7 @@ def test_smr_with_memory_stride_caches_only_strided_frames(video):
 def test_mempool_and_baselines_run(video):
     folder, disc = video
     for sel in ("mempool", "random", "uniform"):
-        eff = _predictor("tiny", 128, EfficientConfig(swr=False, memory_selection=sel))
+        eff = _predictor("tiny", 128, EfficientConfig.paper(swr=False, memory_selection=sel))
         out, state = _track(eff, folder, disc)
         assert all(torch.isfinite(m).all() for m in out.values())
         frac = eff.statistics(state).mean_kept_memory
@@ -339,7 +339,7 @@ def test_mempool_and_baselines_run(video):
 def test_statistics_report_the_saliency_fallback(video):
     folder, disc = video
     # theta_obj above any reachable score: the saliency fallback fires on every routed frame
-    eff = _predictor("tiny", 256, EfficientConfig(theta_obj=1e9, smr=False))
+    eff = _predictor("tiny", 256, EfficientConfig.paper(theta_obj=1e9, smr=False))
     _, state = _track(eff, folder, disc)
     s = eff.statistics(state)
     assert s.routed_frames == 8 and len(s.saliency_fallbacks) == 8 and s.fallback_rate == 1.0

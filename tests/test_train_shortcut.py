@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from reference_oracle import randomize_  # noqa: E402
 
 SIZE = 256
-ROUTING = EfficientConfig(kept_windows=0.25, dense_frames=1)
+ROUTING = EfficientConfig.paper(kept_windows=0.25, dense_frames=1)
 
 
 def _write_video(root, name, n, seed, h=96, w=128, sav=False):
@@ -247,7 +247,7 @@ def test_rollout_without_training_frames_is_the_predictors_propagation(tmp_path)
     routing, through the saliency fallback, keeps most but not all windows on every tracked frame)."""
     n = 8
     video, model = _micro_video(tmp_path, n)
-    efficient = EfficientConfig(dense_frames=1, smr=False, all_masks=False)
+    efficient = EfficientConfig.paper(dense_frames=1, smr=False, all_masks=False)
     torch.manual_seed(0)
     shortcut = build_shortcut("bottleneck", model.image_encoder.trunk.routed_dim)
     steps = []
@@ -291,7 +291,7 @@ def test_training_frames_read_the_loops_memory_with_the_epochs_stride(tmp_path):
     model's config says 1), on routed frames that are multiples of the frame stride."""
     n = 8
     video, model = _micro_video(tmp_path, n)
-    efficient = EfficientConfig(kept_windows=0.25, dense_frames=1, smr=False)
+    efficient = EfficientConfig.paper(kept_windows=0.25, dense_frames=1, smr=False)
     shortcut = build_shortcut("bottleneck", model.image_encoder.trunk.routed_dim)
     read = []
     condition = model.condition_on_memory

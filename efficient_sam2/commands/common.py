@@ -88,8 +88,9 @@ def weights_from_args(args) -> str | None:
     return "random" if getattr(args, "random_weights", False) else None
 
 
-def efficient_config_from_args(args) -> EfficientConfig | None:
-    """The EfficientConfig the arguments ask for, or None for the dense model."""
+def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | None:
+    """The EfficientConfig the arguments ask for, or None for the dense model; `paper` (or --paper) builds on
+    `EfficientConfig.paper()` instead of the defaults."""
     if getattr(args, "dense", False):
         return None
     beyond = {}
@@ -99,7 +100,7 @@ def efficient_config_from_args(args) -> EfficientConfig | None:
             beyond[name] = None if value == 0 else value
     if getattr(args, "dense_fallback", None) is not None:
         beyond["dense_fallback"] = args.dense_fallback == "on"
-    preset = EfficientConfig.paper if getattr(args, "paper", False) else EfficientConfig
+    preset = EfficientConfig.paper if paper or getattr(args, "paper", False) else EfficientConfig
     return preset(
         **beyond,
         swr=not args.no_swr,

@@ -116,7 +116,7 @@ def config_from_args(args):
         raise ValueError("--shortcut-checkpoint is for inference; to start training from a shortcut file use "
                          "--init-shortcut")
     args.shortcut = variant
-    efficient = efficient_config_from_args(args)
+    efficient = efficient_config_from_args(args, paper=True)  # trained on the paper's routing (any option given)
     if args.dense_frames is not None:
         efficient = efficient.replace(dense_frames=args.dense_frames)
     return TrainConfig(

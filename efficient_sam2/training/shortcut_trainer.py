@@ -152,7 +152,7 @@ class TrainConfig:
     bf16: bool = False
     device: str = "cpu"
     image_size: int | None = None
-    efficient: EfficientConfig = field(default_factory=EfficientConfig)
+    efficient: EfficientConfig = field(default_factory=EfficientConfig.paper)  # the routing the shortcut learns on
     max_frames: int | None = None
     shuffle: bool = True
     seed: int = 0
@@ -471,7 +471,7 @@ def evaluate_reconstruction(
     frame takes its memory from the teacher, so each term measures one frame's reconstruction under clean memory.
     Compare `IdentityShortcut()` (the untrained baseline of Table 3) with a trained shortcut.
     """
-    efficient = efficient if efficient is not None else EfficientConfig()
+    efficient = efficient if efficient is not None else EfficientConfig.paper()
     autocast = _autocast_factory(model.device, bf16)
     was_training = shortcut.training
     loop = TrackingLoop(model, fill_hole_area, memory_stride=memory_stride)
