@@ -125,6 +125,22 @@ DEFAULT_CONFIGS = ("dense", "swr", "smr", "paper", "paper+mass", "paper+change",
 request)."""
 
 
+def check_configs(configs, error: type[Exception]) -> tuple[str, ...]:
+    """The names of ACCURACY_CONFIGS asked for, in order, blanks and repeats dropped, "dense" (the reference of
+    every comparison) first; raises `error` naming the valid ones for an unknown name."""
+    names = []
+    for name in (c.strip() for c in configs):
+        if not name:
+            continue
+        if name not in ACCURACY_CONFIGS:
+            raise error(f"unknown configuration {name!r}; valid configurations: {', '.join(ACCURACY_CONFIGS)}")
+        if name not in names:
+            names.append(name)
+    if "dense" not in names:
+        names.insert(0, "dense")
+    return tuple(names)
+
+
 def efficient_config_of(name: str, seed: int = 0, kept_windows: float | None = None, tau: float | None = None,
                         sparsity: float | None = None, shortcut: str | None = None) -> EfficientConfig | None:
     """The EfficientConfig of ACCURACY_CONFIGS[`name`] with a run's overrides (None: dense)."""
@@ -189,18 +205,7 @@ class AccuracySettings:
 
     def validate(self) -> "AccuracySettings":
         """Check everything that can be checked before the model is built; returns self (configs normalised)."""
-        names = []
-        for name in (c.strip() for c in self.configs):
-            if not name:
-                continue
-            if name not in ACCURACY_CONFIGS:
-                raise AccuracyError(f"unknown configuration {name!r}; valid configurations: "
-                                    f"{', '.join(ACCURACY_CONFIGS)}")
-            if name not in names:
-                names.append(name)
-        if "dense" not in names:
-            names.insert(0, "dense")
-        self.configs = tuple(names)
+        self.configs = check_configs(self.configs, AccuracyError)
         if self.videos_per_subset is not None and self.videos_per_subset < 1:
             raise AccuracyError(f"--videos-per-subset must be at least 1, got {self.videos_per_subset}")
         if self.clock not in ("wall", "cpu"):
@@ -768,13 +773,14 @@ def run_accuracy(settings: AccuracySettings, progress: bool = True, command: str
     return result
 
 
-def _json_safe(x):
+def json_safe(x):
+    """`x` with non-finite floats as None (JSON has no NaN), dict keys as strings."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -782,7 +788,7 @@ def _write(result: AccuracyResult, out: str) -> None:
     paths = {name: os.path.join(out, name) for name in RESULT_FILES}
     result.files = dict(paths)
     with atomic_open(paths["accuracy.json"], "w", encoding="utf-8") as f:
-        json.dump(_json_safe(result.to_dict()), f, indent=1, default=str)
+        json.dump(json_safe(result.to_dict()), f, indent=1, default=str)
         f.write("\n")
     with atomic_open(paths["accuracy.md"], "w", encoding="utf-8") as f:
         f.write(result.markdown())

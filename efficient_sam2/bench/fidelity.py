@@ -33,7 +33,15 @@ from tqdm.auto import tqdm
 from ..evaluation.metrics import boundary_f_measure, region_similarity
 from ..io.atomic import atomic_open, check_output_folder
 from ..io.prompts import PromptError, VideoPrompts, apply_prompts, load_prompts
-from .accuracy import ACCURACY_CONFIGS, DEFAULT_CONFIGS, _build, _fmt, efficient_config_of
+from .accuracy import (
+    ACCURACY_CONFIGS,
+    DEFAULT_CONFIGS,
+    _build,
+    _fmt,
+    check_configs,
+    efficient_config_of,
+    json_safe,
+)
 from .common import BenchError, environment
 from .flops import IDEAL_MODELS, ideal_speedups
 
@@ -103,18 +111,7 @@ class FidelitySettings:
 
     def validate(self) -> list[VideoPrompts]:
         """Check the settings and read every prompt file; returns the prompts of each video."""
-        names = []
-        for name in (c.strip() for c in self.configs):
-            if not name:
-                continue
-            if name not in ACCURACY_CONFIGS:
-                raise FidelityError(f"unknown configuration {name!r}; valid configurations: "
-                                    f"{', '.join(ACCURACY_CONFIGS)}")
-            if name not in names:
-                names.append(name)
-        if "dense" not in names:
-            names.insert(0, "dense")
-        self.configs = tuple(names)
+        self.configs = check_configs(self.configs, FidelityError)
         if not self.videos:
             raise FidelityError("give at least one video")
         for v in self.videos:
@@ -388,22 +385,12 @@ def run_fidelity(settings: FidelitySettings, progress: bool = True, command: str
     return result
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def _write(result: FidelityResult, out: str) -> None:
     os.makedirs(out, exist_ok=True)
     paths = {"json": os.path.join(out, "fidelity.json"), "markdown": os.path.join(out, "fidelity.md")}
     result.files = dict(paths)
     with atomic_open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump(_json_safe(result.to_dict()), f, indent=1, default=str)
+        json.dump(json_safe(result.to_dict()), f, indent=1, default=str)
         f.write("\n")
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as f:
         f.write(result.markdown())

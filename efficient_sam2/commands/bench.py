@@ -287,16 +287,22 @@ _TIMING_ONLY = {"frames": "--frames", "objects": "--objects", "video": "--video"
 
 def accuracy_command_line(args) -> str:
     """The `efficient-sam2 bench --accuracy` command reproducing this report (options left at default omitted)."""
+    words = ["efficient-sam2", "bench", "--accuracy"]
+    return _command(args, words, ("data", "model", "checkpoint", "shortcut_checkpoint", "image_size", "device",
+                                  "configs", "subsets", "videos_per_subset", "resolution", "kept_windows", "sparsity",
+                                  "tau", "shortcut", "threads", "output"),
+                    (("dtype", "fp32"), ("clock", "wall"), ("warmup", 1), ("seed", 0)))
+
+
+def _command(args, words: list[str], options, defaults) -> str:
+    """`words` followed by --option value for every given option and every one not at its default, quoted."""
     import shlex
 
-    words = ["efficient-sam2", "bench", "--accuracy"]
-    for name in ("data", "model", "checkpoint", "shortcut_checkpoint", "image_size", "device", "configs", "subsets",
-                 "videos_per_subset", "resolution", "kept_windows", "sparsity", "tau", "shortcut", "threads",
-                 "output"):
+    for name in options:
         value = getattr(args, name, None)
         if value is not None:
             words += ["--" + name.replace("_", "-"), str(value)]
-    for name, default in (("dtype", "fp32"), ("clock", "wall"), ("warmup", 1), ("seed", 0)):
+    for name, default in defaults:
         if getattr(args, name) != default:
             words += ["--" + name, str(getattr(args, name))]
     return " ".join(shlex.quote(w) for w in words)
@@ -346,18 +352,10 @@ def _run_accuracy(args) -> int:
 
 def fidelity_command_line(args) -> str:
     """The `efficient-sam2 bench --fidelity` command reproducing this report."""
-    import shlex
-
     words = ["efficient-sam2", "bench", "--fidelity", *args.fidelity, "--prompts", *args.prompts]
-    for name in ("max_frames", "model", "checkpoint", "shortcut_checkpoint", "image_size", "device", "configs",
-                 "kept_windows", "sparsity", "tau", "shortcut", "threads", "output"):
-        value = getattr(args, name, None)
-        if value is not None:
-            words += ["--" + name.replace("_", "-"), str(value)]
-    for name, default in (("clock", "wall"), ("seed", 0)):
-        if getattr(args, name) != default:
-            words += ["--" + name, str(getattr(args, name))]
-    return " ".join(shlex.quote(w) for w in words)
+    return _command(args, words, ("max_frames", "model", "checkpoint", "shortcut_checkpoint", "image_size",
+                                  "device", "configs", "kept_windows", "sparsity", "tau", "shortcut", "threads",
+                                  "output"), (("clock", "wall"), ("seed", 0)))
 
 
 def _run_fidelity(args) -> int:
