@@ -14,11 +14,14 @@ Two ways of choosing the prompts share one pipeline:
 Pipeline per crop (the whole image is crop 0):
 
     preprocess -> image encoder (once; attention read out on the way) -> prompts -> batched decoder
-    -> upsample logits to the crop, predicted-IoU and stability filters, binarise, drop masks cut by an inner
-       crop edge, small-region clean-up -> de-duplicate (NMS or union-find merging) -> records (COCO RLE)
+    -> predicted-IoU filter, upsampling to the crop, stability filter, binarisation, boxes, masks cut by an inner
+       crop edge dropped, all as tensors over the crop's whole batch (`batched.py`)
+    -> de-duplicate (box NMS on the batch, then the survivors' masks are materialised and cleaned of small
+       regions; or union-find merging) -> records (COCO RLE)
 
 The decoder runs on `points_per_batch` prompts at a time against the shared image embedding; upsampled logits
-are processed in slices so that memory stays bounded for large images. Every stage is timed.
+are processed in cache-sized slices, so memory stays bounded for large images. Every stage is timed. Thresholds
+left as None take the model's defaults (`default_thresholds`: SAM's, or values measured for the micro model).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..io.frames import load_image
 from ..modeling.sam2 import SAM2Model

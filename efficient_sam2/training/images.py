@@ -92,14 +92,14 @@ class ImageDataset:
                 raise TrainingDataError(f"{ann!r} holds no instance of at least {MIN_INSTANCE_PIXELS} pixels")
             pick = rng.choice(present, size=instances, replace=len(present) < instances)
             imgs.append(preprocess_frame(rgb, S))
-            m = torch.from_numpy(np.stack([ids == v for v in pick]).astype(np.float32))[:, None]
+            full = torch.from_numpy(np.stack([ids == v for v in pick]).astype(np.float32))[:, None]
+            m = full
             if m.shape[-2:] != (S, S):
-                m = (F.interpolate(m, size=(S, S), mode="bilinear", align_corners=False, antialias=True) >= 0.5).float()
+                m = (F.interpolate(full, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+                     >= 0.5).float()
                 empty = m.flatten(1).sum(1) == 0
                 if empty.any():  # an instance too thin to survive resizing: use its nearest-neighbour mask
-                    near = F.interpolate(torch.from_numpy(np.stack([ids == v for v in pick]).astype(np.float32))[:, None],
-                                         size=(S, S), mode="nearest")
-                    m[empty] = near[empty]
+                    m[empty] = F.interpolate(full, size=(S, S), mode="nearest")[empty]
             masks.append(m)
             index += [n] * instances
             names.append(os.path.splitext(os.path.basename(path))[0])
