@@ -100,6 +100,10 @@ class ImageDataset:
                 empty = m.flatten(1).sum(1) == 0
                 if empty.any():  # an instance too thin to survive resizing: use its nearest-neighbour mask
                     m[empty] = F.interpolate(full, size=(S, S), mode="nearest")[empty]
+                h, w = ids.shape
+                for r in (m.flatten(1).sum(1) == 0).nonzero().flatten().tolist():  # still empty: its centroid
+                    ys, xs = np.nonzero(ids == pick[r])
+                    m[r, 0, min(S - 1, int(ys.mean() * S / h)), min(S - 1, int(xs.mean() * S / w))] = 1.0
             masks.append(m)
             index += [n] * instances
             names.append(os.path.splitext(os.path.basename(path))[0])
