@@ -237,8 +237,8 @@ class FidelityResult:
                      _fmt(c["speedup"], ".2f") + "×"] + [_fmt(ideal.get(x), ".2f") + "×" for x in IDEAL_MODELS]
             lines.append("| " + " | ".join(cells) + " |")
         names = [c for c in self.configs if c != "dense"]
-        lines += ["", "Fidelity J&F per video:", "", "| video | frames | objects | " + " | ".join(f"`{c}`" for c in names)
-                  + " |", "|---|---:|---:|" + "---:|" * len(names)]
+        header = "| video | frames | objects | " + " | ".join(f"`{c}`" for c in names) + " |"
+        lines += ["", "Fidelity J&F per video:", "", header, "|---|---:|---:|" + "---:|" * len(names)]
         for video, row in self.videos["dense"].items():
             cells = [_fmt(self.videos[c][video]["JF"]) for c in names]
             lines.append(f"| {video} | {row['frames']} | {row['objects']} | " + " | ".join(cells) + " |")

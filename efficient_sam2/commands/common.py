@@ -66,7 +66,8 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
                    help=f"SMR keeps each memory frame's tokens up to this attention mass, never fewer than "
                         f"floor((1-s)K) ({d.memory_mass})")
     b.add_argument("--change-threshold", type=float, default=None,
-                   help=f"SWR also computes windows whose pooled image changed by more than this ({d.change_threshold})")
+                   help=f"SWR also computes windows whose pooled image changed by more than this "
+                        f"({d.change_threshold})")
     b.add_argument("--scene-cut", type=float, default=None,
                    help=f"a frame whose mean change exceeds this many times the recent median is a scene cut, run "
                         f"dense ({d.scene_cut})")

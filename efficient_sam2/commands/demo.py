@@ -171,7 +171,8 @@ def run(args) -> int:
         rs = [r[key] for _, _, r in results]
         kept = [r.stats for r in rs if r.stats]
         kw = f"{100 * np.mean([k['mean_kept_window_fraction'] for k in kept]):7.0f}%" if kept else f"{'100%':>8s}"
-        km = f"{100 * np.mean([k['mean_kept_memory_fraction'] or 1.0 for k in kept]):6.0f}%" if kept else f"{'100%':>7s}"
+        km = (f"{100 * np.mean([k['mean_kept_memory_fraction'] or 1.0 for k in kept]):6.0f}%" if kept
+              else f"{'100%':>7s}")
         print(f"{label:24s} {np.mean([r.jf for r in rs]):6.1f} {np.mean([r.j for r in rs]):6.1f} "
               f"{np.mean([r.f for r in rs]):6.1f} {np.mean([r.fidelity for r in rs]):9.1f} "
               f"{1000 * sum(r.seconds for r in rs) / frames_total:9.1f} {kw} {km}")
@@ -184,10 +185,11 @@ def run(args) -> int:
     eff = [r["efficient"] for _, _, r in results]
     d_jf = np.mean([r["efficient"].jf - r["dense"].jf for _, _, r in results])
     p_jf = np.mean([r["paper"].jf - r["dense"].jf for _, _, r in results])
+    agree = np.mean([_agreement(r["dense"].masks, r["efficient"].masks) for _, _, r in results])
     print()
     print(f"speed-up {dense_s / sum(r.seconds for r in eff):.2f}x end to end (paper "
           f"{dense_s / sum(r['paper'].seconds for _, _, r in results):.2f}x); J&F {d_jf:+.1f} vs dense (paper "
-          f"{p_jf:+.1f}); agreement with dense masks {100 * np.mean([_agreement(r['dense'].masks, r['efficient'].masks) for _, _, r in results]):.1f} % of pixels")
+          f"{p_jf:+.1f}); agreement with dense masks {100 * agree:.1f} % of pixels")
     cuts = sum((r.stats or {}).get("scene_cuts", 0) for r in eff)
     falls = sum((r.stats or {}).get("saliency_fallbacks", 0) for r in eff)
     routed = sum((r.stats or {}).get("routed_frames", 0) for r in eff)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["EfficientConfig", "PAPER_OPTIONS", "BEYOND_PAPER", "SHORTCUT_VARIANTS", "MEMORY_SELECTIONS", "PADDING_MODES"]
+__all__ = [
+    "EfficientConfig", "PAPER_OPTIONS", "BEYOND_PAPER", "SHORTCUT_VARIANTS", "MEMORY_SELECTIONS", "PADDING_MODES",
+]
 
 SHORTCUT_VARIANTS = ("bottleneck", "ffn", "attention", "identity")
 MEMORY_SELECTIONS = ("topk", "random", "uniform", "mempool")

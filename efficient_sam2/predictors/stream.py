@@ -69,6 +69,8 @@ class StreamStats(EfficiencyStats):
     earlier_memory_frames: int = 0
     earlier_kept_memory: float = 0.0
     earlier_fallbacks: int = 0
+    earlier_scene_cuts: int = 0
+    earlier_guarded: int = 0
 
     @property
     def frames(self) -> int:
@@ -91,6 +93,8 @@ class StreamStats(EfficiencyStats):
         out = super().summary()
         memory_frames = self.earlier_memory_frames + len(self.kept_memory)
         out.update(frames=self.frames, saliency_fallbacks=self.earlier_fallbacks + len(self.saliency_fallbacks),
+                   scene_cuts=self.earlier_scene_cuts + len(self.scene_cuts),
+                   guarded_frames=self.earlier_guarded + len(self.guarded_frames),
                    mean_kept_memory_fraction=round(self.mean_kept_memory, 4) if memory_frames else None)
         return out
 
@@ -179,9 +183,11 @@ class StreamingTracker:
         t = self._totals
         return StreamStats(kept_windows=dict(stats.kept_windows), kept_memory=dict(stats.kept_memory),
                            saliency_fallbacks=list(stats.saliency_fallbacks), routed_frames=stats.routed_frames,
+                           scene_cuts=list(stats.scene_cuts), guarded_frames=list(stats.guarded_frames),
                            earlier_frames=t.earlier_frames, earlier_kept_windows=t.earlier_kept_windows,
                            earlier_memory_frames=t.earlier_memory_frames, earlier_kept_memory=t.earlier_kept_memory,
-                           earlier_fallbacks=t.earlier_fallbacks)
+                           earlier_fallbacks=t.earlier_fallbacks, earlier_scene_cuts=t.earlier_scene_cuts,
+                           earlier_guarded=t.earlier_guarded)
 
     def state_nbytes(self) -> int:
         """Bytes of every tensor the tracker holds: memory bank, object pointers, the current frame's features and
@@ -408,9 +414,11 @@ class StreamingTracker:
         for f in [f for f in stats.kept_memory if f <= old]:
             totals.earlier_memory_frames += 1
             totals.earlier_kept_memory += stats.kept_memory.pop(f)
-        recent = [f for f in stats.saliency_fallbacks if f > old]
-        totals.earlier_fallbacks += len(stats.saliency_fallbacks) - len(recent)
-        stats.saliency_fallbacks[:] = recent
+        for frames, total in ((stats.saliency_fallbacks, "earlier_fallbacks"), (stats.scene_cuts, "earlier_scene_cuts"),
+                              (stats.guarded_frames, "earlier_guarded")):
+            recent = [f for f in frames if f > old]
+            setattr(totals, total, getattr(totals, total) + len(frames) - len(recent))
+            frames[:] = recent
 
 
 # ---------------------------------------------------------------------------------------------------------------------
