@@ -337,7 +337,7 @@ def test_kept_window_fraction_is_the_one_asked_for():
 
 
 def test_bench_command_writes_json_markdown_and_plot(tmp_path, capsys):
-    configs = "dense,efficient" + (",reference" if reference_available() else "")
+    configs = "dense,paper" + (",reference" if reference_available() else "")
     out = tmp_path / "out"
     code = main(["bench", "--model", "tiny", "--image-size", "128", "--frames", "9", "--objects", "2",
                  "--configs", configs, "--warmup", "0", "--repeats", "1", "--threads", "1", "--no-progress",
@@ -364,8 +364,8 @@ def test_bench_command_writes_json_markdown_and_plot(tmp_path, capsys):
         dense_med = doc["configs"]["dense"]["median_ms"]["memory_attention"]
         assert c["ratio_to_dense"]["memory_attention"] == pytest.approx(
             dense_med / c["median_ms"]["memory_attention"], rel=1e-3)
-    eff = doc["configs"]["efficient"]
-    # SMR on timed frames t = 7, 8: the conditioning frame, t-1 and the t pointers (4 tokens each) are read
+    eff = doc["configs"]["paper"]
+    # the paper's SMR on timed frames t = 7, 8: the conditioning frame, t-1 and the t pointers (4 tokens each) are read
     # densely, the 5 older frames through floor(0.05 * 64) = 3 of their 64 tokens each
     kept = statistics.fmean((2 * 64 + 5 * 3 + 4 * t) / (7 * 64 + 4 * t) for t in (7, 8))
     assert eff["sparsity"]["mean_kept_memory_fraction"] == pytest.approx(kept, abs=1e-4)
