@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .amg import BoxedMask, mask_boxes
+from .amg import BoxedMask, mask_boxes, stability_score
+from .merge import box_nms
 
 __all__ = ["Candidates", "filter_candidates", "batched_nms", "materialize", "near_crop_edge"]
 
@@ -91,12 +92,9 @@ def filter_candidates(low_res: torch.Tensor, ious: torch.Tensor, points: np.ndar
     boxes = torch.zeros(K, 4, dtype=torch.long, device=scores.device)
     non_empty = torch.zeros(K, dtype=torch.bool, device=scores.device)
     step = max(1, budget // max(1, ch * cw))
-    hi, lo = mask_threshold + stability_score_offset, mask_threshold - stability_score_offset
     for s in range(0, K, step):
         up = F.interpolate(logits[s:s + step, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
-        inner = torch.count_nonzero(up > hi, dim=(1, 2))
-        outer = torch.count_nonzero(up > lo, dim=(1, 2))
-        stab[s:s + step] = torch.where(outer > 0, inner.double() / outer.clamp(min=1).double(), 0.0).float()
+        stab[s:s + step] = stability_score(up, mask_threshold, stability_score_offset)
         b, ne = mask_boxes(up > mask_threshold)
         boxes[s:s + step], non_empty[s:s + step] = b, ne
     boxes = boxes + torch.as_tensor([x0, y0, x0, y0], device=boxes.device)
@@ -110,28 +108,9 @@ def filter_candidates(low_res: torch.Tensor, ious: torch.Tensor, points: np.ndar
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Greedy box NMS of (K, 4) xyxy boxes: by decreasing score (ties: lower index first), keep a box unless it
-    overlaps a kept box with IoU > iou_thresh. Same result as `merge.box_nms`; one (K, K) IoU matrix and a
-    suppression pass over its rows. Returns kept indices (int64), highest score first."""
-    K = boxes.shape[0]
-    if K == 0:
-        return torch.zeros(0, dtype=torch.long)
-    order = torch.as_tensor(np.argsort(-scores.double().cpu().numpy(), kind="stable"))
-    b = boxes.double().cpu()[order]
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = area[:, None] + area[None, :] - inter
-    over = (torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter)) > iou_thresh).numpy()
-    suppressed = np.zeros(K, dtype=bool)
-    keep = []
-    for i in range(K):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= over[i]
-    return order[torch.as_tensor(keep, dtype=torch.long)]
+    """`merge.box_nms` on tensors: greedy box NMS of (K, 4) xyxy boxes. Returns kept indices (int64), highest
+    score first."""
+    return torch.from_numpy(box_nms(boxes.double().cpu().numpy(), scores.double().cpu().numpy(), iou_thresh))
 
 
 def materialize(c: Candidates, image_hw: tuple[int, int], mask_threshold: float,
