@@ -252,16 +252,14 @@ class OrganicScene(Scene):
     """A `Scene` with the organic style's sprites, background, motion and lighting; the stress events (crossings,
     occluders, exits, cuts) and the sizes are the default scene's."""
 
-    def target_sprite(self, avoid: np.ndarray) -> Sprite:
-        rng, p = self.rng, self.sprite_size
-        family = str(rng.choice(ORGANIC_SHAPES))
-        texture = organic_texture(rng, p, avoid=avoid)
-        return _sprite(organic_shape(rng, p, family, 0.45 * p), texture, 0.45 * p, family)
+    shape_families = ORGANIC_SHAPES
 
-    def lookalike(self, sprite: Sprite) -> Sprite:
+    def target_shape(self, family: str) -> np.ndarray:
         p = self.sprite_size
-        return _sprite(organic_shape(self.rng, p, sprite.family, 0.45 * p), sprite.rgba[..., :3], 0.45 * p,
-                       sprite.family)
+        return organic_shape(self.rng, p, family, 0.45 * p)
+
+    def target_texture(self, avoid: np.ndarray) -> np.ndarray:
+        return organic_texture(self.rng, self.sprite_size, avoid=avoid)
 
     def occluder_sprite(self, family: str, radius: float, aspect: float | None = None) -> Sprite:
         sprite = super().occluder_sprite(family, radius, aspect)  # the bar / ellipse, re-textured in this style

@@ -109,16 +109,26 @@ class Scene:
         self.sprite_size = int(np.clip(round(0.5 * self.side), 48, 512))
 
     # -- sprites -------------------------------------------------------------------------------------------------
+    shape_families: tuple[str, ...] = SHAPE_FAMILIES
+    """The families of the targets' shapes (a style overrides it with `target_shape` and `target_texture`)."""
+
+    def target_shape(self, family: str) -> np.ndarray:
+        """A (sprite_size, sprite_size) mask of a random shape of `family` reaching 0.45 x sprite_size."""
+        p = self.sprite_size
+        return shape_mask(self.rng, p, family, 0.45 * p)
+
+    def target_texture(self, avoid: np.ndarray) -> np.ndarray:
+        """A (sprite_size, sprite_size, 3) target texture whose mean colour keeps away from `avoid`."""
+        return object_texture(self.rng, self.sprite_size, avoid=avoid)
+
     def target_sprite(self, avoid: np.ndarray) -> Sprite:
-        rng, p = self.rng, self.sprite_size
-        family = str(rng.choice(SHAPE_FAMILIES))
-        texture = object_texture(rng, p, avoid=avoid)
-        return _sprite(shape_mask(rng, p, family, 0.45 * p), texture, 0.45 * p, family)
+        family = str(self.rng.choice(self.shape_families))
+        texture = self.target_texture(avoid)
+        return _sprite(self.target_shape(family), texture, 0.45 * self.sprite_size, family)
 
     def lookalike(self, sprite: Sprite) -> Sprite:
         """Another shape of the same family with the same texture."""
-        p = self.sprite_size
-        return _sprite(shape_mask(self.rng, p, sprite.family, 0.45 * p), sprite.rgba[..., :3], 0.45 * p, sprite.family)
+        return _sprite(self.target_shape(sprite.family), sprite.rgba[..., :3], 0.45 * self.sprite_size, sprite.family)
 
     def occluder_sprite(self, family: str, radius: float, aspect: Optional[float] = None) -> Sprite:
         """A large object, `radius` frame pixels from centre to tip, drawn at scale 1."""
