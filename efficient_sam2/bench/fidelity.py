@@ -9,7 +9,8 @@ every configuration tracks each video from the same prompts (a prompt file per v
                          (the frames it was prompted on left out), then over the objects;
     mean IoU             IoU averaged over every (object, frame); worst frame IoU, worst video J&F;
     kept windows / memory, fallback rate, scene cuts: what the accelerated path computed;
-    ms/frame, speed-up   tracking time (wall or this process's CPU), configurations interleaved per video;
+    ms/frame, speed-up   tracking time (wall or this process's CPU); dense runs first on each video, the other
+                         configurations follow in an order that rotates from video to video;
     ideal large / base+  the FLOP-ideal end-to-end speed-up of a tracked frame of SAM 2.1 large / base_plus at
                          1024 px at the kept fractions measured here (`flops.ideal_speedups`), i.e. what this
                          sparsity would buy on the real models.
@@ -220,7 +221,8 @@ class FidelityResult:
             f"Weights: {m['weights']}; trained shortcut: {m['shortcut']}. Fidelity J&F, J, F: DAVIS scores (percent) "
             "of each configuration's masks with dense SAM 2's masks as the reference (prompted frames left out); "
             "mean / worst IoU over every (object, frame); ms/frame and speed-up: "
-            f"{self.settings['clock']} time of tracking, configurations interleaved per video; ideal large / base+: "
+            f"{self.settings['clock']} time of tracking, dense first on each video, the others in a rotating "
+            "order; ideal large / base+: "
             "FLOP-ideal end-to-end speed-up of a tracked frame of SAM 2.1 large / base_plus at 1024 px at the kept "
             "fractions measured here.",
             "",
@@ -261,7 +263,6 @@ def _clock() -> tuple[float, float]:
 def _track(predictor, video: str, prompts: VideoPrompts, max_frames: int | None) -> tuple[dict, dict, float, float]:
     """({frame: {obj: mask}}, efficiency statistics, wall s, cpu s) of one configuration on one video: forward
     from the first prompted frame, then backward from it when it is not frame 0."""
-    wall = cpu = 0.0
     start = _clock()
     state = predictor.init_state(video)
     prompts.check_video(state.num_frames, (state.video_height, state.video_width))
@@ -340,30 +341,32 @@ def run_fidelity(settings: FidelitySettings, progress: bool = True, command: str
                 label = _video_name(video)
                 if label in rows["dense"]:
                     label = f"{label} ({i})"
-                order = names[i % len(names):] + names[:i % len(names)]  # the order rotates from video to video
-                results = {}
+                # dense first (the reference), then the others in an order that rotates from video to video; each
+                # run is scored as soon as it ends, so only two runs' masks are held at a time
+                others = [n for n in names if n != "dense"]
+                order = ["dense"] + others[i % max(1, len(others)):] + others[:i % max(1, len(others))]
+                skip: dict[int, set[int]] = {}
+                for p in prompts.prompts:
+                    skip.setdefault(p.obj_id, set()).add(p.frame)
+                reference = None
                 for name in order:
                     bar.set_postfix_str(f"{label} {name}", refresh=False)
                     try:
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore", category=UserWarning)
-                            results[name] = _track(predictors[name], video, prompts, settings.max_frames)
+                            masks, stats, wall, cpu = _track(predictors[name], video, prompts, settings.max_frames)
                     except (PromptError, ValueError) as exc:
                         raise FidelityError(f"{video}: {exc}") from None
-                    bar.update()
-                reference = results["dense"][0]
-                skip: dict[int, set[int]] = {}
-                for p in prompts.prompts:
-                    skip.setdefault(p.obj_id, set()).add(p.frame)
-                for name in names:
-                    masks, stats, wall, cpu = results[name]
+                    if reference is None:
+                        reference = masks
                     scores = mask_fidelity(reference, masks, skip)
                     scored = sum(o["frames"] for o in scores["objects"].values())
                     rows[name][label] = {"JF": scores["JF"], "J": scores["J"], "F": scores["F"],
                                          "mean_iou": scores["mean_iou"], "scores": scores, "scored_frames": scored,
                                          "frames": len(masks), "objects": len(prompts.obj_ids), "stats": stats,
                                          "wall_s": wall, "cpu_s": cpu, "prompts": prompts.source}
-                del results
+                    bar.update()
+                del reference
         finally:
             bar.close()
         env = environment(torch.device(settings.device))

@@ -161,7 +161,7 @@ class EfficientPolicy(FramePolicy):
         self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
         self.change_history: list[float] = []  # mean pooled changes of the last frames (scene cuts)
         self.previous_masks: dict[int, torch.Tensor] = {}  # each object's last chosen mask (guard)
-        self.anchor_masks: dict[int, torch.Tensor] = {}  # its mask on the last frame run dense (drift_guard)
+        self.anchor_areas: dict[int, int] = {}  # its mask area on the last frame run dense (drift_guard)
         self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
 
@@ -172,7 +172,7 @@ class EfficientPolicy(FramePolicy):
         self.previous_frame = None
         self.change_history = []
         self.previous_masks.clear()
-        self.anchor_masks.clear()
+        self.anchor_areas.clear()
         self.dense_memory_frame = None
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
 
@@ -281,31 +281,39 @@ class EfficientPolicy(FramePolicy):
     def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> bool:
         """Whether any object's chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
         area by more than `drift_guard` (relative) since the last frame that ran dense (`dense`: this one did);
-        remembers the masks."""
+        remembers the masks. All objects are compared in one batch (one host synchronisation)."""
         cfg = self.config
         if cfg.guard is None and cfg.drift_guard is None:
             return False
-        changed = False
+        ids, masks = [], []
         for r in results:
             if r.output.pred_masks is None:
                 continue
             if r.prompted:  # a given mask, not the model's: the next frame's output starts the comparison
                 self.previous_masks.pop(r.obj_id, None)
-                self.anchor_masks.pop(r.obj_id, None)
+                self.anchor_areas.pop(r.obj_id, None)
                 continue
-            mask = r.output.pred_masks.reshape(r.output.pred_masks.shape[-2:]) > 0
-            prev = self.previous_masks.get(r.obj_id)
-            anchor = self.anchor_masks.get(r.obj_id)
-            self.previous_masks[r.obj_id] = mask
+            ids.append(r.obj_id)
+            masks.append(r.output.pred_masks.reshape(r.output.pred_masks.shape[-2:]) > 0)
+        if not ids or len({m.shape for m in masks}) != 1:
+            return False
+        mask = torch.stack(masks)  # (N, h, w)
+        before = [self.previous_masks.get(o) for o in ids]
+        before = [p if p is not None and p.shape == m.shape else None for p, m in zip(before, masks)]
+        prev = torch.stack([m.new_zeros(m.shape) if p is None else p.to(m.device) for p, m in zip(before, masks)])
+        counts = torch.stack([(mask & prev).flatten(1).sum(1), (mask | prev).flatten(1).sum(1),
+                              mask.flatten(1).sum(1)]).tolist()
+        changed = False
+        for k, o in enumerate(ids):
+            inter, union, area = counts[0][k], counts[1][k], counts[2][k]
+            anchor = self.anchor_areas.get(o)
+            if cfg.guard is not None and before[k] is not None and union:
+                changed |= 1.0 - inter / union > cfg.guard
+            if cfg.drift_guard is not None and anchor is not None and max(area, anchor) > 0:
+                changed |= abs(area - anchor) / max(area, anchor) > cfg.drift_guard
+            self.previous_masks[o] = masks[k]
             if dense or anchor is None:
-                self.anchor_masks[r.obj_id] = mask
-            if cfg.guard is not None and prev is not None and prev.shape == mask.shape:
-                prev = prev.to(mask.device)
-                union = int((mask | prev).sum())
-                changed |= bool(union) and 1.0 - int((mask & prev).sum()) / union > cfg.guard
-            if cfg.drift_guard is not None and anchor is not None:
-                area, before = int(mask.sum()), int(anchor.sum())
-                changed |= max(area, before) > 0 and abs(area - before) / max(area, before) > cfg.drift_guard
+                self.anchor_areas[o] = area
         return changed
 
     def _run_dense(self, frame_idx: int) -> None:
@@ -327,7 +335,7 @@ class EfficientPolicy(FramePolicy):
         self.cache.drop_object(obj_id)
         self.reference_scores.pop(obj_id, None)
         self.previous_masks.pop(obj_id, None)
-        self.anchor_masks.pop(obj_id, None)
+        self.anchor_areas.pop(obj_id, None)
 
     def nbytes(self) -> int:
         return self.cache.nbytes()
