@@ -294,9 +294,7 @@ def run_benchmark(args) -> int:
             report["ablation"] = [r.as_dict() for r in rows]
             md += ["ablation (Table 3):", "", bm.markdown_table(rows), ""]
     if args.benchmark and args.real:
-        from ..automask.generator import AutomaticMaskGenerator
-
-        gen = AutomaticMaskGenerator(model, "grid", **{k: v for k, v in common.items()})
+        gen = AutomaticMaskGenerator(model, "grid", **common)
         try:
             clips = bm.load_clip_clicks(args.real)
         except (FileNotFoundError, ValueError) as e:
