@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 
 from ..io.masks import encode_rle
-from ..io.overlay import OverlayWriter, overlay_ids
+from ..io.overlay import write_overlay_video
 from .session import VideoSession
 
 FORMATS = {
@@ -61,6 +61,5 @@ def _coco(session: VideoSession, path: str) -> None:
 
 
 def _mp4(session: VideoSession, path: str) -> None:
-    with OverlayWriter(path, session.fps, overwrite=True) as writer:
-        for t, ids in session.tracked_ids():
-            writer.write(overlay_ids(session.frame_rgb(t), ids))
+    write_overlay_video(path, ((session.frame_rgb(t), ids) for t, ids in session.tracked_ids()), session.fps,
+                        overwrite=True)

@@ -12,6 +12,7 @@ import io
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -347,9 +348,10 @@ class VideoSession:
         return {"frame_idx": frame_idx, "masks": masks, "num_prompts": result.num_prompts,
                 "seconds": round(result.timings.get("total", 0.0), 4)}
 
-    def tracked_ids(self) -> list[tuple[int, np.ndarray]]:
-        """(frame_idx, ids) of every frame, background where nothing was tracked (for exports)."""
-        return [(t, self.mask_ids(t)) for t in range(self.num_frames)]
+    def tracked_ids(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame_idx, ids) of every frame, background where nothing was tracked (for exports), decoded one frame
+        at a time so a long video is never held decoded at once."""
+        return ((t, self.mask_ids(t)) for t in range(self.num_frames))
 
     # ------------------------------------------------------------------ life
     def _check_open(self) -> None:
