@@ -131,6 +131,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
             raise BadRequest("the body must be a JSON object")
         return body
 
+    async def object_request(request: Request) -> tuple[VideoSession, dict, int, int]:
+        """(session, body, frame_idx, obj_id) of a request about one object on one frame, checked."""
+        session = session_of(request)
+        body = await body_json(request)
+        return session, body, session.check_frame(_req_int(body, "frame_idx")), _obj_id(body)
+
     # ------------------------------------------------------------------ page
     async def index(request: Request) -> Response:
         response = Response(index_html, media_type="text/html; charset=utf-8",
@@ -216,10 +222,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
 
     @api()
     async def prompts(request: Request) -> Response:
-        session = session_of(request)
-        body = await body_json(request)
-        t = session.check_frame(_req_int(body, "frame_idx"))
-        obj_id = _obj_id(body)
+        session, body, t, obj_id = await object_request(request)
         points = body.get("points")
         labels = body.get("labels")
         pts = lab = None
@@ -242,10 +245,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, store: Ses
 
     @api()
     async def add_object_mask(request: Request) -> Response:
-        session = session_of(request)
-        body = await body_json(request)
-        t = session.check_frame(_req_int(body, "frame_idx"))
-        obj_id = _obj_id(body)
+        session, body, t, obj_id = await object_request(request)
         rle = body.get("mask")
         if not isinstance(rle, dict):
             raise BadRequest('mask must be a COCO RLE object {"size": [H, W], "counts": ...}')
