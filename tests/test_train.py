@@ -21,6 +21,7 @@ from efficient_sam2.training.sam2_trainer import (
     mask_losses,
     sigmoid_focal_loss,
 )
+from train_resume import full_and_resumed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,22 +107,7 @@ def test_a_few_steps_lower_the_loss(data, tmp_path):
 
 
 def test_interrupted_run_resumed_equals_uninterrupted(data, tmp_path):
-    full = SAM2Trainer(_config(data, tmp_path / "full"), progress=False)
-    full.train()
-
-    stopped = SAM2Trainer(_config(data, tmp_path / "cut"), progress=False)
-
-    def interrupt(rec):
-        if rec.step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        stopped.train(callback=interrupt)
-    resumed = SAM2Trainer(_config(data, tmp_path / "cut"), resume=True, progress=False)
-    assert resumed.step == 3
-    resumed.train()
-    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    full, resumed = full_and_resumed(lambda out: _config(data, out), tmp_path)
     assert [r.loss for r in full.history] == [r.loss for r in resumed.history]
     for name in ("model.pt", "checkpoint.pt", "loss.csv", "loss.png", "config.json"):
         assert os.path.isfile(tmp_path / "cut" / name)

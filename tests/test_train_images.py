@@ -12,6 +12,7 @@ from efficient_sam2.data.writer import write_dataset
 from efficient_sam2.training.data import TrainingDataError
 from efficient_sam2.training.images import ImageDataset, image_losses
 from efficient_sam2.training.sam2_trainer import SAM2TrainConfig, SAM2Trainer, SAM2TrainingError
+from train_resume import full_and_resumed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,21 +70,7 @@ def test_a_few_image_steps_lower_the_image_loss(data, tmp_path):
 
 
 def test_interrupted_image_run_resumed_equals_uninterrupted(data, tmp_path):
-    full = SAM2Trainer(_config(data, tmp_path / "full"), progress=False)
-    full.train()
-    stopped = SAM2Trainer(_config(data, tmp_path / "cut"), progress=False)
-
-    def interrupt(rec):
-        if rec.step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        stopped.train(callback=interrupt)
-    resumed = SAM2Trainer(_config(data, tmp_path / "cut"), resume=True, progress=False)
-    assert resumed.step == 3
-    resumed.train()
-    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    full, resumed = full_and_resumed(lambda out: _config(data, out), tmp_path)
     assert [(r.loss, r.image) for r in full.history] == [(r.loss, r.image) for r in resumed.history]
     # the image settings are part of the run
     with pytest.raises(SAM2TrainingError, match="image_instances"):
