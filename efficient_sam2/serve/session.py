@@ -251,9 +251,10 @@ class VideoSession:
             if obj_id not in self.state.obj_ids:
                 raise NotFound(f"no object {obj_id} in this video; objects: {self.state.obj_ids}")
             remaining, updated = self.engine.dense.remove_object(self.state, obj_id, strict=True)
+            redrawn = {t for t, _ in updated}
             with self._data_lock:
-                frames = list(self._masks)
-            for t in frames:  # the object leaves every tracked frame; frames it was prompted on are redrawn
+                frames = [t for t in self._masks if t not in redrawn]
+            for t in frames:  # the object leaves every tracked frame; frames it was prompted on are redrawn below
                 ids = self.mask_ids(t)
                 if (ids == obj_id).any():
                     ids = np.where(ids == obj_id, 0, ids).astype(np.uint8)
