@@ -61,6 +61,20 @@ def _png(path):
         return im.mode, np.array(im), bytes(im.getpalette()[:768])
 
 
+def _assert_predictor_masks(p, video, got) -> None:
+    """got[t] (the id map written for frame t) equals the predictor's own non-overlapping logits from mask.png's
+    objects 1 and 3 on frame 0, thresholded and painted lowest id last (wins)."""
+    state = p.init_state(str(video / "frames"))
+    mask = _png(video / "mask.png")[1]
+    p.add_new_mask(state, 0, 1, mask == 1)
+    p.add_new_mask(state, 0, 3, mask == 3)
+    for t, obj_ids, logits in p.propagate_in_video(state, progress=False):
+        expected = np.zeros((H, W), np.uint8)
+        for k in reversed(range(len(obj_ids))):
+            expected[(logits[k, 0] > 0).numpy()] = obj_ids[k]
+        np.testing.assert_array_equal(got[t], expected)
+
+
 def test_track_mask_prompt_with_overlay(tmp_path, ckpt, video, capsys):
     out, mp4 = tmp_path / "masks", tmp_path / "overlay.mp4"
     rc = main(["track", str(video / "frames"), *_model(ckpt), "--mask", str(video / "mask.png"), "--dense",
@@ -76,17 +90,9 @@ def test_track_mask_prompt_with_overlay(tmp_path, ckpt, video, capsys):
         got.append(ids)
     assert sorted(os.listdir(out)) == [f"{t:05d}.png" for t in range(N)]
 
-    # Independent: the predictor's own non-overlapping logits, thresholded and painted lowest id last (wins).
-    p = build_sam2_video_predictor("tiny", ckpt, image_size=SIZE, non_overlap_masks=True)
-    state = p.init_state(str(video / "frames"))
-    mask = _png(video / "mask.png")[1]
-    p.add_new_mask(state, 0, 1, mask == 1)
-    p.add_new_mask(state, 0, 3, mask == 3)
-    for t, obj_ids, logits in p.propagate_in_video(state, progress=False):
-        expected = np.zeros((H, W), np.uint8)
-        for k in reversed(range(len(obj_ids))):
-            expected[(logits[k, 0] > 0).numpy()] = obj_ids[k]
-        np.testing.assert_array_equal(got[t], expected)
+    # Independent: the predictor's own masks
+    _assert_predictor_masks(build_sam2_video_predictor("tiny", ckpt, image_size=SIZE, non_overlap_masks=True),
+                            video, got)
 
     cap = cv2.VideoCapture(str(mp4))
     frames = []
@@ -168,16 +174,8 @@ def test_track_defaults_to_the_bundled_micro_model(tmp_path, video, capsys):
     assert "tracked 2 object(s) [1, 3] over 2 frames" in capsys.readouterr().out
 
     # the same run through the Python API with the bundled micro weights gives the same masks
-    p = build_sam2_video_predictor("micro", non_overlap_masks=True, apply_postprocessing=False)
-    state = p.init_state(str(video / "frames"))
-    mask = _png(video / "mask.png")[1]
-    p.add_new_mask(state, 0, 1, mask == 1)
-    p.add_new_mask(state, 0, 3, mask == 3)
-    for t, obj_ids, logits in p.propagate_in_video(state, progress=False):
-        expected = np.zeros((H, W), np.uint8)
-        for k in reversed(range(len(obj_ids))):
-            expected[(logits[k, 0] > 0).numpy()] = obj_ids[k]
-        np.testing.assert_array_equal(_png(out / f"{t:05d}.png")[1], expected)
+    _assert_predictor_masks(build_sam2_video_predictor("micro", non_overlap_masks=True, apply_postprocessing=False),
+                            video, [_png(out / f"{t:05d}.png")[1] for t in range(N)])
 
 
 def test_track_from_a_prompt_file(tmp_path, ckpt, video, capsys):
