@@ -192,6 +192,7 @@ def generate_image(seed: int, subset: str = "instances", size: tuple[int, int] =
         radius = max(4.0, frac * side)
         sprite = _object(rng, radius, None if role != "camouflaged" else str(rng.choice(("ellipse", "blob"))))
         p = sprite.shape[0]
+        before = _visible(owner, len(layers))[n_background:]  # the objects' visible areas so far
         for _try in range(30):
             if role == "salient":
                 centre = (w / 2 + rng.uniform(-0.15, 0.15) * w, h / 2 + rng.uniform(-0.15, 0.15) * h)
@@ -214,10 +215,8 @@ def generate_image(seed: int, subset: str = "instances", size: tuple[int, int] =
                 continue  # mostly outside the frame
             new_owner = owner.copy()
             new_owner[layer.mask] = len(layers) + 1
-            before = _visible(owner, len(layers))
-            after = _visible(new_owner, len(layers) + 1)
-            ok = all(after[j] * 2 >= before[j] for j in range(n_background, len(layers)))
-            if ok:
+            after = _visible(new_owner, len(layers) + 1)[n_background:len(layers)]
+            if (after * 2 >= before).all():  # every earlier object keeps at least half of its area
                 layers.append(layer)
                 roles.append(role)
                 owner = new_owner
