@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from typing import Optional, Sequence
 
 import cv2
 
+from ..download import sha256sum
 from ..io.atomic import atomic_open
 
 __all__ = ["CLIPS", "OPENCV_DOC", "Clip", "ClipError", "convert_clip", "fetch_clips", "find_source", "main"]
@@ -87,14 +87,6 @@ def find_source(clip: Clip, doc_dir: str = OPENCV_DOC) -> str:
             return candidate
     raise ClipError(f"{clip.name}: {path!r} not found; install Debian's opencv-doc package (apt-get install "
                     f"opencv-doc) or give its folder (--doc-dir)")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def convert_clip(source: str, out_dir: str, start: int = 0, frames: Optional[int] = None,
@@ -162,7 +154,7 @@ def fetch_clips(out_dir: str, doc_dir: str = OPENCV_DOC, names: Optional[Sequenc
     for clip in chosen:
         source = find_source(clip, doc_dir)
         target = os.path.join(out_dir, clip.name)
-        entry = {"name": clip.name, "source": source, "sha256": _sha256(source), "start": clip.start,
+        entry = {"name": clip.name, "source": source, "sha256": sha256sum(source), "start": clip.start,
                  "description": clip.description}
         existing = sorted(f for f in os.listdir(target) if f.endswith(".jpg")) if os.path.isdir(target) else []
         if len(existing) == clip.frames and not overwrite:
@@ -177,8 +169,8 @@ def fetch_clips(out_dir: str, doc_dir: str = OPENCV_DOC, names: Optional[Sequenc
             raise ClipError(f"{clip.name}: {source!r} decodes to {entry['size'][1]}x{entry['size'][0]} (WxH) frames, "
                             f"not {clip.size[1]}x{clip.size[0]}: its prompts would not fit")
         if prompts_dir is not None:
-            own = sorted(f for f in os.listdir(prompts_dir) if f == f"{clip.name}.prompts"
-                         or (f.startswith(f"{clip.name}.") and f.endswith(".prompts"))
+            own = sorted(f for f in os.listdir(prompts_dir)
+                         if (f.startswith(f"{clip.name}.") and f.endswith(".prompts"))
                          or (f.startswith(f"{clip.name}_") and f.endswith(".png")))
             for name in own:
                 shutil.copyfile(os.path.join(prompts_dir, name), os.path.join(out_dir, name))
