@@ -546,9 +546,10 @@ function drawCandidates(ctx) {
   if (!app.candidates.length || app.candidatesFrame !== app.frame) return;
   const { width: W, height: H } = ctx.canvas;
   const img = ctx.getImageData(0, 0, W, H);
+  const ids = nextFreeIds(app.candidates.length);
   app.candidates.forEach((c, k) => {
     if (!c.selected) return;
-    const colour = paletteColour(nextFreeIds(app.candidates.length)[k] || 1);
+    const colour = paletteColour(ids[k] || 1);
     const { h, w, m } = c.decoded;
     for (let x = 0; x < w; x++) for (let y = 0; y < h; y++) {
       if (!m[x * h + y]) continue;
