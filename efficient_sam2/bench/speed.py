@@ -317,7 +317,7 @@ def synthetic_video(num_frames: int, height: int, width: int, num_objects: int =
         visible = np.zeros((height, width), np.int32)
         for k, obj in enumerate(objects):
             cy, cx, ry, rx, vy, vx, colour = obj
-            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+            inside = _ellipse(obj, yy, xx)
             img[inside] = colour
             visible[inside] = k + 1
             # move, bouncing off the borders
@@ -335,6 +335,11 @@ def synthetic_video(num_frames: int, height: int, width: int, num_objects: int =
     return frames, masks
 
 
+def _ellipse(obj: list, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels inside the axis-aligned ellipse of a `synthetic_video` object [cy, cx, ry, rx, ...]."""
+    return ((yy - obj[0]) / obj[2]) ** 2 + ((xx - obj[1]) / obj[3]) ** 2 <= 1.0
+
+
 MIN_VISIBLE = 0.25
 """The fraction of its own ellipse every object of `synthetic_video` shows on the first frame."""
 
@@ -343,7 +348,7 @@ def _uncover_first_frame(objects: list, rng: np.random.Generator, yy: np.ndarray
     """Move objects (in place, new centres from `rng`) until each shows MIN_VISIBLE of its ellipse on the first
     frame (objects are painted in order, later ones on top); raises BenchError if the frame is too crowded."""
     height, width = yy.shape
-    inside = [((yy - o[0]) / o[2]) ** 2 + ((xx - o[1]) / o[3]) ** 2 <= 1.0 for o in objects]
+    inside = [_ellipse(o, yy, xx) for o in objects]
     for _ in range(20 * len(objects)):
         ids = np.zeros((height, width), np.int32)
         for k, m in enumerate(inside):
@@ -355,7 +360,7 @@ def _uncover_first_frame(objects: list, rng: np.random.Generator, yy: np.ndarray
         k = short[0]  # a new start for the first object that does not show enough (it may cover an earlier one)
         o = objects[k]
         o[0], o[1] = rng.uniform(o[2], height - o[2]), rng.uniform(o[3], width - o[3])
-        inside[k] = ((yy - o[0]) / o[2]) ** 2 + ((xx - o[1]) / o[3]) ** 2 <= 1.0
+        inside[k] = _ellipse(o, yy, xx)
     raise BenchError(f"cannot show {len(objects)} synthetic objects on a {width}x{height} first frame; use fewer "
                      "objects or a larger --image-size")
 
