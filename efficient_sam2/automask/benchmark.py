@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..io.frames import load_image
-from .evaluate import best_match_ious, load_gt_instances
+from .evaluate import best_match_ious, find_gt, list_images, load_gt_instances
 
 __all__ = ["BenchRow", "load_image_set", "standard_methods", "ablation_methods", "run_methods", "calibrate_sites",
            "calibrate_thresholds", "calibrate_presets", "click_agreement", "load_clip_clicks",
@@ -62,17 +62,11 @@ def load_image_set(root: str | os.PathLike, subset: str, limit: int | None = Non
     if not os.path.isdir(img_dir):
         raise FileNotFoundError(f"no subset {subset!r} in {root!r} (expected {img_dir!r}; write one with "
                                 "`efficient-sam2 synth --images N --out DIR --split val --seed 0`)")
-    names = sorted(f for f in os.listdir(img_dir) if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    paths = list_images(img_dir)
     if limit is not None:
-        names = names[:limit]
-    out = []
-    for f in names:
-        stem = os.path.splitext(f)[0]
-        gt, _ = load_gt_instances(os.path.join(ann_dir, stem + ".png"))
-        out.append((stem, load_image(os.path.join(img_dir, f)), gt))
-    if not out:
-        raise FileNotFoundError(f"no images in {img_dir!r}")
-    return out
+        paths = paths[:limit]
+    stem = lambda path: os.path.splitext(os.path.basename(path))[0]  # noqa: E731
+    return [(stem(p), load_image(p), load_gt_instances(find_gt(ann_dir, p))[0]) for p in paths]
 
 
 def standard_methods(random_points: int = 1024) -> dict[str, dict]:
