@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "bench",
     "train": "train",
     "train-shortcut": "train_shortcut",
+    "train-prompts": "train_prompts",
     "automask": "automask",
     "stream": "stream",
     "synth": "synth",

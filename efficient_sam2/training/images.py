@@ -116,17 +116,19 @@ def _rows(feats: BackboneFeatures, index: torch.Tensor) -> BackboneFeatures:
 
 
 def image_losses(model: SAM2Model, batch: ImageBatch, rng: np.random.Generator, box_prob: float = 0.3,
-                 iou_loss: str = "bce", correction: bool = True):
+                 iou_loss: str = "bce", correction: bool = True, feats: BackboneFeatures | None = None):
     """The image-mode loss of one batch: (LossTerms of the first prompt, LossTerms of the correction round or None).
 
     The first prompt of all instances is one click each (three outputs) or, with probability `box_prob`, a
-    jittered box each (one output); the correction round adds one click in each instance's error.
+    jittered box each (one output); the correction round adds one click in each instance's error. `feats`: the
+    batch's backbone features, one row per instance, when they are computed elsewhere (frozen, cached encoders).
     """
     from .sam2_trainer import mask_losses, sample_box, sample_clicks, sample_correction
 
     device = model.device
     gt = batch.masks.to(device)
-    feats = _rows(model.forward_image(batch.images.to(device)), batch.image_index.to(device))
+    if feats is None:
+        feats = _rows(model.forward_image(batch.images.to(device)), batch.image_index.to(device))
     pix, _ = model.condition_on_memory(feats, [], [], 1)
     use_box = rng.random() < box_prob
     points = sample_box(gt, rng) if use_box else sample_clicks(gt, 1, rng)

@@ -1,0 +1,117 @@
+"""Prompt tuning (`train-prompts`): recorded tracking replays exactly, only the heads move, the image loss falls,
+resuming is bit-exact, bad input is refused clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from efficient_sam2.build import build_sam2
+from efficient_sam2.cli import main
+from efficient_sam2.data.images import write_images
+from efficient_sam2.data.writer import write_dataset
+from efficient_sam2.training.data import TrainingDataError
+from efficient_sam2.training.images import image_losses
+from efficient_sam2.training.prompting import (PromptTuneConfig, PromptTuner, _trained, distill_loss,
+                                               record_tracking, tune_prompting)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prompt_tune")
+    write_dataset(root / "videos", videos=1, split="train", seed=3, frames=4, size=(64, 64), progress=False)
+    write_images(root / "images", 3, "train", 0, size=(64, 64), progress=False)
+    return str(root / "videos"), str(root / "images")
+
+
+def _model():
+    return build_sam2("micro", image_size=64)
+
+
+def _config(data, out, **kw):
+    base = dict(image_data=data[1], video_data=data[0], out=str(out), steps=4, warmup=1, save_every=2, lr=2e-3,
+                image_batch=2, image_instances=3, distill_videos=2, distill_batch=4)
+    base.update(kw)
+    return PromptTuneConfig(**base)
+
+
+def test_recorded_tracking_replays_exactly(data):
+    model = _model()
+    calls = record_tracking(model, data[0], 2, progress=False)
+    assert calls and {c.kind for c in calls} >= {(1, False, True), (1, True, False)}  # tracked + mask-prompted
+    assert "decode" not in vars(model)  # the recording hook is gone
+    with torch.no_grad():
+        assert distill_loss(model, calls).item() < 1e-5
+        with torch.no_grad():
+            model.sam_mask_decoder.iou_prediction_head.layers[0].weight.mul_(1.5)
+        assert distill_loss(model, calls).item() > 1e-3  # and it sees a changed decoder
+
+
+def test_only_the_heads_move_and_the_image_loss_falls(data, tmp_path):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuner = PromptTuner(model, _config(data, tmp_path / "run", steps=15, lr=3e-3, warmup=0), progress=False)
+
+    def image_loss():
+        total = 0.0
+        for s in range(3):
+            feats, batch = tuner.images.sample(2, 3, 0, 100 + s)
+            with torch.no_grad():
+                a, b = image_losses(model, batch, np.random.default_rng(s), 0.3, feats=feats)
+            total += float(a.total + b.total)
+        return total
+
+    start = image_loss()
+    for _ in range(15):
+        rec = tuner.train_step()
+        assert rec.image > 0 and rec.distill >= 0
+    assert image_loss() < 0.8 * start
+    after = model.state_dict()
+    for name, _ in model.named_parameters():
+        moved = not torch.equal(before[name], after[name])
+        if not _trained(name):
+            assert not moved, name
+    assert not torch.equal(before["no_mem_embed"], after["no_mem_embed"])
+    assert torch.equal(before["sam_mask_decoder.conv_s0.weight"], after["sam_mask_decoder.conv_s0.weight"])
+
+
+def test_interrupted_run_resumed_equals_uninterrupted(data, tmp_path):
+    full = tune_prompting(_model(), _config(data, tmp_path / "full"), progress=False)
+    cut = _config(data, tmp_path / "cut", steps=2)
+    tune_prompting(_model(), cut, progress=False)
+    cut.steps = 4
+    resumed = tune_prompting(_model(), cut, resume=True, progress=False)
+    assert [(r.loss, r.image, r.distill) for r in full.history] == \
+        [(r.loss, r.image, r.distill) for r in resumed.history]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileExistsError, match="--resume"):
+        tune_prompting(_model(), _config(data, tmp_path / "full"), progress=False)
+
+
+def test_the_command_writes_weights_any_command_loads(data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["train-prompts", "--image-data", data[1], "--video-data", data[0], "--out", str(out), "--steps", "2",
+               "--image-batch", "1", "--image-instances", "2", "--distill-videos", "1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert "weights in" in capsys.readouterr().out
+    for name in ("model.pt", "checkpoint.pt", "loss.csv", "config.json"):
+        assert (out / name).is_file()
+    build_sam2("micro", checkpoint=str(out / "model.pt"))
+
+
+def test_bad_input(data, tmp_path, capsys):
+    with pytest.raises(ValueError, match="distill"):
+        _config(data, tmp_path, video_data=None).check()
+    with pytest.raises(ValueError, match="box_prob"):
+        _config(data, tmp_path, box_prob=2).check()
+    with pytest.raises(TrainingDataError, match="JPEGImages/ and Annotations/"):
+        PromptTuner(_model(), _config(data, tmp_path / "o", image_data=str(tmp_path)), progress=False)
+    rc = main(["train-prompts", "--image-data", str(tmp_path), "--video-data", data[0], "--out",
+               str(tmp_path / "run"), "--no-progress"])
+    assert rc == 2 and "JPEGImages/ and Annotations/" in capsys.readouterr().err
+    rc = main(["train-prompts", "--image-data", data[1], "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc == 2 and "distill" in capsys.readouterr().err
