@@ -210,3 +210,95 @@ def test_a_guarded_frame_computes_every_window_and_reads_every_memory_token():
         if t in stats.kept_windows:
             assert stats.kept_windows[t] == 1.0 and stats.kept_memory.get(t, 1.0) == 1.0, t
     assert any(stats.kept_windows[t] < 1.0 for t in stats.kept_windows if t not in stats.guarded_frames and t > 1)
+
+
+def _policy(model, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EfficientSAM2(model, EfficientConfig.paper(**options), shortcut=torch.nn.Identity()).new_video()
+
+
+def _box(top, left, rows, cols):
+    m = torch.zeros(64, 64, dtype=torch.bool)
+    m[top:top + rows, left:left + cols] = True
+    return m
+
+
+def test_a_tolerant_guard_ignores_boundary_jitter_but_not_a_real_change():
+    model = build_sam2_video_predictor("micro").model
+    small = _box(20, 20, 6, 6)  # a small object: 36 low-res pixels
+    jittered = _box(21, 21, 6, 6)  # moved by 1 px diagonally: IoU 25 / 47, 1 - IoU = 0.47
+    strict, tolerant = _policy(model, guard=0.2), _policy(model, guard=0.2, guard_tolerance=1)
+    for policy in (strict, tolerant):
+        assert not policy._mask_changed(_results({1: small}), dense=True)
+    assert strict._mask_changed(_results({1: jittered}), dense=False)  # the plain guard trips on jitter
+    assert not tolerant._mask_changed(_results({1: jittered}), dense=False)  # every changed pixel is 1 px away
+    # one pixel grown on every side (36 -> 64 pixels): jitter too
+    assert not tolerant._mask_changed(_results({1: _box(20, 20, 7, 7)}), dense=False)
+    # a real move (4 px right of the last mask): most pixels are far from the other mask
+    assert tolerant._mask_changed(_results({1: _box(20, 24, 7, 7)}), dense=False)
+    # the object lost (empty mask) trips it
+    assert tolerant._mask_changed(_results({1: torch.zeros(64, 64, dtype=torch.bool)}), dense=False)
+    # tolerance 2 forgives a 2 px shift that tolerance 1 does not
+    t1, t2 = _policy(model, guard=0.2, guard_tolerance=1), _policy(model, guard=0.2, guard_tolerance=2)
+    for policy in (t1, t2):
+        policy._mask_changed(_results({1: _box(20, 20, 10, 10)}), dense=True)
+    # moved by 3 px: 40 of the 130 pixels are more than 1 px from the other mask, 20 more than 2 px
+    assert t1._mask_changed(_results({1: _box(20, 23, 10, 10)}), dense=False)
+    assert not t2._mask_changed(_results({1: _box(20, 23, 10, 10)}), dense=False)
+
+
+def test_a_tolerant_drift_guard_ignores_boundary_jitter_but_not_a_real_shrink():
+    model = build_sam2_video_predictor("micro").model
+    strict, tolerant = _policy(model, drift_guard=0.2), _policy(model, drift_guard=0.2, guard_tolerance=1)
+    for policy in (strict, tolerant):
+        assert not policy._mask_changed(_results({1: _box(20, 20, 6, 6)}), dense=True)  # anchor: 36 pixels
+    # eroded by one pixel on every side: 16 pixels, area -56 %, all of it the anchor's 20 boundary pixels: jitter
+    # of the boundary, not a drift
+    assert strict._mask_changed(_results({1: _box(21, 21, 4, 4)}), dense=False)
+    assert not tolerant._mask_changed(_results({1: _box(21, 21, 4, 4)}), dense=False)
+    # a large object sliding behind an occluder: the area falls by far more than its boundary explains
+    policy = _policy(model, drift_guard=0.2, guard_tolerance=1)
+    policy._mask_changed(_results({1: _box(10, 10, 30, 30)}), dense=True)  # 900 pixels
+    assert not policy._mask_changed(_results({1: _box(10, 10, 27, 30)}), dense=False)  # -10 %
+    assert policy._mask_changed(_results({1: _box(10, 10, 15, 30)}), dense=False)  # -50 % (slack: 116 pixels)
+
+
+def test_tolerance_and_sparse_memory_options_are_validated_and_off_in_the_paper():
+    paper = EfficientConfig.paper()
+    assert paper.guard_tolerance is None and paper.guard_sparse_memory is False
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="guard_tolerance"):
+            EfficientConfig(guard_tolerance=bad)
+    assert EfficientConfig(guard_tolerance=2).guard_tolerance == 2
+
+
+def test_a_guarded_frame_with_sparse_memory_computes_every_window_but_keeps_smr():
+    video = generate_video(20261211, "standard", frames=12)
+    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.1,
+                                                                                     guard_sparse_memory=True))
+    state = predictor.init_state(video.frames)
+    for i in np.unique(video.masks[0]):
+        if i:
+            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
+    for _ in predictor.propagate_in_video(state, progress=False):
+        pass
+    stats = predictor.statistics(state)
+    guarded = [t for t in stats.guarded_frames if t in stats.kept_windows and t >= 4]
+    assert guarded, "guard 0.1 must trip on this video after the memory bank holds pruned frames"
+    for t in guarded:
+        assert stats.kept_windows[t] == 1.0 and stats.kept_memory[t] < 1.0, t
+
+
+def test_guard_tolerance_and_sparse_memory_flags():
+    import argparse
+
+    from efficient_sam2.commands.common import add_efficient_args, efficient_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_efficient_args(parser)
+    config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "1", "--guard-sparse-memory", "on"]))
+    assert (config.guard_tolerance, config.guard_sparse_memory) == (1, True)
+    config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "0", "--guard-sparse-memory", "off"]))
+    assert (config.guard_tolerance, config.guard_sparse_memory) == (None, False)
+    assert efficient_config_from_args(parser.parse_args(["--paper"])) == EfficientConfig.paper()

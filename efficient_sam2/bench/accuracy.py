@@ -111,6 +111,12 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
                                      "(theta_relative)", dict(), beyond=("theta_relative",)),
     "paper+guard": AccuracyConfig("the paper + a dense frame after a fast or accumulated mask change (guard, "
                                   "drift_guard)", dict(), beyond=("guard", "drift_guard")),
+    "paper+guard-tolerant": AccuracyConfig("the paper + the guards, blind to 1-pixel boundary jitter of the masks "
+                                           "(guard, drift_guard, guard_tolerance 1)", dict(guard_tolerance=1),
+                                           beyond=("guard", "drift_guard")),
+    "paper+guard-sparse-memory": AccuracyConfig("the paper + the guards, their dense frames keeping SMR (guard, "
+                                                "drift_guard, guard_sparse_memory)",
+                                                dict(guard_sparse_memory=True), beyond=("guard", "drift_guard")),
     "paper+dense-fallback": AccuracyConfig("the paper + dense frames instead of the saliency fallback "
                                            "(dense_fallback, theta_relative)", dict(),
                                            beyond=("dense_fallback", "theta_relative")),

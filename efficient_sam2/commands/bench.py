@@ -39,10 +39,13 @@ goes to OUTPUT/accuracy.json and OUTPUT/accuracy.md. --warmup N runs every confi
 video first, untimed; precision is that of `vos` (bf16 autocast on CUDA; --dtype bf16 forces it). On a busy CPU use
 --threads 1 --clock cpu. Every configuration is also scored against dense SAM 2's masks (fidelity J&F, worst
 video), with the FLOP-ideal speed-up its kept fractions give on SAM 2.1 large and base_plus at 1024 px.
-Configurations (default: dense, swr, smr, paper, paper+mass, paper+change, paper+cut, paper+relative, efficient):
+Configurations (default: dense, swr, smr, paper, paper+mass, paper+change, paper+cut, paper+relative,
+paper+guard, paper+dense-fallback, efficient):
   the paper's rows (on EfficientConfig.paper()): swr-identity, swr (trained shortcut), swr-chosen-mask,
   swr-no-dilation (SMR off), smr, smr-random, smr-uniform, mempool (SWR off), paper (SWR + SMR);
-  paper+mass, paper+change, paper+cut, paper+relative: the paper plus one option beyond it, at its default value;
+  paper+mass, paper+change, paper+cut, paper+relative, paper+guard, paper+dense-fallback: the paper plus one option
+  beyond it, at its default value; paper+guard-tolerant, paper+guard-sparse-memory: paper+guard with
+  guard_tolerance 1 or guard_sparse_memory (on request);
   efficient: this package's defaults (EfficientConfig()).
 
 fidelity (--fidelity VIDEO... --prompts FILE...): no ground truth needed. Each configuration tracks each video

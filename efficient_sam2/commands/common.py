@@ -78,6 +78,12 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--drift-guard", type=float, default=None,
                    help=f"run the next frame dense when a mask changed by more than this since the last dense frame "
                         f"({d.drift_guard})")
+    b.add_argument("--guard-tolerance", type=int, default=None,
+                   help=f"the guards ignore mask changes within this many low-resolution mask pixels of the other "
+                        f"mask (boundary jitter) ({d.guard_tolerance})")
+    b.add_argument("--guard-sparse-memory", choices=("on", "off"), default=None,
+                   help=f"a frame run dense by a guard computes every window but keeps SMR's memory plan "
+                        f"({'on' if d.guard_sparse_memory else 'off'})")
     b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
                    help=f"run the next frame dense where the saliency fallback would fire "
                         f"({'on' if d.dense_fallback else 'off'})")
@@ -95,12 +101,14 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
     if getattr(args, "dense", False):
         return None
     beyond = {}
-    for name in ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard"):
+    for name in ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
+                 "guard_tolerance"):
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value
-    if getattr(args, "dense_fallback", None) is not None:
-        beyond["dense_fallback"] = args.dense_fallback == "on"
+    for name in ("guard_sparse_memory", "dense_fallback"):
+        if getattr(args, name, None) is not None:
+            beyond[name] = getattr(args, name) == "on"
     preset = EfficientConfig.paper if paper or getattr(args, "paper", False) else EfficientConfig
     return preset(
         **beyond,

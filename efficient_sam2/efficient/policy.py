@@ -161,7 +161,8 @@ class EfficientPolicy(FramePolicy):
         self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
         self.change_history: list[float] = []  # mean pooled changes of the last frames (scene cuts)
         self.previous_masks: dict[int, torch.Tensor] = {}  # each object's last chosen mask (guard)
-        self.anchor_areas: dict[int, int] = {}  # its mask area on the last frame run dense (drift_guard)
+        self.anchor_areas: dict[int, tuple[int, int]] = {}  # (area, boundary pixels) of its mask on the last
+        # frame run dense (drift_guard)
         self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
 
@@ -281,7 +282,9 @@ class EfficientPolicy(FramePolicy):
     def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> bool:
         """Whether any object's chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
         area by more than `drift_guard` (relative) since the last frame that ran dense (`dense`: this one did);
-        remembers the masks. All objects are compared in one batch (one host synchronisation)."""
+        with `guard_tolerance`, pixels within the tolerance of the other mask and the area a boundary shift of
+        the tolerance explains do not count; remembers the masks. All objects are compared in one batch (one host
+        synchronisation)."""
         cfg = self.config
         if cfg.guard is None and cfg.drift_guard is None:
             return False
@@ -301,25 +304,40 @@ class EfficientPolicy(FramePolicy):
         before = [self.previous_masks.get(o) for o in ids]
         before = [p if p is not None and p.shape == m.shape else None for p, m in zip(before, masks)]
         prev = torch.stack([m.new_zeros(m.shape) if p is None else p.to(m.device) for p, m in zip(before, masks)])
-        counts = torch.stack([(mask & prev).flatten(1).sum(1), (mask | prev).flatten(1).sum(1),
-                              mask.flatten(1).sum(1)]).tolist()
+        union = mask | prev
+        tol = cfg.guard_tolerance
+        if tol is None:
+            changed_px, perimeter = mask ^ prev, torch.zeros_like(mask)
+        else:
+            both = torch.cat([mask, prev]).float()[:, None]  # (2N, 1, h, w): one pooling for every mask
+            grown = torch.nn.functional.max_pool2d(both, 2 * tol + 1, stride=1, padding=tol)[:, 0] > 0
+            inner = -torch.nn.functional.max_pool2d(-both, 3, stride=1, padding=1)[:, 0] > 0  # eroded by 1 px
+            n = mask.shape[0]
+            # changed: in one mask and more than `tol` pixels from the other
+            changed_px = (mask & ~grown[n:]) | (prev & ~grown[:n])
+            perimeter = mask & ~inner[:n]  # boundary pixels of this frame's masks
+        counts = torch.stack([changed_px.flatten(1).sum(1), union.flatten(1).sum(1), mask.flatten(1).sum(1),
+                              perimeter.flatten(1).sum(1)]).tolist()
         changed = False
         for k, o in enumerate(ids):
-            inter, union, area = counts[0][k], counts[1][k], counts[2][k]
-            anchor = self.anchor_areas.get(o)
-            if cfg.guard is not None and before[k] is not None and union:
-                changed |= 1.0 - inter / union > cfg.guard
+            moved, joint, area, boundary = counts[0][k], counts[1][k], counts[2][k], counts[3][k]
+            anchor, anchor_boundary = self.anchor_areas.get(o, (None, 0))
+            if cfg.guard is not None and before[k] is not None and joint:
+                changed |= 1.0 - (joint - moved) / joint > cfg.guard  # without tolerance: 1 - IoU
             if cfg.drift_guard is not None and anchor is not None and max(area, anchor) > 0:
-                changed |= abs(area - anchor) / max(area, anchor) > cfg.drift_guard
+                # the area a shift of either mask's boundary by the tolerance explains does not count
+                slack = max(boundary, anchor_boundary) * tol if tol is not None else 0
+                changed |= max(0, abs(area - anchor) - slack) / max(area, anchor) > cfg.drift_guard
             self.previous_masks[o] = masks[k]
             if dense or anchor is None:
-                self.anchor_areas[o] = area
+                self.anchor_areas[o] = (area, boundary)
         return changed
 
     def _run_dense(self, frame_idx: int) -> None:
-        """The next frame computes every window and reads every memory token."""
+        """The next frame computes every window and, unless `guard_sparse_memory`, reads every memory token."""
         self.next_plan = None
-        self.dense_memory_frame = frame_idx
+        if not self.config.guard_sparse_memory:
+            self.dense_memory_frame = frame_idx
         self.stats.guarded_frames.append(frame_idx)
 
     def fallback_threshold(self, obj_id: int) -> float:
