@@ -95,3 +95,13 @@ efficient-sam2 train --model micro --checkpoint efficient_sam2/weights/sam2.1_hi
 #     Automatic masks (grid 16x16, filters off, 8 held-out images per subset): mIoU instances 6.1 -> 6.9, salient
 #     9.5 -> 14.5, camouflaged 3.1 -> 16.3, all of it on background regions; objects stayed at ~5 IoU because the
 #     model still returns nearly the same mask wherever the click is (README "Automatic masks with the micro model").
+
+# 11. prompt tuning (not shipped): only the prompt encoder, the mask decoder and no_mem_embed, on cached image
+#     features, tracking held by distilling the stage G model's recorded decoder calls on 40 training videos
+#     [34 min on one core]. Single-click IoU on the held-out images (python docs/click_iou.py data/images_val
+#     --checkpoint runs/promptB/model.pt) went 0.06 / 0.11 / 0.04 -> 0.06 / 0.28 / 0.19 (instances / salient /
+#     camouflaged, all of the gain on background regions) and validation J&F 79.9 -> 78.9; see BENCHMARKS.md
+#     "Prompt tuning (train-prompts, not shipped) and why the micro model does not follow clicks".
+efficient-sam2 train-prompts --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" \
+    --val-every 1000 --steps 3000 --lr 1e-3 --warmup 50 --image-batch 2 --image-instances 8 --distill-batch 16 \
+    --distill-weight 5 --save-every 250 --out "$RUNS/promptB"
