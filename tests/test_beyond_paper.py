@@ -302,3 +302,57 @@ def test_guard_tolerance_and_sparse_memory_flags():
     config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "0", "--guard-sparse-memory", "off"]))
     assert (config.guard_tolerance, config.guard_sparse_memory) == (None, False)
     assert efficient_config_from_args(parser.parse_args(["--paper"])) == EfficientConfig.paper()
+
+
+def test_backoff_counts_guarded_routed_frames():
+    from efficient_sam2.efficient.policy import BACKOFF_FRAMES, BACKOFF_WINDOW
+
+    model = build_sam2_video_predictor("micro").model
+    policy = _policy(model, backoff=0.5)
+    for k in range(BACKOFF_WINDOW - 1):  # 4 of 9: the window is not full yet
+        policy._note_guarded(k % 2 == 0)
+    assert policy.backoff_left == 0
+    policy._note_guarded(False)  # 5 of 10 -> 0.5 >= 0.5: back off
+    assert policy.backoff_left == BACKOFF_FRAMES and policy.recent_guarded == []
+    calm = _policy(model, backoff=0.5)
+    for k in range(3 * BACKOFF_WINDOW):  # one in three guarded: never half
+        calm._note_guarded(k % 3 == 0)
+    assert calm.backoff_left == 0
+    off = _policy(model)  # the paper: no backoff, nothing counted
+    for _ in range(BACKOFF_WINDOW):
+        off._note_guarded(True)
+    assert off.backoff_left == 0 and off.recent_guarded == []
+
+
+def test_backoff_frames_are_consecutive_and_dense():
+    from efficient_sam2.efficient.policy import BACKOFF_FRAMES
+
+    video = generate_video(20261212, "fast_motion", frames=48)
+    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.05, backoff=0.3))
+    state = predictor.init_state(video.frames)
+    for i in np.unique(video.masks[0]):
+        if i:
+            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
+    for _ in predictor.propagate_in_video(state, progress=False):
+        pass
+    stats = predictor.statistics(state)
+    assert stats.backoff_frames, "guard 0.05 must trip often enough on fast motion to back off"
+    first = stats.backoff_frames[0]
+    assert stats.backoff_frames[:BACKOFF_FRAMES] == list(range(first, first + min(BACKOFF_FRAMES, 48 - first)))
+    for t in stats.backoff_frames:
+        assert stats.kept_windows[t] == 1.0 and stats.kept_memory.get(t, 1.0) == 1.0, t
+    assert stats.summary()["backoff_frames"] == len(stats.backoff_frames)
+    with pytest.raises(ValueError, match="backoff"):
+        EfficientConfig(backoff=1.5)
+    assert EfficientConfig.paper().backoff is None and EfficientConfig().backoff is None
+
+
+def test_backoff_flag():
+    import argparse
+
+    from efficient_sam2.commands.common import add_efficient_args, efficient_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_efficient_args(parser)
+    assert efficient_config_from_args(parser.parse_args(["--backoff", "0.5"])).backoff == 0.5
+    assert efficient_config_from_args(parser.parse_args(["--backoff", "0"])).backoff is None

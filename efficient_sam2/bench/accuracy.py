@@ -111,6 +111,8 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
                                      "(theta_relative)", dict(), beyond=("theta_relative",)),
     "paper+guard": AccuracyConfig("the paper + a dense frame after a fast or accumulated mask change (guard, "
                                   "drift_guard)", dict(), beyond=("guard", "drift_guard")),
+    "efficient+backoff": AccuracyConfig("the defaults + dense stretches where the guards keep firing (backoff 0.5)",
+                                        dict(backoff=0.5), base="default"),
     "paper+guard-tolerant": AccuracyConfig("the paper + the guards, blind to 1-pixel boundary jitter of the masks "
                                            "(guard, drift_guard, guard_tolerance 1)", dict(guard_tolerance=1),
                                            beyond=("guard", "drift_guard")),

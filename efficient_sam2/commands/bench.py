@@ -46,7 +46,8 @@ paper+guard, paper+dense-fallback, efficient):
   paper+mass, paper+change, paper+cut, paper+relative, paper+guard, paper+dense-fallback: the paper plus one option
   beyond it, at its default value; paper+guard-tolerant, paper+guard-sparse-memory: paper+guard with
   guard_tolerance 1 or guard_sparse_memory (on request);
-  efficient: this package's defaults (EfficientConfig()).
+  efficient: this package's defaults (EfficientConfig()); efficient+backoff: the defaults with backoff 0.5 (on
+  request).
 
 fidelity (--fidelity VIDEO... --prompts FILE...): no ground truth needed. Each configuration tracks each video
 (a file or a frame folder) from the same prompts (one prompt file per video, or a folder of <video>.prompts files:

@@ -84,6 +84,9 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--guard-sparse-memory", choices=("on", "off"), default=None,
                    help=f"a frame run dense by a guard computes every window but keeps SMR's memory plan "
                         f"({'on' if d.guard_sparse_memory else 'off'})")
+    b.add_argument("--backoff", type=float, default=None,
+                   help=f"when at least this share of the last 10 routed frames were guarded, run the next 30 frames "
+                        f"dense ({d.backoff})")
     b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
                    help=f"run the next frame dense where the saliency fallback would fire "
                         f"({'on' if d.dense_fallback else 'off'})")
@@ -102,7 +105,7 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
         return None
     beyond = {}
     for name in ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
-                 "guard_tolerance"):
+                 "guard_tolerance", "backoff"):
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value

@@ -83,6 +83,11 @@ class EfficientConfig:
             but keeps SMR's memory plan (True); False (off): it also reads every memory token. Off by default: on
             the defaults it reads 0.50 of the memory instead of 0.83 on the 10 standard tuning videos, but fidelity
             falls from 96.2 to 92.7 (and to 84 on the distractors subset of `data/tune`).
+        backoff: when at least this share of the last `BACKOFF_WINDOW` (10) frames of a propagation were guarded
+            (`guard`, `drift_guard`, `dense_fallback`: the sparse path kept drifting), the next `BACKOFF_FRAMES`
+            (30) frames run dense (every window, every memory token), then routing resumes: footage on which the
+            sparse path cannot keep up is tracked as dense SAM 2 tracks it instead of paying sparse and dense
+            frames by turns.
         dense_fallback: when the saliency fallback fires, run the next frame dense instead of adding the
             attention-mass windows (an unsure object is followed as dense SAM 2 follows it).
     """
@@ -110,6 +115,7 @@ class EfficientConfig:
     guard_tolerance: int | None = None
     guard_sparse_memory: bool = False
     dense_fallback: bool = False
+    backoff: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0:
@@ -130,7 +136,7 @@ class EfficientConfig:
             raise ValueError(f"memory_selection must be one of {MEMORY_SELECTIONS}, got {self.memory_selection!r}")
         if self.memory_mass is not None and not 0.0 < self.memory_mass <= 1.0:
             raise ValueError(f"memory_mass must be in (0, 1], got {self.memory_mass}")
-        for name in ("guard", "drift_guard"):
+        for name in ("guard", "drift_guard", "backoff"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] (or None: off), got {value}")
@@ -168,13 +174,13 @@ class EfficientConfig:
 
 
 BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
-                "guard_tolerance", "guard_sparse_memory", "dense_fallback")
+                "guard_tolerance", "guard_sparse_memory", "dense_fallback", "backoff")
 """Options that are not in the paper; None (False) turns each off."""
 
 PAPER_OPTIONS: dict = dict(
     swr=True, tau=0.7, theta_obj=5.0, dilation=5, all_masks=True, dense_frames=2, shortcut="bottleneck",
     padding="zero", kept_windows=None, smr=True, sparsity=0.95, memory_selection="topk", mempool_kernel=2,
     memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None, guard=None, drift_guard=None,
-    guard_tolerance=None, guard_sparse_memory=False, dense_fallback=False,
+    guard_tolerance=None, guard_sparse_memory=False, dense_fallback=False, backoff=None,
 )
 """The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

@@ -46,6 +46,11 @@ def is_scene_cut(change: float, history: Sequence[float], ratio: float) -> bool:
     return change > ratio * ordered[len(ordered) // 2]
 
 
+BACKOFF_WINDOW = 10
+"""Routed frames over which `backoff` counts the guarded ones."""
+BACKOFF_FRAMES = 30
+"""Frames run dense once `backoff` fires, before routing resumes."""
+
 REFERENCE_FRAMES = 3
 """Stepped frames of an object whose score logits set its relative fallback threshold (theta_relative)."""
 
@@ -59,7 +64,7 @@ class EfficiencyStats:
     saliency_fallbacks: frames on which the saliency fallback (W_saliency) fired;
     scene_cuts: frames taken for scene cuts (run dense; `EfficientConfig.scene_cut`);
     guarded_frames: frames run dense because an object's mask changed fast or its score fell (`guard`,
-    `dense_fallback`).
+    `dense_fallback`); backoff_frames: frames run dense because recent frames were guarded too often (`backoff`).
     """
 
     kept_windows: dict[int, float] = field(default_factory=dict)
@@ -67,6 +72,7 @@ class EfficiencyStats:
     saliency_fallbacks: list[int] = field(default_factory=list)
     scene_cuts: list[int] = field(default_factory=list)
     guarded_frames: list[int] = field(default_factory=list)
+    backoff_frames: list[int] = field(default_factory=list)
     routed_frames: int = 0
 
     @property
@@ -91,6 +97,7 @@ class EfficiencyStats:
             "saliency_fallback_rate": round(self.fallback_rate, 4),
             "scene_cuts": len(self.scene_cuts),
             "guarded_frames": len(self.guarded_frames),
+            "backoff_frames": len(self.backoff_frames),
         }
 
 
@@ -165,6 +172,8 @@ class EfficientPolicy(FramePolicy):
         # frame run dense (drift_guard)
         self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
+        self.recent_guarded: list[bool] = []  # whether each of the last routed frames was guarded (backoff)
+        self.backoff_left = 0  # frames still to run dense because of `backoff`
 
     # ------------------------------------------------------------------ propagation
     def start(self, reverse: bool) -> None:
@@ -175,6 +184,7 @@ class EfficientPolicy(FramePolicy):
         self.previous_masks.clear()
         self.anchor_areas.clear()
         self.dense_memory_frame = None
+        self.recent_guarded, self.backoff_left = [], 0
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
 
     def stop(self) -> None:
@@ -249,6 +259,11 @@ class EfficientPolicy(FramePolicy):
         self.next_plan = None
         nxt = frame_idx - 1 if self.reverse else frame_idx + 1
         guarded = self._mask_changed(results, stats.kept_windows[frame_idx] == 1.0)
+        if self.backoff_left > 0:
+            self.backoff_left -= 1
+            self.next_plan, self.dense_memory_frame = None, nxt
+            stats.backoff_frames.append(nxt)
+            return
         if not self.config.swr or self.processed < self.config.dense_frames:
             if guarded:
                 self._run_dense(nxt)
@@ -273,7 +288,9 @@ class EfficientPolicy(FramePolicy):
         decision = self.method.router.route(masks, scores, saliency, thresholds)
         if guarded or (self.config.dense_fallback and decision.saliency_fired):
             self._run_dense(nxt)
+            self._note_guarded(True)
             return
+        self._note_guarded(False)
         self.next_plan = (nxt, decision)
         stats.routed_frames += 1
         if decision.saliency_fired:
@@ -332,6 +349,16 @@ class EfficientPolicy(FramePolicy):
             if dense or anchor is None:
                 self.anchor_areas[o] = (area, boundary)
         return changed
+
+    def _note_guarded(self, guarded: bool) -> None:
+        """Count a routed frame for `backoff`: when at least that share of the last BACKOFF_WINDOW ones were guarded,
+        the next BACKOFF_FRAMES frames run dense."""
+        if self.config.backoff is None:
+            return
+        self.recent_guarded = (self.recent_guarded + [guarded])[-BACKOFF_WINDOW:]
+        if len(self.recent_guarded) == BACKOFF_WINDOW and \
+                sum(self.recent_guarded) >= self.config.backoff * BACKOFF_WINDOW:
+            self.recent_guarded, self.backoff_left = [], BACKOFF_FRAMES
 
     def _run_dense(self, frame_idx: int) -> None:
         """The next frame computes every window and, unless `guard_sparse_memory`, reads every memory token."""
