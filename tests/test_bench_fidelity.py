@@ -39,13 +39,13 @@ def clip(tmp_path_factory):
     return root, video
 
 
-def _by_hand(folder, prompt_file, cfg):
-    """The masks of one configuration through the Python API (raw masks: no hole filling, no overlap rule, as
-    the benchmarks score them)."""
+def _by_hand(folder, prompt_file, cfg, post=True):
+    """The masks of one configuration through the Python API (no overlap rule, as the benchmarks score them;
+    `post`: the builder's post-processing, as `track` runs it, or none, as VOS evaluation runs it)."""
     from efficient_sam2.io.prompts import apply_prompts, load_prompts
 
-    predictor = build_sam2_video_predictor("micro", efficient=cfg, apply_postprocessing=False,
-                                           non_overlap_masks=False, fill_hole_area=0)
+    predictor = build_sam2_video_predictor("micro", efficient=cfg, apply_postprocessing=post,
+                                           non_overlap_masks=False)
     state = predictor.init_state(str(folder))
     apply_prompts(predictor, state, load_prompts(prompt_file))
     return {t: {o: (m[k, 0] > 0).numpy() for k, o in enumerate(ids)}
@@ -80,6 +80,18 @@ def test_fidelity_cli_without_ground_truth(clip, tmp_path, capsys):
         assert c["frames"] == FRAMES and c["objects"] == len(ref[0])
         assert 0 < c["kept_window_fraction"] < 1 and c["ideal_speedup"]["sam2.1_hiera_large"] > 1
         assert f"`{name}`" in printed
+    assert "Post-processing on" in printed
+    # --postprocessing off: the masks as VOS evaluation (and `bench --accuracy`) computes them
+    out = tmp_path / "fid_off"
+    rc = main(["bench", "--fidelity", str(root / "clip"), "--prompts", str(root / "clip.prompts"), "--configs", "paper",
+               "--postprocessing", "off", "--threads", "1", "--no-progress", "--output", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert "Post-processing off" in capsys.readouterr().out
+    c = json.loads((out / "fidelity.json").read_text())["configs"]["paper"]
+    ref = _by_hand(root / "clip", root / "clip.prompts", None, post=False)
+    got = _by_hand(root / "clip", root / "clip.prompts", EfficientConfig.paper(), post=False)
+    js = [np.mean([region_similarity(ref[t][o], got[t][o]) for t in range(1, FRAMES)]) for o in ref[0]]
+    assert c["J"] == pytest.approx(100 * np.mean(js), abs=1e-6)
 
 
 def test_fidelity_with_mask_prompts_and_a_prompt_folder(clip, tmp_path):

@@ -542,7 +542,10 @@ def _build(settings: AccuracySettings, notes: list[str]) -> tuple[dict, dict]:
     from .. import build as builder
     from ..predictors.efficient_video import EfficientVideoPredictor
 
-    kwargs = dict(apply_postprocessing=False, non_overlap_masks=False, fill_hole_area=0)
+    # VOS evaluation (accuracy) runs without post-processing, as Meta's vos_inference does; fidelity defaults to
+    # the settings `track`, `stream` and `serve` use (post-processing on: stability fallback, holes filled)
+    post = bool(getattr(settings, "postprocessing", False))
+    kwargs = dict(apply_postprocessing=post, non_overlap_masks=False)
     if settings.image_size is not None:
         kwargs["image_size"] = int(settings.image_size)
     if settings.weights is not None:
@@ -563,7 +566,7 @@ def _build(settings: AccuracySettings, notes: list[str]) -> tuple[dict, dict]:
         trained = ACCURACY_CONFIGS[name].trained_shortcut and eff.swr
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="no shortcut checkpoint given")
-            predictors[name] = EfficientVideoPredictor(model, efficient=eff, fill_hole_area=0,
+            predictors[name] = EfficientVideoPredictor(model, efficient=eff, fill_hole_area=dense.fill_hole_area,
                                                        shortcut_checkpoint=shortcut if trained else None)
         if trained and predictors[name].shortcut_info.get("source") == "untrained":
             untrained.append(name)

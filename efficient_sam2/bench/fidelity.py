@@ -87,7 +87,10 @@ class FidelitySettings:
     videos: video files or folders of frames; prompts: one prompt file per video, or one folder of them
     (`pair_prompts`); output: a new (or empty) folder for fidelity.json / fidelity.md, or None; configs: names of
     `ACCURACY_CONFIGS` ("dense" is the reference and always runs); max_frames: track at most this many frames
-    from the first prompted frame; the other fields as `AccuracySettings`.
+    from the first prompted frame; postprocessing: the predictors' post-processing as `track` runs them (True, the
+    default: the decoder's stability fallback, memory of clicked frames from binarised masks, holes up to 8 px
+    filled) or as VOS evaluation runs them (False, what `bench --accuracy` does); the other fields as
+    `AccuracySettings`.
     """
 
     videos: tuple[str, ...]
@@ -101,6 +104,7 @@ class FidelitySettings:
     device: str = "cpu"
     configs: tuple[str, ...] = DEFAULT_CONFIGS
     max_frames: int | None = None
+    postprocessing: bool = True
     kept_windows: float | None = None
     sparsity: float | None = None
     tau: float | None = None
@@ -218,7 +222,9 @@ class FidelityResult:
         lines = [
             f"### Fidelity to dense SAM 2: {m['name']} at {m['image_size']} px, {n} video{'s' * (n != 1)}",
             "",
-            f"Weights: {m['weights']}; trained shortcut: {m['shortcut']}. Fidelity J&F, J, F: DAVIS scores (percent) "
+            f"Weights: {m['weights']}; trained shortcut: {m['shortcut']}. Post-processing "
+            f"{'on (as `track` runs)' if self.settings.get('postprocessing', True) else 'off (as VOS evaluation runs)'}"
+            ". Fidelity J&F, J, F: DAVIS scores (percent) "
             "of each configuration's masks with dense SAM 2's masks as the reference (prompted frames left out); "
             "mean / worst IoU over every (object, frame); ms/frame and speed-up: "
             f"{self.settings['clock']} time of tracking, dense first on each video, the others in a rotating "

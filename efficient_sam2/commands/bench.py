@@ -128,6 +128,9 @@ def register(subparsers) -> None:
                           "or one folder of <video>.prompts files")
     fid.add_argument("--max-frames", type=int, default=None, metavar="N",
                      help="track at most N frames from the first prompted frame (default: the whole video)")
+    fid.add_argument("--postprocessing", choices=("on", "off"), default=None,
+                     help="the predictors' post-processing: on (default: as `track`, `stream` and `serve` run them) "
+                          "or off (as VOS evaluation and `bench --accuracy` run them)")
     sweep = p.add_argument_group("scaling")
     sweep.add_argument("--sweep", default=None, metavar="QUANTITY=V1,V2,...",
                        help="how time and peak memory grow: objects=1,2,4,8 or frames=12,24,48. Every (value, "
@@ -181,8 +184,8 @@ def run(args) -> int:
 
     if getattr(args, "fidelity", None) is not None:
         return _run_fidelity(args)
-    if getattr(args, "prompts", None) is not None or getattr(args, "max_frames", None) is not None:
-        print("error: --prompts and --max-frames go with --fidelity", file=sys.stderr)
+    if any(getattr(args, n, None) is not None for n in ("prompts", "max_frames", "postprocessing")):
+        print("error: --prompts, --max-frames and --postprocessing go with --fidelity", file=sys.stderr)
         return 2
     if getattr(args, "accuracy", False):
         return _run_accuracy(args)
@@ -357,7 +360,7 @@ def _run_accuracy(args) -> int:
 def fidelity_command_line(args) -> str:
     """The `efficient-sam2 bench --fidelity` command reproducing this report."""
     words = ["efficient-sam2", "bench", "--fidelity", *args.fidelity, "--prompts", *args.prompts]
-    return _command(args, words, ("max_frames", "model", "checkpoint", "shortcut_checkpoint", "image_size",
+    return _command(args, words, ("max_frames", "postprocessing", "model", "checkpoint", "shortcut_checkpoint", "image_size",
                                   "device", "configs", "kept_windows", "sparsity", "tau", "shortcut", "threads",
                                   "output"), (("clock", "wall"), ("seed", 0)))
 
@@ -381,7 +384,7 @@ def _run_fidelity(args) -> int:
             model=args.model or "micro", checkpoint=args.checkpoint, shortcut_checkpoint=args.shortcut_checkpoint,
             image_size=args.image_size, device=args.device,
             configs=tuple(args.configs.split(",")) if args.configs else FidelitySettings.configs,
-            max_frames=args.max_frames, kept_windows=args.kept_windows, sparsity=args.sparsity, tau=args.tau,
+            max_frames=args.max_frames, postprocessing=args.postprocessing != "off", kept_windows=args.kept_windows, sparsity=args.sparsity, tau=args.tau,
             shortcut=args.shortcut, seed=args.seed, threads=args.threads, clock=args.clock, overwrite=args.overwrite,
         )
         with warnings_as_notes():
