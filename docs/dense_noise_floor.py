@@ -2,12 +2,13 @@
 the original frames: the noise floor under which no sparse configuration's fidelity can be read as a loss.
 
     python docs/dense_noise_floor.py clips/vtest clips/megamind clips/cup clips/box --prompts clips \
-        --max-frames 150 [--quality 95] [--model micro] [--checkpoint FILE]
+        --max-frames 150 [--quality 95] [--postprocessing off] [--model micro] [--checkpoint FILE]
 
 Each video is tracked densely twice from the same prompts (`bench --fidelity` prompt files, or first-frame mask
 PNGs): once on its frames as decoded, once on the same frames re-encoded as JPEG at --quality (95: the difference
 of two encoders, invisible to the eye). Prints per video and over all videos the fidelity J&F, mean IoU and worst
-frame IoU of the second run to the first, scored as `bench --fidelity` scores (prompted frames left out).
+frame IoU of the second run to the first, scored as `bench --fidelity` scores (prompted frames left out), with
+the predictor's post-processing on (as `track` runs it) or off (as VOS evaluation and `bench --accuracy` run it).
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=95)
     ap.add_argument("--model", default="micro")
     ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--postprocessing", choices=("on", "off"), default="on")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    predictor = build_sam2_video_predictor(args.model, checkpoint=args.checkpoint)
+    predictor = build_sam2_video_predictor(args.model, checkpoint=args.checkpoint,
+                                           apply_postprocessing=args.postprocessing == "on", non_overlap_masks=False)
     rows = []
     for video, prompt_file in zip(args.videos, pair_prompts(args.videos, args.prompts)):
         prompts = load_prompts(prompt_file)
