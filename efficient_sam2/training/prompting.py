@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io.atomic import atomic_open, atomic_torch_save
@@ -118,8 +119,6 @@ class CachedImages:
                 chunk = items[start:start + batch]
                 imgs = []
                 for path, ann in chunk:
-                    from PIL import Image
-
                     imgs.append(preprocess_frame(np.array(Image.open(path).convert("RGB")), S))
                     lab = read_palette_mask(ann)[0]
                     if lab.shape != (S, S):
