@@ -88,6 +88,9 @@ def test_interrupted_run_resumed_equals_uninterrupted(data, tmp_path):
         [(r.loss, r.image, r.distill) for r in resumed.history]
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="image_instances"):  # the run's settings are part of it
+        tune_prompting(_model(), _config(data, tmp_path / "cut", steps=4, image_instances=2), resume=True,
+                       progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         tune_prompting(_model(), _config(data, tmp_path / "full"), progress=False)
 

@@ -47,6 +47,8 @@ TRAINED_PREFIXES = ("sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 """Parameters prompt tuning trains (name prefixes); `FROZEN_INSIDE` are excluded from them."""
 FROZEN_INSIDE = ("sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.")
 LOSS_COLUMNS = ["step", "loss", "image", "distill", "lr", "seconds"]
+RESUMABLE_CHANGES = ("steps", "val_data", "val_every", "val_videos", "save_every", "threads", "out")
+"""Settings a resumed run may change; any other change is refused."""
 
 
 @dataclass
@@ -368,8 +370,8 @@ class PromptTuner:
         os.makedirs(self.config.out, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         atomic_torch_save({"model": state, "optimizer": self.optimizer.state_dict(), "step": self.step,
-                           "history": [asdict(r) for r in self.history], "validation": self.validation},
-                          p["checkpoint"])
+                           "history": [asdict(r) for r in self.history], "validation": self.validation,
+                           "config": asdict(self.config)}, p["checkpoint"])
         atomic_torch_save({"model": state}, p["weights"])
         with atomic_open(p["loss"], "w", newline="") as f:
             w = csv.writer(f)
@@ -385,7 +387,14 @@ class PromptTuner:
             json.dump(asdict(self.config), f, indent=1)
 
     def resume(self) -> None:
-        ckpt = torch.load(self.paths()["checkpoint"], map_location="cpu", weights_only=True)
+        from ..io.torch_files import read_torch_file
+
+        ckpt = read_torch_file(self.paths()["checkpoint"], "prompt-tuning checkpoint")
+        saved, now = ckpt.get("config", {}), asdict(self.config)
+        changed = [k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
+        if changed:
+            raise ValueError(f"cannot resume with other settings than the saved run's: {', '.join(changed)} "
+                             f"(saved: {', '.join(f'{k}={saved[k]!r}' for k in changed)})")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
