@@ -21,9 +21,7 @@ Sampling is a pure function of (seed, step), so a resumed run equals an uninterr
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,7 +37,9 @@ from ..io.frames import preprocess_frame
 from ..io.masks import read_palette_mask
 from ..modeling.sam2 import BackboneFeatures, PointPrompt, SAM2Model
 from .data import TrainingDataError
+from .files import write_csv
 from .images import MIN_INSTANCE_PIXELS, ImageBatch, ImageDataset, image_losses
+from .sam2_trainer import VAL_COLUMNS, warmup_cosine_lr
 
 __all__ = ["PromptTuneConfig", "PromptTuner", "TRAINED_PREFIXES", "tune_prompting"]
 
@@ -309,11 +309,7 @@ class PromptTuner:
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(self, step: int) -> float:
-        cfg = self.config
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return warmup_cosine_lr(step, self.config.lr, self.config.warmup, self.config.steps)
 
     def train_step(self) -> TuneRecord:
         cfg = self.config
@@ -349,12 +345,10 @@ class PromptTuner:
         if not cfg.val_data:
             return None
         from .clips import ClipDataset
-        from .validation import track_and_score
+        from .validation import validation_row
 
-        val = ClipDataset(cfg.val_data, 2, self.model.image_size, 1)
-        names = val.video_names()[: cfg.val_videos or None]
-        score = track_and_score(self.model, [val.video(n) for n in names], progress=False)
-        row = {"step": self.step, "J&F": score.jf, "J": score.j, "F": score.f, "videos": len(names)}
+        row = validation_row(self.model, ClipDataset(cfg.val_data, 2, self.model.image_size, 1), cfg.val_videos,
+                             self.step)
         self.validation.append(row)
         return row
 
@@ -373,16 +367,9 @@ class PromptTuner:
                            "history": [asdict(r) for r in self.history], "validation": self.validation,
                            "config": asdict(self.config)}, p["checkpoint"])
         atomic_torch_save({"model": state}, p["weights"])
-        with atomic_open(p["loss"], "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(LOSS_COLUMNS)
-            for r in self.history:
-                w.writerow([getattr(r, k) for k in LOSS_COLUMNS])
+        write_csv(p["loss"], LOSS_COLUMNS, ([getattr(r, k) for k in LOSS_COLUMNS] for r in self.history))
         if self.validation:
-            with atomic_open(p["validation"], "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(self.validation[0]))
-                w.writeheader()
-                w.writerows(self.validation)
+            write_csv(p["validation"], VAL_COLUMNS, ([r[k] for k in VAL_COLUMNS] for r in self.validation))
         with atomic_open(p["config"], "w") as f:
             json.dump(asdict(self.config), f, indent=1)
 

@@ -20,7 +20,6 @@ and a validation J&F CSV (every `val_every` steps) are written next to the check
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import math
@@ -42,9 +41,11 @@ from ..modeling.sam2 import DecoderOutput, PointPrompt, SAM2Model
 from ..tracking.loop import TrackingLoop
 from ..tracking.state import ObjectTrack
 from .clips import ClipDataset
+from .files import write_csv
 from .loss_curve import plot_loss_curve
 
-__all__ = ["SAM2TrainConfig", "SAM2Trainer", "SAM2TrainingError", "FREEZABLE", "mask_losses", "train_sam2"]
+__all__ = ["SAM2TrainConfig", "SAM2Trainer", "SAM2TrainingError", "FREEZABLE", "mask_losses", "train_sam2",
+           "warmup_cosine_lr"]
 
 FREEZABLE: dict[str, str] = {
     "image_encoder": "image_encoder",
@@ -199,6 +200,15 @@ class LossTerms:
     @property
     def total(self) -> torch.Tensor:
         return 20.0 * self.focal + self.dice + self.iou + self.score
+
+
+def warmup_cosine_lr(step: int, lr: float, warmup: int, steps: int, min_ratio: float = 0.0) -> float:
+    """The learning rate of step `step`: linear warm-up over `warmup` steps, then cosine decay to lr x `min_ratio`
+    at step `steps`."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def mask_losses(dec: DecoderOutput, gt: torch.Tensor, iou_loss: str = "bce",
@@ -445,11 +455,7 @@ class SAM2Trainer:
     # ------------------------------------------------------------------ schedule
     def lr_at(self, step: int) -> float:
         cfg = self.config
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        span = max(1, cfg.steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return warmup_cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
 
     def _autocast(self):
         if self.config.bf16:
@@ -543,15 +549,11 @@ class SAM2Trainer:
         """Dense J&F of the current weights on the validation videos (first-frame masks as prompts)."""
         if self.val is None:
             return None
-        from .validation import track_and_score
+        from .validation import validation_row
 
         self.model.eval()
-        names = self.val.video_names()
-        if self.config.val_videos:
-            names = names[: self.config.val_videos]
-        score = track_and_score(self.model, [self.val.video(n) for n in names], progress=False)
+        row = validation_row(self.model, self.val, self.config.val_videos, self.step)
         self.model.train()
-        row = {"step": self.step, "J&F": score.jf, "J": score.j, "F": score.f, "videos": len(names)}
         self.validation.append(row)
         return row
 
@@ -571,15 +573,9 @@ class SAM2Trainer:
             },
         }, paths["checkpoint"])
         atomic_torch_save({"model": state}, paths["weights"])
-        with atomic_open(paths["loss_csv"], "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(LOSS_COLUMNS)
-            w.writerows(r.row() for r in self.history)
+        write_csv(paths["loss_csv"], LOSS_COLUMNS, (r.row() for r in self.history))
         if self.validation:
-            with atomic_open(paths["val_csv"], "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(VAL_COLUMNS)
-                w.writerows([r[k] for k in VAL_COLUMNS] for r in self.validation)
+            write_csv(paths["val_csv"], VAL_COLUMNS, ([r[k] for k in VAL_COLUMNS] for r in self.validation))
         with atomic_open(paths["config"], "w") as f:
             json.dump({"config": self.config.record(), "model_config": dataclasses.asdict(self.model_config),
                        "step": self.step}, f, indent=2)

@@ -18,7 +18,7 @@ from ..evaluation.metrics import boundary_f_measure, region_similarity
 from ..io.masks import read_palette_mask
 from ..modeling.sam2 import SAM2Model
 
-__all__ = ["ValidationScore", "track_and_score"]
+__all__ = ["ValidationScore", "track_and_score", "validation_row"]
 
 
 @dataclass
@@ -59,3 +59,13 @@ def track_and_score(model: SAM2Model, videos, predictor=None, progress: bool = F
         return ValidationScore(0.0, 0.0, 0.0, 0)
     j, f = 100 * float(np.mean(js)), 100 * float(np.mean(fs))
     return ValidationScore((j + f) / 2, j, f, len(js))
+
+
+def validation_row(model: SAM2Model, dataset, limit: int, step: int) -> dict:
+    """{"step", "J&F", "J", "F", "videos"}: dense J&F of `model` on the first `limit` videos (0 = all) of `dataset`
+    (a `ClipDataset`), the row the trainers keep in validation.csv."""
+    names = dataset.video_names()
+    if limit:
+        names = names[:limit]
+    score = track_and_score(model, [dataset.video(n) for n in names], progress=False)
+    return {"step": step, "J&F": score.jf, "J": score.j, "F": score.f, "videos": len(names)}
