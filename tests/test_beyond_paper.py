@@ -195,9 +195,10 @@ def test_guards_fire_on_fast_change_and_on_area_drift():
     assert not paper._mask_changed(_results({1: shifted(30)}), dense=False)
 
 
-def test_a_guarded_frame_computes_every_window_and_reads_every_memory_token():
-    video = generate_video(20261211, "standard", frames=12)
-    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.1))
+def _tracked_stats(config: EfficientConfig, seed: int, subset: str, frames: int):
+    """The efficiency statistics of the micro model tracking a synthetic video from its first-frame masks."""
+    video = generate_video(seed, subset, frames=frames)
+    predictor = build_sam2_video_predictor("micro", efficient=config)
     state = predictor.init_state(video.frames)
     for i in np.unique(video.masks[0]):
         if i:
@@ -205,6 +206,11 @@ def test_a_guarded_frame_computes_every_window_and_reads_every_memory_token():
     for _ in predictor.propagate_in_video(state, progress=False):
         pass
     stats = predictor.statistics(state)
+    return stats
+
+
+def test_a_guarded_frame_computes_every_window_and_reads_every_memory_token():
+    stats = _tracked_stats(EfficientConfig.paper(guard=0.1), 20261211, "standard", 12)
     assert stats.guarded_frames, "guard 0.1 must trip on this video"
     for t in stats.guarded_frames:
         if t in stats.kept_windows:
@@ -274,16 +280,7 @@ def test_tolerance_and_sparse_memory_options_are_validated_and_off_in_the_paper(
 
 
 def test_a_guarded_frame_with_sparse_memory_computes_every_window_but_keeps_smr():
-    video = generate_video(20261211, "standard", frames=12)
-    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.1,
-                                                                                     guard_sparse_memory=True))
-    state = predictor.init_state(video.frames)
-    for i in np.unique(video.masks[0]):
-        if i:
-            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
-    for _ in predictor.propagate_in_video(state, progress=False):
-        pass
-    stats = predictor.statistics(state)
+    stats = _tracked_stats(EfficientConfig.paper(guard=0.1, guard_sparse_memory=True), 20261211, "standard", 12)
     guarded = [t for t in stats.guarded_frames if t in stats.kept_windows and t >= 4]
     assert guarded, "guard 0.1 must trip on this video after the memory bank holds pruned frames"
     for t in guarded:
@@ -327,15 +324,7 @@ def test_backoff_counts_guarded_routed_frames():
 def test_backoff_frames_are_consecutive_and_dense():
     from efficient_sam2.efficient.policy import BACKOFF_FRAMES
 
-    video = generate_video(20261212, "fast_motion", frames=48)
-    predictor = build_sam2_video_predictor("micro", efficient=EfficientConfig.paper(guard=0.05, backoff=0.3))
-    state = predictor.init_state(video.frames)
-    for i in np.unique(video.masks[0]):
-        if i:
-            predictor.add_new_mask(state, 0, int(i), video.masks[0] == i)
-    for _ in predictor.propagate_in_video(state, progress=False):
-        pass
-    stats = predictor.statistics(state)
+    stats = _tracked_stats(EfficientConfig.paper(guard=0.05, backoff=0.3), 20261212, "fast_motion", 48)
     assert stats.backoff_frames, "guard 0.05 must trip often enough on fast motion to back off"
     first = stats.backoff_frames[0]
     assert stats.backoff_frames[:BACKOFF_FRAMES] == list(range(first, first + min(BACKOFF_FRAMES, 48 - first)))
