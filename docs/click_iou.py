@@ -1,7 +1,8 @@
 """How well a model segments from one click: IoU of its masks for a click at the most interior pixel of each
 ground-truth instance of `synth --images` data (or any folder in that layout).
 
-    python docs/click_iou.py data/images_val [--checkpoint runs/prompts/model.pt] [--images-per-subset 8]
+    python docs/click_iou.py data/images_val [--checkpoint runs/prompts/model.pt] [--images-per-subset 8] \
+        [--click-seed-radius 12]
 
 Prints per subset: mean best-of-three IoU (the best of the three multimask outputs), mean IoU of the output the
 model's IoU head ranks first, and how many instances were clicked. The interior pixel is the last one left when
@@ -42,9 +43,12 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--images-per-subset", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--click-seed-radius", type=float, default=None,
+                    help="build the model with this SAM2Config.click_seed_radius (weights tuned with seeds)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    predictor = build_sam2_image_predictor(args.model, checkpoint=args.checkpoint)
+    overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}
+    predictor = build_sam2_image_predictor(args.model, checkpoint=args.checkpoint, **overrides)
     root = os.path.join(args.data, "JPEGImages")
     for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
         best, top = [], []

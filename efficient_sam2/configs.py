@@ -103,6 +103,10 @@ class SAM2Config:
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
     binarize_mask_from_pts_for_mem_enc: bool = False
+    # Radius (model-input pixels) of the seed disks drawn around positive clicks into the mask prompt when no mask
+    # prompt is given; 0 = off (SAM 2). For models whose decoder cannot read a click's position from the image
+    # features alone (see PromptEncoder.click_seeds).
+    click_seed_radius: float = 0.0
 
     def __post_init__(self) -> None:
         if self.version not in ("2", "2.1"):
@@ -113,6 +117,8 @@ class SAM2Config:
             raise ValueError(f"memory_temporal_stride must be >= 1, got {self.memory_temporal_stride}")
         if self.num_maskmem < 1:
             raise ValueError(f"num_maskmem must be >= 1, got {self.num_maskmem}")
+        if not self.click_seed_radius >= 0:
+            raise ValueError(f"click_seed_radius must be >= 0, got {self.click_seed_radius}")
 
     @property
     def embed_size(self) -> int:

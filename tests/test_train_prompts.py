@@ -118,3 +118,20 @@ def test_bad_input(data, tmp_path, capsys):
     assert rc == 2 and "JPEGImages/ and Annotations/" in capsys.readouterr().err
     rc = main(["train-prompts", "--image-data", data[1], "--out", str(tmp_path / "run"), "--no-progress"])
     assert rc == 2 and "distill" in capsys.readouterr().err
+
+
+def test_click_seed_radius_is_checked_recorded_and_kept_on_resume(data, tmp_path, capsys):
+    import json
+
+    with pytest.raises(ValueError, match="click_seed_radius"):
+        PromptTuner(_model(), _config(data, tmp_path / "o", click_seed_radius=12.0), progress=False)
+    out = tmp_path / "seeded"
+    args = ["train-prompts", "--image-data", data[1], "--video-data", data[0], "--out", str(out), "--steps", "2",
+            "--image-batch", "1", "--image-instances", "2", "--distill-videos", "1", "--no-progress",
+            "--click-seed-radius", "8"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["click_seed_radius"] == 8.0
+    args[args.index("--steps") + 1] = "3"
+    rc = main(args[:-1] + ["6", "--resume"])
+    assert rc == 2 and "click_seed_radius" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err

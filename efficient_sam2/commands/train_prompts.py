@@ -62,6 +62,10 @@ def register(subparsers) -> None:
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"steps between checkpoints ({d.save_every})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of sampling and prompts ({d.seed})")
     p.add_argument("--threads", type=int, default=d.threads, help=f"torch CPU threads, 0 = torch's choice ({d.threads})")
+    p.add_argument("--click-seed-radius", type=float, default=None,
+                   help="draw every positive click into the mask prompt as a disk of this radius (input pixels) "
+                        "when no mask prompt is given (default: the model's own, 0 = off for every model today); "
+                        "models tuned with it must be built with it (build_sam2(..., click_seed_radius=R))")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -79,7 +83,9 @@ def run(args) -> int:
             distill_weight=args.distill_weight, val_data=args.val_data, val_every=args.val_every,
             val_videos=args.val_videos, save_every=args.save_every, seed=args.seed, threads=args.threads)
         config.check()
-        model = build_sam2(args.model, checkpoint=args.checkpoint)
+        overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}
+        model = build_sam2(args.model, checkpoint=args.checkpoint, **overrides)
+        config.click_seed_radius = model.cfg.click_seed_radius
         print(f"prompt tuning {args.model} ({model.weights_source} weights); writing to {args.out}", file=sys.stderr)
         tuner = tune_prompting(model, config, resume=args.resume, overwrite=args.overwrite,
                                progress=not args.no_progress)

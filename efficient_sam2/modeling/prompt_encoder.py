@@ -21,6 +21,7 @@ __all__ = ["RandomFourierPositionEncoding", "PromptEncoder"]
 # 1 positive click, 2 box top-left corner, 3 box bottom-right corner.
 PAD_LABEL = -1
 NUM_POINT_KINDS = 4
+SEED_LOGIT = 10.0  # mask-prompt logit inside a click seed (its negative outside)
 
 
 class RandomFourierPositionEncoding(nn.Module):
@@ -66,6 +67,7 @@ class PromptEncoder(nn.Module):
         image_embedding_size: (E_h, E_w) of the image embedding the decoder attends to (64, 64 at 1024 px).
         input_image_size: (H, W) of the encoder input, the frame in which prompt coordinates are given.
         mask_in_chans: hidden channels of the mask-prompt conv stack (16).
+        click_seed_radius: > 0 turns on click seeds (see `click_seeds`); 0 (SAM 2) leaves them off.
     """
 
     def __init__(
@@ -74,9 +76,11 @@ class PromptEncoder(nn.Module):
         image_embedding_size: tuple[int, int],
         input_image_size: tuple[int, int],
         mask_in_chans: int = 16,
+        click_seed_radius: float = 0.0,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
+        self.click_seed_radius = float(click_seed_radius)
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)
         self.mask_input_size = (4 * self.image_embedding_size[0], 4 * self.image_embedding_size[1])
@@ -132,6 +136,30 @@ class PromptEncoder(nn.Module):
         corner_kind = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
         return pe + corner_kind
 
+    def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
+
+        Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
+        pixels: logits SEED_LOGIT inside the disks, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
+        A row without a positive click has no seed (has_seed False). The seed gives the decoder the click's place
+        through the dense prompt, which a model whose image features drown the click's position code (the micro
+        model: BENCHMARKS.md "Click seeds") needs; its training draws the same seeds.
+        """
+        mh, mw = self.mask_input_size
+        h, w = self.input_image_size
+        sy, sx = mh / h, mw / w
+        ys = torch.arange(mh, device=coords.device, dtype=torch.float32) + 0.5
+        xs = torch.arange(mw, device=coords.device, dtype=torch.float32) + 0.5
+        cx = coords[..., 0].float() * sx  # (B, N) on the mask-prompt grid
+        cy = coords[..., 1].float() * sy
+        r = self.click_seed_radius
+        dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
+            ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
+        positive = labels == 1
+        inside = ((dist2 <= 1.0) & positive[..., None, None]).any(dim=1, keepdim=True)
+        seeds = torch.where(inside, SEED_LOGIT, -SEED_LOGIT)
+        return seeds, positive.any(dim=1)
+
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) mask logits -> (B, embed_dim, E_h, E_w); resized to 4E x 4E (antialiased) if needed."""
         if tuple(masks.shape[-2:]) != self.mask_input_size:
@@ -154,7 +182,8 @@ class PromptEncoder(nn.Module):
 
         Returns:
             sparse: (B, N', embed_dim) tokens, points first (+1 padding token when boxes is None) then 2 box corners.
-            dense: (B, embed_dim, E_h, E_w).
+            dense: (B, embed_dim, E_h, E_w): the mask prompt's, else the click seeds' for rows with a positive
+                click (when `click_seed_radius` > 0), else the no-mask embedding.
         """
         if points is not None:
             batch = points[0].shape[0]
@@ -174,8 +203,11 @@ class PromptEncoder(nn.Module):
         sparse = torch.cat(tokens, dim=1)
 
         if masks is not None:
-            dense = self.embed_masks(masks)
-        else:
-            eh, ew = self.image_embedding_size
-            dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
+            return sparse, self.embed_masks(masks)
+        eh, ew = self.image_embedding_size
+        dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
+        if self.click_seed_radius > 0 and points is not None:
+            seeds, has_seed = self.click_seeds(points[0], points[1])
+            if bool(has_seed.any()):
+                dense = torch.where(has_seed[:, None, None, None], self.embed_masks(seeds), dense)
         return sparse, dense

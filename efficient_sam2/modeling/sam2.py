@@ -155,7 +155,8 @@ class SAM2Model(nn.Module):
         )
         self.memory_encoder = MemoryEncoder(out_dim=Cm, in_dim=C)
         self.sam_prompt_encoder = PromptEncoder(
-            embed_dim=C, image_embedding_size=(E, E), input_image_size=(S, S), mask_in_chans=16
+            embed_dim=C, image_embedding_size=(E, E), input_image_size=(S, S), mask_in_chans=16,
+            click_seed_radius=cfg.click_seed_radius,
         )
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=C,

@@ -59,7 +59,9 @@ class PromptTuneConfig:
     image_instances instances per step; box_prob: chance that a step's first prompts are boxes; distill_videos:
     videos recorded for distillation (0 = none: tracking is then not held); distill_batch: recorded decoder calls
     per step; distill_weight: weight of the distillation loss; val_data / val_every: validation J&F of dense
-    tracking (videos) every that many steps; save_every; seed; threads (0 = torch's default)."""
+    tracking (videos) every that many steps; save_every; seed; threads (0 = torch's default); click_seed_radius:
+    the model's `SAM2Config.click_seed_radius` (its clicks' seed disks; checked against the model, and recorded so
+    that a resume and a user of the weights know it)."""
 
     image_data: str
     video_data: str | None
@@ -81,6 +83,7 @@ class PromptTuneConfig:
     seed: int = 0
     threads: int = 1
     grad_clip: float = 1.0
+    click_seed_radius: float = 0.0
 
     def check(self) -> None:
         def fail(msg):
@@ -297,6 +300,9 @@ class PromptTuner:
     def __post_init__(self) -> None:
         cfg = self.config
         cfg.check()
+        if self.model.cfg.click_seed_radius != cfg.click_seed_radius:
+            raise ValueError(f"the model's click_seed_radius is {self.model.cfg.click_seed_radius}, the run's "
+                             f"{cfg.click_seed_radius}: build the model with the run's")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model.eval()  # no dropout / batch statistics anywhere in SAM 2; eval keeps inference paths

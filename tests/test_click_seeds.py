@@ -1,0 +1,112 @@
+"""Click seeds (`SAM2Config.click_seed_radius`): positive clicks drawn into the mask prompt as disks. Checked by
+hand on a small grid, against the explicit mask prompt they stand for (prompt encoder, model, image predictor and
+the automatic mask generator's batched decoding), and off (radius 0) for every model, where nothing changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from efficient_sam2.build import build_sam2
+from efficient_sam2.configs import get_config
+from efficient_sam2.modeling.prompt_encoder import SEED_LOGIT, PromptEncoder
+from efficient_sam2.predictors.image import ImagePredictor
+
+
+def _encoder(radius: float) -> PromptEncoder:
+    torch.manual_seed(0)
+    # 4 x 4 image embedding -> 16 x 16 mask prompt for a 64 x 64 input: one prompt cell is 4 x 4 input pixels
+    return PromptEncoder(32, (4, 4), (64, 64), mask_in_chans=16, click_seed_radius=radius).eval()
+
+
+def test_seed_disk_by_hand():
+    enc = _encoder(8.0)  # radius 8 input pixels = 2 prompt cells
+    coords = torch.tensor([[[10.0, 20.0], [60.0, 60.0], [0.0, 0.0]]])  # positive, negative, padding
+    labels = torch.tensor([[1, 0, -1]])
+    seeds, has = enc.click_seeds(coords, labels)
+    assert seeds.shape == (1, 1, 16, 16) and has.tolist() == [True]
+    inside = (seeds[0, 0] > 0).numpy()
+    # the click sits at (2.5, 5.0) in prompt cells; cell (row r, col c) has its centre at (c + 0.5, r + 0.5)
+    expected = np.zeros((16, 16), bool)
+    for r in range(16):
+        for c in range(16):
+            expected[r, c] = (c + 0.5 - 2.5) ** 2 + (r + 0.5 - 5.0) ** 2 <= 4.0
+    assert (inside == expected).all()
+    assert inside[5, 2] and inside[3, 2] and inside[4, 1] and not inside[5, 5] and not inside[2, 2]
+    assert inside.sum() == 12  # columns 1-3 x rows 3-6
+    assert set(seeds.unique().tolist()) == {SEED_LOGIT, -SEED_LOGIT}
+    # the negative click at (60, 60) draws nothing there
+    assert not inside[12:, 12:].any()
+
+
+def test_rows_without_a_positive_click_keep_the_no_mask_embedding():
+    enc = _encoder(8.0)
+    off = _encoder(0.0)
+    off.load_state_dict(enc.state_dict())
+    coords = torch.tensor([[[10.0, 20.0]], [[30.0, 30.0]], [[5.0, 5.0]]])
+    labels = torch.tensor([[1], [0], [2]])  # a positive click, a negative click, a box corner
+    sparse, dense = enc(points=(coords, labels), boxes=None, masks=None)
+    sparse_off, dense_off = off(points=(coords, labels), boxes=None, masks=None)
+    assert torch.equal(sparse, sparse_off)  # the point tokens do not change
+    seeds, has = enc.click_seeds(coords, labels)
+    assert has.tolist() == [True, False, False]
+    assert torch.allclose(dense[0], enc.embed_masks(seeds[:1])[0], atol=1e-5)
+    assert torch.equal(dense[1:], dense_off[1:])
+    assert not torch.allclose(dense[0], dense_off[0])
+    # a given mask prompt wins over the seeds
+    mask = torch.randn(3, 1, 16, 16)
+    assert torch.equal(enc(points=(coords, labels), boxes=None, masks=mask)[1], off(points=(coords, labels),
+                                                                                  boxes=None, masks=mask)[1])
+
+
+def test_config_default_is_off_for_every_model_and_checked():
+    for name in ("sam2.1_hiera_tiny", "sam2_hiera_large", "sam2.1_hiera_micro"):
+        assert get_config(name).click_seed_radius == 0.0
+    with pytest.raises(ValueError, match="click_seed_radius"):
+        get_config("micro", click_seed_radius=-1.0)
+
+
+def test_image_predictor_click_equals_its_explicit_seed_mask():
+    torch.manual_seed(0)
+    seeded = build_sam2("micro", weights="random", click_seed_radius=12.0).eval()
+    plain = build_sam2("micro", weights="random").eval()
+    plain.load_state_dict(seeded.state_dict())
+    image = (np.random.default_rng(0).random((200, 180, 3)) * 255).astype(np.uint8)
+    a, b = ImagePredictor(seeded), ImagePredictor(plain)
+    a.set_image(image)
+    b.set_image(image)
+    x, y = 70.0, 120.0  # image pixels; the predictor scales them to the 256 px input
+    logits_a, scores_a, low_a = a.predict(np.array([[x, y]]), np.array([1]), return_logits=True)
+    # the same seed drawn by hand on the 64 x 64 mask-prompt grid: radius 12 input px = 3 cells
+    cx, cy = x * 256 / 180 / 4, y * 256 / 200 / 4
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    seed = np.where((xx - cx) ** 2 + (yy - cy) ** 2 <= 9.0, SEED_LOGIT, -SEED_LOGIT).astype(np.float32)[None]
+    logits_b, scores_b, _ = b.predict(np.array([[x, y]]), np.array([1]), mask_input=seed, return_logits=True)
+    assert np.allclose(logits_a, logits_b, atol=1e-4) and np.allclose(scores_a, scores_b, atol=1e-5)
+    # without the seed the same weights give another answer (the seed reaches the decoder)
+    logits_c, _, _ = b.predict(np.array([[x, y]]), np.array([1]), return_logits=True)
+    assert not np.allclose(logits_a, logits_c, atol=1e-3)
+    # a box alone draws no seed: both models agree
+    box = np.array([20, 30, 120, 150])
+    assert np.allclose(a.predict(box=box, return_logits=True)[0], b.predict(box=box, return_logits=True)[0],
+                       atol=1e-5)
+
+
+def test_automask_batched_decoding_uses_the_seeds():
+    from efficient_sam2.automask.generator import AutomaticMaskGenerator
+
+    torch.manual_seed(0)
+    model = build_sam2("micro", weights="random", click_seed_radius=12.0).eval()
+    image = (np.random.default_rng(1).random((256, 256, 3)) * 255).astype(np.uint8)
+    gen = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    pred = ImagePredictor(model)
+    pred.set_image(image)
+    feats = pred._features
+    points = np.array([[40.0, 50.0], [200.0, 100.0]])
+    with torch.inference_mode():
+        low, ious = gen._decode_batch(points, feats["image_embed"], feats["high_res_feats"], (256, 256))
+        for k, (x, y) in enumerate(points):
+            _, scores, single = pred.predict(np.array([[x, y]]), np.array([1]), return_logits=True)
+            assert np.allclose(low[k].numpy(), single, atol=1e-3)
+            assert np.allclose(ious[k].numpy(), scores, atol=1e-4)
