@@ -41,10 +41,23 @@ def _config(data, out, **kw):
 def test_recorded_tracking_replays_exactly(data):
     model = _model()
     calls = record_tracking(model, data[0], 2, progress=False)
-    assert calls and {c.kind for c in calls} >= {(1, False, True), (1, True, False)}  # tracked + mask-prompted
+    # tracked frames, and mask-prompted ones (pointer only)
+    assert calls and {c.kind for c in calls} >= {(1, False, True, False), (1, True, False, True)}
     assert "decode" not in vars(model)  # the recording hook is gone
     with torch.no_grad():
         assert distill_loss(model, calls).item() < 1e-5
+        # of a pointer-only call only the pointer counts; of a tracked call the masks count too
+        pointer = [c for c in calls if c.pointer_only]
+        tracked = [c for c in calls if not c.pointer_only]
+        for c in pointer + tracked:
+            c.logits = c.logits + 5.0
+        assert distill_loss(model, pointer).item() < 1e-5
+        assert distill_loss(model, tracked).item() > 1e-3
+        for c in pointer + tracked:
+            c.logits = c.logits - 5.0
+        pointer[0].obj_ptr = pointer[0].obj_ptr + 1.0
+        assert distill_loss(model, pointer).item() > 1e-3
+        pointer[0].obj_ptr = pointer[0].obj_ptr - 1.0
         with torch.no_grad():
             model.sam_mask_decoder.iou_prediction_head.layers[0].weight.mul_(1.5)
         assert distill_loss(model, calls).item() > 1e-3  # and it sees a changed decoder

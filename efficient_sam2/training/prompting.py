@@ -185,7 +185,13 @@ class DecoderCall:
 
     @property
     def kind(self) -> tuple:
-        return (self.coords.shape[1], self.mask_input is not None, self.multimask)
+        return (self.coords.shape[1], self.mask_input is not None, self.multimask, self.pointer_only)
+
+    @property
+    def pointer_only(self) -> bool:
+        """A mask prompt and no point: in tracking, the call that turns a given mask into the frame's output
+        (`SAM2Model.mask_as_output`), of which only the object pointer is used."""
+        return self.mask_input is not None and bool((self.labels == -1).all())
 
 
 def record_tracking(model: SAM2Model, video_data: str, videos: int, progress: bool = True) -> list[DecoderCall]:
@@ -246,7 +252,9 @@ def _video_dirs(data: str) -> tuple[str, str]:
 def distill_loss(model: SAM2Model, calls: list[DecoderCall]) -> torch.Tensor:
     """How far the decoder's outputs on recorded calls are from the recorded ones (calls grouped into batches of
     one kind; 0 when they agree): soft-target BCE less the target's entropy on the mask logits of objects the record
-    saw, MSE on predicted IoUs, object scores (clamped to +-10) and pointers."""
+    saw, MSE on predicted IoUs, object scores (clamped to +-10) and pointers. Of a pointer-only call (a given mask
+    as the frame's output) only the pointer is compared: tracking uses nothing else of it, and holding its masks
+    would pin the mask-prompt path that click seeds go through."""
     groups: dict[tuple, list[DecoderCall]] = {}
     for c in calls:
         groups.setdefault(c.kind, []).append(c)
@@ -269,7 +277,10 @@ def distill_loss(model: SAM2Model, calls: list[DecoderCall]) -> torch.Tensor:
         iou_term = F.mse_loss(out.ious.float(), cat(lambda c: c.ious))
         score_term = F.mse_loss(out.object_score_logits.float().clamp(-10, 10), t_scores.clamp(-10, 10)) / 10
         ptr_term = F.mse_loss(out.obj_ptr.float(), cat(lambda c: c.obj_ptr))
-        total = total + len(group) * (10 * mask_term + iou_term + score_term + ptr_term)
+        if group[0].pointer_only:
+            total = total + len(group) * ptr_term
+        else:
+            total = total + len(group) * (10 * mask_term + iou_term + score_term + ptr_term)
         n += len(group)
     return total / max(n, 1)
 
