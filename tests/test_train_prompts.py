@@ -148,3 +148,26 @@ def test_click_seed_radius_is_checked_recorded_and_kept_on_resume(data, tmp_path
     rc = main(args[:-1] + ["6", "--resume"])
     assert rc == 2 and "click_seed_radius" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+
+
+def test_distill_from_records_the_teachers_tracking(data, tmp_path, capsys):
+    """A second stage starts from tuned weights but holds the original model's tracking: the recorded calls are
+    the teacher's (they replay exactly on the teacher, not on the start), and a missing teacher file is refused."""
+    teacher = _model()
+    start = _model()
+    with torch.no_grad():
+        start.sam_mask_decoder.iou_prediction_head.layers[0].weight.mul_(1.5)
+        start.sam_mask_decoder.output_upscaling[0].weight.mul_(1.5)
+    teacher_file = tmp_path / "teacher.pt"
+    torch.save({"model": teacher.state_dict()}, teacher_file)
+    tuner = PromptTuner(start, _config(data, tmp_path / "run", distill_from=str(teacher_file)), progress=False)
+    with torch.no_grad():
+        assert distill_loss(teacher, tuner.calls).item() < 1e-5
+        assert distill_loss(start, tuner.calls).item() > 1e-3
+    with pytest.raises(ValueError, match="no such file"):
+        _config(data, tmp_path, distill_from=str(tmp_path / "nope.pt")).check()
+    with pytest.raises(ValueError, match="distill_videos is 0"):
+        _config(data, tmp_path, distill_from=str(teacher_file), distill_videos=0).check()
+    rc = main(["train-prompts", "--image-data", data[1], "--video-data", data[0], "--out", str(tmp_path / "cli"),
+               "--distill-from", str(tmp_path / "nope.pt"), "--no-progress"])
+    assert rc == 2 and "no such file" in capsys.readouterr().err

@@ -57,6 +57,9 @@ def register(subparsers) -> None:
                    help=f"recorded decoder calls per step ({d.distill_batch})")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight,
                    help=f"weight of the distillation loss ({d.distill_weight})")
+    p.add_argument("--distill-from", default=None,
+                   help="teacher weights whose tracking is recorded and held (default: the starting weights); for "
+                        "a second stage that restores the original tracking after a stage without distillation")
     p.add_argument("--val-every", type=int, default=d.val_every, help="steps between validations (0 = none)")
     p.add_argument("--val-videos", type=int, default=d.val_videos, help=f"validation videos (0 = all) ({d.val_videos})")
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"steps between checkpoints ({d.save_every})")
@@ -80,7 +83,7 @@ def run(args) -> int:
             image_data=args.image_data, video_data=args.video_data, out=args.out, steps=args.steps, lr=args.lr,
             warmup=args.warmup, image_batch=args.image_batch, image_instances=args.image_instances,
             box_prob=args.box_prob, distill_videos=args.distill_videos, distill_batch=args.distill_batch,
-            distill_weight=args.distill_weight, val_data=args.val_data, val_every=args.val_every,
+            distill_weight=args.distill_weight, distill_from=args.distill_from, val_data=args.val_data, val_every=args.val_every,
             val_videos=args.val_videos, save_every=args.save_every, seed=args.seed, threads=args.threads)
         config.check()
         overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}

@@ -21,6 +21,7 @@ Sampling is a pure function of (seed, step), so a resumed run equals an uninterr
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -61,7 +62,9 @@ class PromptTuneConfig:
     per step; distill_weight: weight of the distillation loss; val_data / val_every: validation J&F of dense
     tracking (videos) every that many steps; save_every; seed; threads (0 = torch's default); click_seed_radius:
     the model's `SAM2Config.click_seed_radius` (its clicks' seed disks; checked against the model, and recorded so
-    that a resume and a user of the weights know it)."""
+    that a resume and a user of the weights know it); distill_from: weights of the teacher whose tracking is
+    recorded and held (a file; None = the starting weights), for a second stage that restores the tracking of the
+    original model after a first stage tuned without distillation."""
 
     image_data: str
     video_data: str | None
@@ -84,6 +87,7 @@ class PromptTuneConfig:
     threads: int = 1
     grad_clip: float = 1.0
     click_seed_radius: float = 0.0
+    distill_from: str | None = None
 
     def check(self) -> None:
         def fail(msg):
@@ -102,6 +106,11 @@ class PromptTuneConfig:
             fail(f"distill_weight must be >= 0 (got {self.distill_weight})")
         if self.distill_videos and not self.video_data:
             fail("distillation needs training videos (video_data), or set distill_videos to 0")
+        if self.distill_from is not None:
+            if not self.distill_videos:
+                fail("distill_from names a teacher but distill_videos is 0")
+            if not os.path.isfile(self.distill_from):
+                fail(f"distill_from: no such file {self.distill_from!r}")
 
 
 def _trained(name: str) -> bool:
@@ -320,8 +329,16 @@ class PromptTuner:
         for name, p in self.model.named_parameters():
             p.requires_grad_(_trained(name))
         self.images = CachedImages(self.model, cfg.image_data, progress=self.progress)
-        self.calls = record_tracking(self.model, cfg.video_data, cfg.distill_videos, self.progress) \
-            if cfg.distill_videos else []
+        self.calls = []
+        if cfg.distill_videos:
+            teacher = self.model
+            if cfg.distill_from is not None:
+                from ..build import load_checkpoint
+
+                teacher = copy.deepcopy(self.model)
+                load_checkpoint(teacher, cfg.distill_from)
+            self.calls = record_tracking(teacher, cfg.video_data, cfg.distill_videos, self.progress)
+            del teacher
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
