@@ -105,3 +105,23 @@ efficient-sam2 train --model micro --checkpoint efficient_sam2/weights/sam2.1_hi
 efficient-sam2 train-prompts --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" \
     --val-every 1000 --steps 3000 --lr 1e-3 --warmup 50 --image-batch 2 --image-instances 8 --distill-batch 16 \
     --distill-weight 5 --save-every 250 --out "$RUNS/promptB"
+
+# 12. click seeds (issue 22, shipped): positive clicks are drawn into the mask prompt as disks of radius 12 px
+#     (SAM2Config.click_seed_radius; the micro config now has 12), so a click carries its place into the image
+#     tokens, which the micro model's decoder could not find from the point token alone (step 11). Two stages of
+#     prompt tuning from the stage G weights:
+#     a) clicks only (no boxes), no distillation: the decoder learns the seeds; tracking falls (dense J&F 34.9 on
+#        the 30 held-out standard videos). Run with --steps 1500 and stopped after step 750 was saved (loss.csv's
+#        last row is 750; model.pt is then step 750's; ~13 min on one core while another job ran):
+efficient-sam2 train-prompts --image-data "$DATA/images_train" --distill-videos 0 --box-prob 0 --steps 1500 \
+    --lr 1e-3 --warmup 50 --image-batch 4 --image-instances 8 --save-every 250 --click-seed-radius 12 \
+    --out "$RUNS/seeds1" --threads 1
+#     b) the full recipe (boxes, correction clicks) with stage G's tracking distilled back (--distill-from: the
+#        teacher's decoder calls are recorded, not the start's), 750 steps at a lower rate [~15 min]:
+efficient-sam2 train-prompts --checkpoint "$RUNS/seeds1/model.pt" --distill-from "$RUNS/stageG/model.pt" \
+    --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" --val-every 375 \
+    --steps 750 --lr 3e-4 --warmup 20 --image-batch 4 --image-instances 8 --distill-batch 16 --distill-weight 5 \
+    --save-every 125 --click-seed-radius 12 --out "$RUNS/seeds2" --threads 1
+cp "$RUNS/seeds2/model.pt" efficient_sam2/weights/sam2.1_hiera_micro.pt
+#     then the shortcut again on these weights (step 9's command; the image encoder did not change, the masks that
+#     route it did a little).

@@ -178,7 +178,7 @@ MICRO_HIERA = HieraConfig(
 )
 MICRO = SAM2Config(
     name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
-    memory_attention_ffn_dim=256, decoder_mlp_dim=256,
+    memory_attention_ffn_dim=256, decoder_mlp_dim=256, click_seed_radius=12.0,
 )
 OFFICIAL_MODELS: tuple[str, ...] = tuple(
     f"{prefix}_hiera_{size}" for prefix in ("sam2.1", "sam2") for size in ("tiny", "small", "base_plus", "large")

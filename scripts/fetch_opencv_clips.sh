@@ -6,7 +6,8 @@
 #
 #   OUT/<clip>/00000.jpg ...   frames (at the clip's own resolution)
 #   OUT/<clip>.prompts         first-frame masks (OUT/<clip>_00000.png), from docs/clips/ (format: io/prompts.py)
-#   OUT/<clip>.clicks.prompts  the same objects as clicks (for real SAM 2 checkpoints; micro follows masks only)
+#   OUT/<clip>.clicks.prompts  the same objects as clicks (for real SAM 2 checkpoints; the micro model follows
+#                              clicks only roughly, so its fidelity runs use the masks)
 #   OUT/clips.json             sources, first source frame, frame counts, sizes
 #
 # Then e.g.: efficient-sam2 track OUT/vtest --prompts OUT/vtest.prompts --output runs/vtest --overlay runs/vtest.mp4

@@ -78,7 +78,10 @@ def test_fidelity_cli_without_ground_truth(clip, tmp_path, capsys):
         assert c["J"] == pytest.approx(100 * np.mean(js), abs=1e-6)
         assert c["JF"] == pytest.approx(50 * (np.mean(js) + np.mean(fs)), abs=1e-6)
         assert c["frames"] == FRAMES and c["objects"] == len(ref[0])
-        assert 0 < c["kept_window_fraction"] < 1 and c["ideal_speedup"]["sam2.1_hiera_large"] > 1
+        if name == "paper":  # the router always skips windows; the defaults' guards may run this clip dense
+            assert 0 < c["kept_window_fraction"] < 1 and c["ideal_speedup"]["sam2.1_hiera_large"] > 1
+        else:
+            assert 0 < c["kept_window_fraction"] <= 1 and c["ideal_speedup"]["sam2.1_hiera_large"] > 0
         assert f"`{name}`" in printed
     assert "Post-processing on" in printed
     # --postprocessing off: the masks as VOS evaluation (and `bench --accuracy`) computes them
