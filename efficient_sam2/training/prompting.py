@@ -61,7 +61,8 @@ class PromptTuneConfig:
     videos recorded for distillation (0 = none: tracking is then not held); distill_batch: recorded decoder calls
     per step; distill_weight: weight of the distillation loss; val_data / val_every: validation J&F of dense
     tracking (videos) every that many steps; save_every; seed; threads (0 = torch's default); click_seed_radius:
-    the model's `SAM2Config.click_seed_radius` (its clicks' seed disks; checked against the model, and recorded so
+    the model's `SAM2Config.click_seed_radius` (None = the model's; its clicks' seed disks; checked against the
+    model, and recorded so
     that a resume and a user of the weights know it); distill_from: weights of the teacher whose tracking is
     recorded and held (a file; None = the starting weights), for a second stage that restores the tracking of the
     original model after a first stage tuned without distillation."""
@@ -86,7 +87,7 @@ class PromptTuneConfig:
     seed: int = 0
     threads: int = 1
     grad_clip: float = 1.0
-    click_seed_radius: float = 0.0
+    click_seed_radius: float | None = None
     distill_from: str | None = None
 
     def check(self) -> None:
@@ -320,6 +321,8 @@ class PromptTuner:
     def __post_init__(self) -> None:
         cfg = self.config
         cfg.check()
+        if cfg.click_seed_radius is None:  # the model's own (12 for micro, 0 for Meta's models)
+            cfg.click_seed_radius = float(self.model.cfg.click_seed_radius)
         if self.model.cfg.click_seed_radius != cfg.click_seed_radius:
             raise ValueError(f"the model's click_seed_radius is {self.model.cfg.click_seed_radius}, the run's "
                              f"{cfg.click_seed_radius}: build the model with the run's")
