@@ -62,10 +62,9 @@ class PromptTuneConfig:
     per step; distill_weight: weight of the distillation loss; val_data / val_every: validation J&F of dense
     tracking (videos) every that many steps; save_every; seed; threads (0 = torch's default); click_seed_radius:
     the model's `SAM2Config.click_seed_radius` (None = the model's; its clicks' seed disks; checked against the
-    model, and recorded so
-    that a resume and a user of the weights know it); distill_from: weights of the teacher whose tracking is
-    recorded and held (a file; None = the starting weights), for a second stage that restores the tracking of the
-    original model after a first stage tuned without distillation."""
+    model, and recorded so that a resume and a user of the weights know it); distill_from: weights of the teacher
+    whose tracking is recorded and held (a file; None = the starting weights), for a second stage that restores
+    the tracking of the original model after a first stage tuned without distillation."""
 
     image_data: str
     video_data: str | None
