@@ -36,6 +36,28 @@ def interior_pixel(mask: np.ndarray) -> tuple[int, int]:
     return int(ys[k]), int(xs[k])
 
 
+def click_results(predictor, data: str, images_per_subset: int = 8) -> dict[str, list[tuple[float, float, int]]]:
+    """Per subset of `data`, one (best-of-three IoU, IoU of the top-ranked output, area of the first output) per
+    clicked instance: a click at `interior_pixel` of every instance of at least 30 pixels."""
+    root = os.path.join(data, "JPEGImages")
+    out = {}
+    for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
+        rows = out.setdefault(subset, [])
+        for path in sorted(glob.glob(os.path.join(root, subset, "*.jpg")))[:images_per_subset]:
+            ann = os.path.join(data, "Annotations", subset, os.path.splitext(os.path.basename(path))[0] + ".png")
+            ids = read_palette_mask(ann)[0]
+            predictor.set_image(path)
+            for v in np.unique(ids):
+                gt = ids == v
+                if v == 255 or gt.sum() < 30:
+                    continue
+                y, x = interior_pixel(gt)
+                masks, scores, _ = predictor.predict(np.array([[x + 0.5, y + 0.5]]), np.array([1]))
+                ious = [float((m & gt).sum() / max((m | gt).sum(), 1)) for m in masks]
+                rows.append((max(ious), ious[int(np.argmax(scores))], int(masks[0].sum())))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -49,22 +71,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}
     predictor = build_sam2_image_predictor(args.model, checkpoint=args.checkpoint, **overrides)
-    root = os.path.join(args.data, "JPEGImages")
-    for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
-        best, top = [], []
-        for path in sorted(glob.glob(os.path.join(root, subset, "*.jpg")))[: args.images_per_subset]:
-            ann = os.path.join(args.data, "Annotations", subset, os.path.splitext(os.path.basename(path))[0] + ".png")
-            ids = read_palette_mask(ann)[0]
-            predictor.set_image(path)
-            for v in np.unique(ids):
-                gt = ids == v
-                if v == 255 or gt.sum() < 30:
-                    continue
-                y, x = interior_pixel(gt)
-                masks, scores, _ = predictor.predict(np.array([[x + 0.5, y + 0.5]]), np.array([1]))
-                ious = [float((m & gt).sum() / max((m | gt).sum(), 1)) for m in masks]
-                best.append(max(ious))
-                top.append(ious[int(np.argmax(scores))])
+    for subset, rows in click_results(predictor, args.data, args.images_per_subset).items():
+        best, top = [r[0] for r in rows], [r[1] for r in rows]
         print(f"{subset:12s} best-of-3 IoU {np.mean(best):.3f}  top-ranked IoU {np.mean(top):.3f}  "
               f"instances {len(best)}", flush=True)
 

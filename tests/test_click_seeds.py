@@ -119,34 +119,21 @@ def test_bundled_micro_follows_clicks_on_held_out_images(tmp_path):
     (docs/click_iou.py's rule): the best of the three outputs reaches mean IoU 0.45 over the 40 instances with the
     shipped weights (0.48 / 0.45 / 0.30 instances / salient / camouflaged), about 0.06 before click seeds. The
     bar catches a model that ignores where the click is again (masks that do not change with the click)."""
-    import glob
     import os
     import sys
 
     from efficient_sam2.build import build_sam2_image_predictor
     from efficient_sam2.data.images import write_images
-    from efficient_sam2.io.masks import read_palette_mask
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "docs"))
     try:
-        from click_iou import interior_pixel
+        from click_iou import click_results
     finally:
         sys.path.pop(0)
     torch.set_num_threads(1)
     write_images(tmp_path, 2, "val", 0, progress=False)
-    predictor = build_sam2_image_predictor("micro")
-    best, areas = [], []
-    for path in sorted(glob.glob(str(tmp_path / "JPEGImages" / "*" / "*.jpg"))):
-        ids = read_palette_mask(path.replace("JPEGImages", "Annotations")[:-4] + ".png")[0]
-        predictor.set_image(path)
-        for v in np.unique(ids):
-            gt = ids == v
-            if v == 255 or gt.sum() < 30:
-                continue
-            y, x = interior_pixel(gt)
-            masks, _, _ = predictor.predict(np.array([[x + 0.5, y + 0.5]]), np.array([1]))
-            best.append(max(float((m & gt).sum() / max((m | gt).sum(), 1)) for m in masks))
-            areas.append(int(masks[0].sum()))
+    rows = [r for rs in click_results(build_sam2_image_predictor("micro"), str(tmp_path), 2).values() for r in rs]
+    best, areas = [r[0] for r in rows], [r[2] for r in rows]
     assert len(best) == 40
     assert np.mean(best) >= 0.3, np.mean(best)
     assert len(set(areas)) > len(areas) // 2  # different clicks, different masks
