@@ -1,4 +1,5 @@
-"""Parity of the whole model with the reference package sam2==1.1.0 (the oracle), for all four SAM 2.1 sizes.
+"""Parity of the whole model with the reference package sam2==1.1.0 (the oracle), for all four SAM 2.1 sizes
+(large's video cases under -m slow).
 
 The reference builds each model with seeded random weights (rescaled so that logits are informative), saves it
 in the official checkpoint format, and our builder loads that file with strict key checking. Inputs are small
@@ -24,6 +25,10 @@ pytestmark = pytest.mark.reference
 
 SIZES = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large"]
 IMAGE_SIZE = 256
+# Video parity adds memory attention, memory encoder and the tracking loop, which are the same modules in every
+# size; large's own parts (its encoder) are checked by the image parity at 256 px. Its video cases (58 s) run with
+# -m slow only, to keep the suite inside the CI budget.
+VIDEO_SIZES = SIZES[:3] + [pytest.param(SIZES[3], marks=pytest.mark.slow)]
 VIDEO_IMAGE_SIZE = 128  # keeps 4 sizes x 2 strides x (reference + ours) within the CI budget
 LOGIT_TOL = 1e-3
 
@@ -160,7 +165,7 @@ def _run_video(predictor, state, mask0, clicks, refine=None, reverse=True):
     return outputs
 
 
-@pytest.mark.parametrize("name", SIZES)
+@pytest.mark.parametrize("name", VIDEO_SIZES)
 @pytest.mark.parametrize("stride", [1, 3])
 def test_video_matches_reference(name, stride, checkpoints, tmp_path):
     """8 frames, 2 objects (one from a mask, one from clicks); at stride 1 also a refinement click on a tracked
