@@ -107,6 +107,12 @@ class SAM2Config:
     # prompt is given; 0 = off (SAM 2). For models whose decoder cannot read a click's position from the image
     # features alone (see PromptEncoder.click_seeds).
     click_seed_radius: float = 0.0
+    # Draw a box prompt into the same seeds, as the filled box (off in SAM 2).
+    box_seeds: bool = False
+    # At inference, a decoder call that asks for one mask on real clicks or a box returns the best-scored of the
+    # three multimask outputs instead of the single-mask output (off in SAM 2; for models whose single-mask output
+    # was never learned for prompted frames, see MaskDecoder).
+    single_output_from_best: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in ("2", "2.1"):
@@ -178,7 +184,8 @@ MICRO_HIERA = HieraConfig(
 )
 MICRO = SAM2Config(
     name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
-    memory_attention_ffn_dim=256, decoder_mlp_dim=256, click_seed_radius=12.0,
+    memory_attention_ffn_dim=256, decoder_mlp_dim=256, click_seed_radius=12.0, box_seeds=True,
+    single_output_from_best=True,
 )
 OFFICIAL_MODELS: tuple[str, ...] = tuple(
     f"{prefix}_hiera_{size}" for prefix in ("sam2.1", "sam2") for size in ("tiny", "small", "base_plus", "large")

@@ -196,12 +196,9 @@ def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
     _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
     _wait_redraw(page, drawn)
     assert page.locator("#objects li[data-obj='1']").count() == 1
-    # The bundled micro model answers a box with an empty mask (its single-output head on a frame without memory;
-    # README "Known limits"), so the box's answer draws nothing; a click on the same object draws its mask.
-    drawn = _drawn(page)
-    page.mouse.click(*to(inside[0] + 0.5, inside[1] + 0.5))
-    _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
-    _wait_redraw(page, drawn)
+    # the box's mask is drawn over the object (the micro model answers a box alone through its box seed and best
+    # multimask output: IoU 0.45 with this striped object, 0.94 with the other; BENCHMARKS.md "Boxes and
+    # correction clicks")
     assert np.abs(_mean_rgb(page, *inside, r=2) - before).sum() > 60
 
     # track with dense SAM 2 and cancel: the page says so and the Cancel button goes grey again

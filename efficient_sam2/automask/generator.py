@@ -448,6 +448,7 @@ class AutomaticMaskGenerator:
             multimask_output=self.multimask_output,
             repeat_image=True,
             high_res_features=high_res,
+            prompted=torch.ones(B, dtype=torch.bool, device=device),
         )
         low_res, ious = out.masks, out.ious
         if self.prompting == "attention" and low_res.shape[1] > 1:

@@ -86,6 +86,10 @@ class MaskDecoder(nn.Module):
             pointer (else always the single-mask token).
         dynamic_multimask_via_stability: in eval, when one mask is asked for and the single-mask output is
             unstable (stability score below `..._thresh` at +-`..._delta`), return the best multimask output.
+        single_output_from_best: in eval, when one mask is asked for on a row that `forward`'s `prompted` marks
+            (real clicks or a box), return the multimask output with the highest predicted IoU, and its token,
+            instead of the single-mask output (False in SAM 2; for models whose single-mask output was left weak on
+            prompted frames, like the micro model: BENCHMARKS.md "Boxes and correction clicks").
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class MaskDecoder(nn.Module):
         dynamic_multimask_via_stability: bool = False,
         dynamic_multimask_stability_delta: float = 0.05,
         dynamic_multimask_stability_thresh: float = 0.98,
+        single_output_from_best: bool = False,
     ) -> None:
         super().__init__()
         self.transformer_dim = transformer_dim
@@ -114,6 +119,7 @@ class MaskDecoder(nn.Module):
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
         self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+        self.single_output_from_best = single_output_from_best
 
         self.iou_token = nn.Embedding(1, transformer_dim)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
@@ -160,6 +166,7 @@ class MaskDecoder(nn.Module):
         high_res_features: list[torch.Tensor] | None = None,
         return_attention: bool = False,
         sparse_token_mask: torch.Tensor | None = None,
+        prompted: torch.Tensor | None = None,
     ) -> MaskDecoderOutput:
         """Decode masks.
 
@@ -175,6 +182,7 @@ class MaskDecoder(nn.Module):
                 (batch 1 or B_img is broadcast like the image); required when `use_high_res_features`.
             return_attention: also compute the decoder saliency map (`MaskDecoderOutput.saliency`).
             sparse_token_mask: (B, N) bool, which prompt tokens count in the saliency map (None: all).
+            prompted: (B,) bool, rows whose prompt holds real clicks or a box (for `single_output_from_best`).
 
         Returns a `MaskDecoderOutput` (masks, ious, tokens, object_score_logits, saliency or None).
         """
@@ -183,6 +191,7 @@ class MaskDecoder(nn.Module):
             high_res_features, return_attention,
         )
 
+        all_masks, all_ious = masks, iou_pred
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:
@@ -196,6 +205,15 @@ class MaskDecoder(nn.Module):
             # The single-mask token serves as the object pointer even when several masks are returned,
             # matching how the tracker was trained.
             sam_tokens_out = mask_tokens_out[:, :1]
+        if (not multimask_output and self.single_output_from_best and not self.training and prompted is not None
+                and bool(prompted.any())):
+            best = all_ious[:, 1:].argmax(dim=-1) + 1  # (B,)
+            rows = torch.arange(best.shape[0], device=best.device)
+            use = prompted.to(best.device)
+            masks = torch.where(use[:, None, None, None], all_masks[rows, best].unsqueeze(1), masks)
+            iou_pred = torch.where(use[:, None], all_ious[rows, best].unsqueeze(1), iou_pred)
+            sam_tokens_out = torch.where(use[:, None, None], mask_tokens_out[rows, best].unsqueeze(1),
+                                         sam_tokens_out)
 
         saliency = None
         if return_attention:

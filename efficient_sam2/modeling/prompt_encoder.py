@@ -68,6 +68,7 @@ class PromptEncoder(nn.Module):
         input_image_size: (H, W) of the encoder input, the frame in which prompt coordinates are given.
         mask_in_chans: hidden channels of the mask-prompt conv stack (16).
         click_seed_radius: > 0 turns on click seeds (see `click_seeds`); 0 (SAM 2) leaves them off.
+        box_seeds: also draw a box prompt into the seeds, as the filled box (see `click_seeds`); False in SAM 2.
     """
 
     def __init__(
@@ -77,10 +78,12 @@ class PromptEncoder(nn.Module):
         input_image_size: tuple[int, int],
         mask_in_chans: int = 16,
         click_seed_radius: float = 0.0,
+        box_seeds: bool = False,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.click_seed_radius = float(click_seed_radius)
+        self.box_seeds = bool(box_seeds)
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)
         self.mask_input_size = (4 * self.image_embedding_size[0], 4 * self.image_embedding_size[1])
@@ -140,10 +143,11 @@ class PromptEncoder(nn.Module):
         """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
 
         Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
-        pixels: logits SEED_LOGIT inside the disks, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
-        A row without a positive click has no seed (has_seed False). The seed gives the decoder the click's place
-        through the dense prompt, which a model whose image features drown the click's position code (the micro
-        model: BENCHMARKS.md "Click seeds") needs; its training draws the same seeds.
+        pixels; with `box_seeds`, a row's box (its first label-2 corner and first label-3 corner) becomes the filled
+        box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
+        A row with neither has no seed (has_seed False). The seed gives the decoder the prompt's place through the
+        dense prompt, which a model whose image features drown the prompt's position code (the micro model:
+        BENCHMARKS.md "Click seeds") needs; its training draws the same seeds.
         """
         mh, mw = self.mask_input_size
         h, w = self.input_image_size
@@ -152,13 +156,30 @@ class PromptEncoder(nn.Module):
         xs = torch.arange(mw, device=coords.device, dtype=torch.float32) + 0.5
         cx = coords[..., 0].float() * sx  # (B, N) on the mask-prompt grid
         cy = coords[..., 1].float() * sy
-        r = self.click_seed_radius
-        dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
-            ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
         positive = labels == 1
-        inside = ((dist2 <= 1.0) & positive[..., None, None]).any(dim=1, keepdim=True)
+        r = self.click_seed_radius
+        has_seed = positive.any(dim=1) if r > 0 else torch.zeros_like(positive[:, 0])
+        inside = torch.zeros(coords.shape[0], 1, mh, mw, dtype=torch.bool, device=coords.device)
+        if r > 0 and bool(positive.any()):
+            dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
+                ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
+            inside |= ((dist2 <= 1.0) & positive[..., None, None]).any(dim=1, keepdim=True)
+        if self.box_seeds:
+            tl, br = labels == 2, labels == 3
+            has_box = tl.any(dim=1) & br.any(dim=1)
+            if bool(has_box.any()):
+                i0, i1 = tl.int().argmax(dim=1), br.int().argmax(dim=1)  # first corner of each kind
+                rows = torch.arange(coords.shape[0], device=coords.device)
+                x0, x1 = cx[rows, i0], cx[rows, i1]
+                y0, y1 = cy[rows, i0], cy[rows, i1]
+                x0, x1 = torch.minimum(x0, x1), torch.maximum(x0, x1)
+                y0, y1 = torch.minimum(y0, y1), torch.maximum(y0, y1)
+                box = ((xs[None, None, :] >= x0[:, None, None]) & (xs[None, None, :] <= x1[:, None, None])
+                       & (ys[None, :, None] >= y0[:, None, None]) & (ys[None, :, None] <= y1[:, None, None]))
+                inside |= (box & has_box[:, None, None])[:, None]
+                has_seed = has_seed | has_box
         seeds = torch.where(inside, SEED_LOGIT, -SEED_LOGIT)
-        return seeds, positive.any(dim=1)
+        return seeds, has_seed
 
     def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) mask logits -> (B, embed_dim, E_h, E_w); resized to 4E x 4E (antialiased) if needed."""
@@ -182,8 +203,8 @@ class PromptEncoder(nn.Module):
 
         Returns:
             sparse: (B, N', embed_dim) tokens, points first (+1 padding token when boxes is None) then 2 box corners.
-            dense: (B, embed_dim, E_h, E_w): the mask prompt's, else the click seeds' for rows with a positive
-                click (when `click_seed_radius` > 0), else the no-mask embedding.
+            dense: (B, embed_dim, E_h, E_w): the mask prompt's, else the seeds' for rows with a positive click
+                (when `click_seed_radius` > 0) or a box (with `box_seeds`), else the no-mask embedding.
         """
         if points is not None:
             batch = points[0].shape[0]
@@ -206,7 +227,7 @@ class PromptEncoder(nn.Module):
             return sparse, self.embed_masks(masks)
         eh, ew = self.image_embedding_size
         dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
-        if self.click_seed_radius > 0 and points is not None:
+        if (self.click_seed_radius > 0 or self.box_seeds) and points is not None:
             seeds, has_seed = self.click_seeds(points[0], points[1])
             if bool(has_seed.any()):
                 dense = torch.where(has_seed[:, None, None, None], self.embed_masks(seeds), dense)

@@ -156,7 +156,7 @@ class SAM2Model(nn.Module):
         self.memory_encoder = MemoryEncoder(out_dim=Cm, in_dim=C)
         self.sam_prompt_encoder = PromptEncoder(
             embed_dim=C, image_embedding_size=(E, E), input_image_size=(S, S), mask_in_chans=16,
-            click_seed_radius=cfg.click_seed_radius,
+            click_seed_radius=cfg.click_seed_radius, box_seeds=cfg.box_seeds,
         )
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=C,
@@ -172,6 +172,7 @@ class SAM2Model(nn.Module):
             dynamic_multimask_via_stability=cfg.dynamic_multimask_via_stability,
             dynamic_multimask_stability_delta=cfg.dynamic_multimask_stability_delta,
             dynamic_multimask_stability_thresh=cfg.dynamic_multimask_stability_thresh,
+            single_output_from_best=cfg.single_output_from_best,
         )
         self.obj_ptr_proj = MLP(C, C, C, 3)
         self.obj_ptr_tpos_proj = nn.Linear(C, Cm) if cfg.proj_tpos_enc_in_obj_ptrs else None
@@ -244,6 +245,7 @@ class SAM2Model(nn.Module):
             high_res_features=high_res,
             return_attention=return_saliency,
             sparse_token_mask=token_mask,
+            prompted=(points.labels >= 0).any(dim=1),
         )
         masks, ious, tokens, obj_scores = out.masks, out.ious, out.tokens, out.object_score_logits
         saliency = out.saliency

@@ -142,6 +142,7 @@ class ImagePredictor:
             multimask_output=multimask_output,
             repeat_image=False,
             high_res_features=self._features["high_res_feats"],
+            prompted=None if points is None else (points[1] >= 0).any(dim=1),
         )
         low_res, ious = out.masks.float(), out.ious
         masks = F.interpolate(low_res, size=(h, w), mode="bilinear", align_corners=False)

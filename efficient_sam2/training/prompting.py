@@ -64,7 +64,10 @@ class PromptTuneConfig:
     the model's `SAM2Config.click_seed_radius` (None = the model's; its clicks' seed disks; checked against the
     model, and recorded so that a resume and a user of the weights know it); distill_from: weights of the teacher
     whose tracking is recorded and held (a file; None = the starting weights), for a second stage that restores
-    the tracking of the original model after a first stage tuned without distillation."""
+    the tracking of the original model after a first stage tuned without distillation; box_seeds,
+    single_output_from_best: the model's `SAM2Config` switches of the same names (recorded from the model: with
+    them a box is drawn into the seeds, and a prompted single-mask call, the box and correction rounds of the
+    image loss, is answered and supervised on the best-scored multimask output)."""
 
     image_data: str
     video_data: str | None
@@ -88,6 +91,8 @@ class PromptTuneConfig:
     grad_clip: float = 1.0
     click_seed_radius: float | None = None
     distill_from: str | None = None
+    box_seeds: bool | None = None
+    single_output_from_best: bool | None = None
 
     def check(self) -> None:
         def fail(msg):
@@ -325,6 +330,12 @@ class PromptTuner:
         if self.model.cfg.click_seed_radius != cfg.click_seed_radius:
             raise ValueError(f"the model's click_seed_radius is {self.model.cfg.click_seed_radius}, the run's "
                              f"{cfg.click_seed_radius}: build the model with the run's")
+        for name in ("box_seeds", "single_output_from_best"):
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, bool(getattr(self.model.cfg, name)))
+            if bool(getattr(self.model.cfg, name)) != getattr(cfg, name):
+                raise ValueError(f"the model's {name} is {getattr(self.model.cfg, name)}, the run's "
+                                 f"{getattr(cfg, name)}: build the model with the run's")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model.eval()  # no dropout / batch statistics anywhere in SAM 2; eval keeps inference paths
