@@ -30,6 +30,7 @@ from efficient_sam2.automask import (
     UnionFind,
     best_match_ious,
     block_attention,
+    box_iou,
     box_nms,
     build_layer_point_grids,
     build_point_grid,
@@ -162,6 +163,30 @@ def test_box_nms_hand_made():
     assert box_nms(boxes, scores, 1.0).tolist() == [3, 0, 1, 2]
     assert box_nms(boxes[[0, 2]], np.array([0.5, 0.5]), 0.5).tolist() == [0]  # ties: lower index wins
     assert box_nms(np.zeros((0, 4)), np.zeros(0), 0.5).size == 0
+
+
+def test_box_nms_equals_greedy_nms_on_the_full_iou_matrix():
+    """`box_nms` computes IoU rows of kept boxes only; the textbook greedy NMS on the whole `box_iou` matrix must
+    keep the same boxes in the same order (random boxes with ties, empty boxes and every threshold kind)."""
+    def greedy(boxes, scores, thresh):
+        order = np.argsort(-scores, kind="stable")
+        iou = box_iou(boxes[order])
+        suppressed = np.zeros(order.size, dtype=bool)
+        keep = []
+        for i in range(order.size):
+            if not suppressed[i]:
+                keep.append(int(order[i]))
+                suppressed |= iou[i] > thresh
+        return keep
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(0, 120))
+        xy = rng.integers(0, 40, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.integers(0, 25, (n, 2))], axis=1).astype(float)
+        scores = rng.integers(0, 4, n).astype(float)  # many ties
+        thresh = float(rng.choice([0.0, 0.3, 0.5, 0.7, 1.0]))
+        assert box_nms(boxes, scores, thresh).tolist() == greedy(boxes, scores, thresh), trial
 
 
 def _hand_masks():

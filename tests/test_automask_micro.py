@@ -72,9 +72,12 @@ def test_vectorised_filters_equal_per_mask_filters():
                 expect.append((p, m, full, stab))
         assert len(c) == len(expect)
         assert c.boxes.tolist() == [list(e[2]) for e in expect]
-        assert np.allclose(c.stability.numpy(), [e[3] for e in expect])
+        # without a stability filter the scores are left for the survivors, computed when they are materialised
+        assert (c.stability is None) == (stab_t == 0)
         assert np.allclose(c.points, points[[e[0] for e in expect]] + [10, 5])
-        for bm, e in zip(materialize(c, image_hw, 0.0), expect):
+        materialized = materialize(c, image_hw, 0.0, stability_score_offset=1.0)
+        assert np.allclose(c.stability.numpy(), [e[3] for e in expect])
+        for bm, e in zip(materialized, expect):
             up = torch.nn.functional.interpolate(low[e[0], e[1]][None, None], size=crop_hw, mode="bilinear",
                                                  align_corners=False)[0, 0] > 0
             full = np.zeros(image_hw, bool)

@@ -4,12 +4,14 @@ The decoder's low-resolution logits of every prompt of a crop (a 32 x 32 grid gi
 go through the filters as tensors, in slices bounded by an element budget:
 
     predicted-IoU filter (on the scores, before any upsampling)
-    -> bilinear upsampling to the crop -> stability score, binarisation, tight boxes (one pass per slice)
+    -> bilinear upsampling to the crop -> tight boxes from the row and column maxima of the logits, and the
+       stability score where a stability filter asks for it (one pass per slice)
     -> stability filter, empty masks, masks cut by an inner crop edge
-    -> greedy box NMS on the whole batch (one IoU matrix, suppression row by row)
+    -> greedy box NMS on the whole batch (IoU rows of the kept boxes only)
 
-Only the upsampled logits of the masks that survive are computed a second time, to become `BoxedMask`s: no
-per-candidate Python work happens before NMS, and no full-resolution mask of a discarded candidate is kept.
+Only the upsampled logits of the masks that survive are computed a second time, to become `BoxedMask`s (and to
+get their stability scores when no filter needed them earlier): no per-candidate Python work happens before NMS,
+and no full-resolution mask of a discarded candidate is kept.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .amg import BoxedMask, mask_boxes, stability_score
+from .amg import BoxedMask, stability_score
 from .merge import box_nms
 
-__all__ = ["Candidates", "filter_candidates", "batched_nms", "materialize", "near_crop_edge"]
+__all__ = ["Candidates", "filter_candidates", "batched_nms", "materialize", "near_crop_edge", "logit_boxes"]
 
 UPSAMPLE_BUDGET = 1 << 20
 """Upsampled logits (floats) processed at once: 4 MiB in fp32, so that upsampling, the three comparisons and the
@@ -34,14 +36,15 @@ box reductions of a slice run in cache (16 masks at 256 x 256; slices of 256 mas
 class Candidates:
     """Decoded masks of one crop that passed the filters.
 
-    logits (K, h, w) low-resolution logits; ious (K,) predicted IoU; stability (K,); boxes (K, 4) int64 inclusive
+    logits (K, h, w) low-resolution logits; ious (K,) predicted IoU; stability (K,) (None until computed: only a
+    stability filter needs it before NMS, see `stability_of`); boxes (K, 4) int64 inclusive
     xyxy in full-image pixels; points (K, 2) float64 prompt (x, y) in full-image pixels; crop_box exclusive xyxy;
     crop_hw: the crop's (H, W).
     """
 
     logits: torch.Tensor
     ious: torch.Tensor
-    stability: torch.Tensor
+    stability: torch.Tensor | None
     boxes: torch.Tensor
     points: np.ndarray
     crop_box: tuple[int, int, int, int]
@@ -52,7 +55,8 @@ class Candidates:
 
     def take(self, index) -> "Candidates":
         index = torch.as_tensor(index, dtype=torch.long, device=self.ious.device)
-        return Candidates(self.logits[index], self.ious[index], self.stability[index], self.boxes[index],
+        stability = None if self.stability is None else self.stability[index]
+        return Candidates(self.logits[index], self.ious[index], stability, self.boxes[index],
                           self.points[index.cpu().numpy()], self.crop_box, self.crop_hw)
 
 
@@ -88,23 +92,43 @@ def filter_candidates(low_res: torch.Tensor, ious: torch.Tensor, points: np.ndar
     idx = keep.nonzero().flatten()
     logits, scores, prompt_of = logits[idx], scores[idx], prompt_of[idx]
     K = logits.shape[0]
-    stab = torch.zeros(K, device=scores.device)
+    need_stability = stability_score_thresh > 0
+    stab = torch.zeros(K, device=scores.device) if need_stability else None
     boxes = torch.zeros(K, 4, dtype=torch.long, device=scores.device)
     non_empty = torch.zeros(K, dtype=torch.bool, device=scores.device)
     step = max(1, budget // max(1, ch * cw))
     for s in range(0, K, step):
         up = F.interpolate(logits[s:s + step, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
-        stab[s:s + step] = stability_score(up, mask_threshold, stability_score_offset)
-        b, ne = mask_boxes(up > mask_threshold)
-        boxes[s:s + step], non_empty[s:s + step] = b, ne
+        if need_stability:
+            stab[s:s + step] = stability_score(up, mask_threshold, stability_score_offset)
+        boxes[s:s + step], non_empty[s:s + step] = logit_boxes(up, mask_threshold)
     boxes = boxes + torch.as_tensor([x0, y0, x0, y0], device=boxes.device)
     keep = non_empty & ~near_crop_edge(boxes, crop_box, image_hw)
-    if stability_score_thresh > 0:
+    if need_stability:
         keep &= stab >= stability_score_thresh
     idx = keep.nonzero().flatten()
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) + np.array([x0, y0], dtype=np.float64)
-    return Candidates(logits[idx], scores[idx], stab[idx], boxes[idx], pts[prompt_of[idx].cpu().numpy()],
-                      tuple(int(v) for v in crop_box), (int(ch), int(cw)))
+    return Candidates(logits[idx], scores[idx], None if stab is None else stab[idx], boxes[idx],
+                      pts[prompt_of[idx].cpu().numpy()], tuple(int(v) for v in crop_box), (int(ch), int(cw)))
+
+
+def logit_boxes(logits: torch.Tensor, mask_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`amg.mask_boxes(logits > mask_threshold)` without the boolean masks: a row (column) holds a mask pixel
+    exactly when its maximum logit is above the threshold. logits (K, H, W) -> ((K, 4) int64 inclusive xyxy,
+    (K,) bool non-empty); empty masks get (0, 0, 0, 0)."""
+    K, H, W = logits.shape
+    rows = logits.amax(dim=2) > mask_threshold  # (K, H)
+    cols = logits.amax(dim=1) > mask_threshold  # (K, W)
+    non_empty = rows.any(dim=1)
+    ar_h = torch.arange(H, device=logits.device)
+    ar_w = torch.arange(W, device=logits.device)
+    y0 = torch.where(rows, ar_h, H).amin(dim=1)
+    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
+    x0 = torch.where(cols, ar_w, W).amin(dim=1)
+    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    boxes = torch.where(non_empty[:, None], boxes, torch.zeros_like(boxes))
+    return boxes.long(), non_empty
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
@@ -114,18 +138,25 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) ->
 
 
 def materialize(c: Candidates, image_hw: tuple[int, int], mask_threshold: float,
-                budget: int = UPSAMPLE_BUDGET) -> list[BoxedMask]:
-    """The candidates' masks as BoxedMasks (upsampled again, only these)."""
+                budget: int = UPSAMPLE_BUDGET, stability_score_offset: float | None = None) -> list[BoxedMask]:
+    """The candidates' masks as BoxedMasks (upsampled again, only these). With `stability_score_offset` and no
+    stability scores yet, they are computed on the way and stored in `c.stability`."""
     ch, cw = c.crop_hw
     x0, y0 = c.crop_box[0], c.crop_box[1]
     out: list[BoxedMask] = []
     step = max(1, budget // max(1, ch * cw))
     boxes = c.boxes.cpu().numpy()
+    fill = c.stability is None and stability_score_offset is not None
+    stab = torch.zeros(len(c), device=c.ious.device) if fill else None
     for s in range(0, len(c), step):
         up = F.interpolate(c.logits[s:s + step, None], size=(ch, cw), mode="bilinear", align_corners=False)[:, 0]
+        if fill:
+            stab[s:s + step] = stability_score(up, mask_threshold, stability_score_offset)
         masks = (up > mask_threshold).cpu().numpy()
         for j in range(masks.shape[0]):
             bx0, by0, bx1, by1 = (int(v) for v in boxes[s + j])
             pixels = np.ascontiguousarray(masks[j, by0 - y0:by1 - y0 + 1, bx0 - x0:bx1 - x0 + 1])
             out.append(BoxedMask((bx0, by0, bx1, by1), pixels, (int(image_hw[0]), int(image_hw[1]))))
+    if fill:
+        c.stability = stab
     return out

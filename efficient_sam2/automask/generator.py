@@ -458,7 +458,7 @@ class AutomaticMaskGenerator:
         return low_res.float(), ious.float()
 
     def _candidates(self, c: Candidates, image_hw) -> list[_Candidate]:
-        masks = materialize(c, image_hw, self.mask_threshold)
+        masks = materialize(c, image_hw, self.mask_threshold, stability_score_offset=self.stability_score_offset)
         ious, stab = c.ious.tolist(), c.stability.tolist()
         out = []
         for k, bm in enumerate(masks):
