@@ -155,6 +155,28 @@ def test_click_seed_radius_is_checked_recorded_and_kept_on_resume(data, tmp_path
     assert main(args + ["--resume"]) == 0, capsys.readouterr().err
 
 
+def test_box_seeds_and_single_output_are_the_models_recorded_and_kept_on_resume(data, tmp_path, capsys):
+    import json
+
+    own = PromptTuner(build_sam2("micro", image_size=64), _config(data, tmp_path / "own", distill_videos=0),
+                      progress=False)
+    assert own.config.box_seeds is True and own.config.single_output_from_best is True  # the micro config's
+    with pytest.raises(ValueError, match="box_seeds"):
+        PromptTuner(build_sam2("micro", image_size=64), _config(data, tmp_path / "o", distill_videos=0,
+                                                                box_seeds=False), progress=False)
+    out = tmp_path / "plain"
+    args = ["train-prompts", "--image-data", data[1], "--video-data", data[0], "--out", str(out), "--steps", "2",
+            "--image-batch", "1", "--image-instances", "2", "--distill-videos", "0", "--no-progress",
+            "--box-seeds", "off", "--single-output", "token"]
+    assert main(args) == 0, capsys.readouterr().err
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["box_seeds"] is False and saved["single_output_from_best"] is False
+    args[args.index("--steps") + 1] = "3"
+    rc = main(args[:-1] + ["best", "--resume"])
+    assert rc == 2 and "single_output_from_best" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+
+
 def test_distill_from_records_the_teachers_tracking(data, tmp_path, capsys):
     """A second stage starts from tuned weights but holds the original model's tracking: the recorded calls are
     the teacher's (they replay exactly on the teacher, not on the start), and a missing teacher file is refused."""

@@ -69,6 +69,13 @@ def register(subparsers) -> None:
                    help="draw every positive click into the mask prompt as a disk of this radius (input pixels) "
                         "when no mask prompt is given (default: the model's own: 12 for micro, 0 = off for Meta's models); "
                         "models tuned with it must be built with it (build_sam2(..., click_seed_radius=R))")
+    p.add_argument("--box-seeds", choices=("on", "off"), default=None,
+                   help="draw a box prompt into the seeds as the filled box (default: the model's own: on for micro, "
+                        "off for Meta's models; models tuned with it must be built with it)")
+    p.add_argument("--single-output", choices=("token", "best"), default=None,
+                   help="one-mask decoder calls on clicks or a box (the box and correction rounds): SAM 2's "
+                        "single-mask token, or the best-scored multimask output (default: the model's own: best for "
+                        "micro, token for Meta's models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -87,6 +94,10 @@ def run(args) -> int:
             val_every=args.val_every, val_videos=args.val_videos, save_every=args.save_every, seed=args.seed, threads=args.threads)
         config.check()
         overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}
+        if args.box_seeds is not None:
+            overrides["box_seeds"] = args.box_seeds == "on"
+        if args.single_output is not None:
+            overrides["single_output_from_best"] = args.single_output == "best"
         model = build_sam2(args.model, checkpoint=args.checkpoint, **overrides)
         config.click_seed_radius = model.cfg.click_seed_radius
         print(f"prompt tuning {args.model} ({model.weights_source} weights); writing to {args.out}", file=sys.stderr)
