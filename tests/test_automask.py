@@ -654,3 +654,58 @@ def test_cli_bad_inputs(tiny_ckpt, tmp_path, capsys, monkeypatch):
     fails(base + ["--checkpoint", tiny_ckpt, "--output", str(tmp_path / "o7"), "--prompting", "attention"],
           "pip install efficient-sam2[automask]")
     assert not any(os.path.exists(tmp_path / f"o{i}") for i in range(1, 8))
+
+
+def test_mask_nms_equals_greedy_nms_on_mask_iou():
+    """`batched.mask_nms` (chunked matrix products) keeps what the textbook greedy rule on the low-resolution
+    masks' IoU keeps, in the same order: random blob masks with ties in the scores, chunks smaller than the
+    candidate count, and thresholds from 0 to 1."""
+    from efficient_sam2.automask.batched import mask_nms
+
+    def greedy(logits, scores, thresh):
+        masks = (logits > 0).flatten(1).numpy()
+        order = np.argsort(-scores.numpy().astype(np.float64), kind="stable")
+        keep = []
+        for i in order:
+            ok = True
+            for k in keep:
+                inter = (masks[i] & masks[k]).sum()
+                union = (masks[i] | masks[k]).sum()
+                if union > 0 and inter / union > thresh:
+                    ok = False
+                    break
+            if ok:
+                keep.append(int(i))
+        return keep
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:16, 0:16]
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        cx, cy, r = rng.uniform(0, 16, n), rng.uniform(0, 16, n), rng.uniform(1, 8, n)
+        logits = torch.from_numpy(np.stack([r[k] - np.hypot(xx - cx[k], yy - cy[k]) for k in range(n)])).float()
+        scores = torch.from_numpy(rng.integers(0, 5, n).astype(np.float32))
+        thresh = float(rng.choice([0.0, 0.3, 0.5, 0.7, 1.0]))
+        got = mask_nms(logits, scores, thresh, chunk=int(rng.integers(1, 20))).tolist()
+        assert got == greedy(logits, scores, thresh), trial
+    assert mask_nms(torch.zeros(0, 4, 4), torch.zeros(0), 0.5).numel() == 0
+
+
+def test_grid_merge_default_is_the_models():
+    from efficient_sam2.automask.generator import default_grid_merge
+    from efficient_sam2.build import build_sam2
+    from efficient_sam2.configs import get_config
+
+    assert default_grid_merge(get_config("micro")) == "mask-nms"  # measured (BENCHMARKS.md "Mask NMS")
+    assert default_grid_merge(get_config("sam2.1_hiera_tiny")) == "nms"  # SAM's
+    model = build_sam2("micro", weights="random", image_size=64)
+    assert AutomaticMaskGenerator(model, "grid", points_per_side=4).merge == "mask-nms"
+    assert AutomaticMaskGenerator(model, "grid", points_per_side=4, merge="nms").merge == "nms"
+    assert AutomaticMaskGenerator(model, "attention").merge == "union-find"
+    gen = AutomaticMaskGenerator(model, "grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert gen.settings()["merge"] == "mask-nms" and gen.settings()["merge_thresh"] == 0.5
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    for merge in ("nms", "mask-nms"):
+        res = AutomaticMaskGenerator(model, "grid", points_per_side=4, merge=merge, pred_iou_thresh=0.0,
+                                     stability_score_thresh=0.0).generate_result(image)
+        assert all(m["num_merged"] == 1 for m in res.masks)

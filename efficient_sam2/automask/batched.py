@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from .amg import BoxedMask, stability_score
 from .merge import box_nms
 
-__all__ = ["Candidates", "filter_candidates", "batched_nms", "materialize", "near_crop_edge", "logit_boxes"]
+__all__ = ["Candidates", "filter_candidates", "batched_nms", "mask_nms", "materialize", "near_crop_edge",
+           "logit_boxes"]
 
 UPSAMPLE_BUDGET = 1 << 20
 """Upsampled logits (floats) processed at once: 4 MiB in fp32, so that upsampling, the three comparisons and the
@@ -135,6 +136,43 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) ->
     """`merge.box_nms` on tensors: greedy box NMS of (K, 4) xyxy boxes. Returns kept indices (int64), highest
     score first."""
     return torch.from_numpy(box_nms(boxes.double().cpu().numpy(), scores.double().cpu().numpy(), iou_thresh))
+
+
+def mask_nms(logits: torch.Tensor, scores: torch.Tensor, iou_thresh: float, mask_threshold: float = 0.0,
+             chunk: int = 256) -> torch.Tensor:
+    """Greedy NMS on mask IoU: visit masks by decreasing score (ties: lower index first) and keep a mask unless its
+    IoU with a mask already kept is > iou_thresh. The IoU is that of the low-resolution masks (logits (K, h, w) >
+    mask_threshold, the decoder's 4E x 4E grid), a close stand-in for the upsampled masks' at a fraction of the
+    cost. Candidates are taken `chunk` at a time: one matrix product against the kept masks, one within the chunk,
+    then the greedy rule inside the chunk. Returns kept indices (int64), highest score first."""
+    K = int(scores.shape[0])
+    if K == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.from_numpy(np.argsort(-scores.double().cpu().numpy(), kind="stable"))
+    masks = (logits.cpu()[order] > mask_threshold).flatten(1).float()  # (K, P)
+    area = masks.sum(dim=1)
+
+    def iou(a, area_a, b, area_b):
+        inter = a @ b.T
+        union = area_a[:, None] + area_b[None, :] - inter
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+
+    kept_rows: list[int] = []
+    kept, kept_area = masks[:0], area[:0]
+    for s in range(0, K, chunk):
+        block, block_area = masks[s:s + chunk], area[s:s + chunk]
+        suppressed = (iou(kept, kept_area, block, block_area) > iou_thresh).any(dim=0)
+        within = iou(block, block_area, block, block_area) > iou_thresh
+        new = []
+        for j in range(block.shape[0]):
+            if suppressed[j]:
+                continue
+            new.append(j)
+            suppressed |= within[j]
+        kept = torch.cat([kept, block[new]])
+        kept_area = torch.cat([kept_area, block_area[new]])
+        kept_rows += [s + j for j in new]
+    return order[torch.as_tensor(kept_rows, dtype=torch.long)]
 
 
 def materialize(c: Candidates, image_hw: tuple[int, int], mask_threshold: float,

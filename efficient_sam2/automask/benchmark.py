@@ -83,9 +83,11 @@ def standard_methods(random_points: int = 1024) -> dict[str, dict]:
 
 
 def ablation_methods() -> dict[str, dict]:
-    """Table 3: grid 32 x 32 or attention (low_latency) prompts x NMS or union-find merging."""
+    """Table 3: grid 32 x 32 or attention (low_latency) prompts x NMS or union-find merging (and mask NMS after
+    the grid)."""
     return {
         "grid 32x32 + NMS": dict(prompting="grid", points_per_side=32, merge="nms"),
+        "grid 32x32 + mask-NMS": dict(prompting="grid", points_per_side=32, merge="mask-nms"),
         "grid 32x32 + union-find": dict(prompting="grid", points_per_side=32, merge="union-find"),
         "attention + NMS": dict(prompting="attention", preset="low_latency", merge="nms"),
         "attention + union-find": dict(prompting="attention", preset="low_latency", merge="union-find"),

@@ -38,14 +38,14 @@ from ..modeling.sam2 import SAM2Model
 from ..predictors.image import ImagePredictor
 from . import attention_prompts as ap
 from .amg import BoxedMask, clean_small_regions
-from .batched import Candidates, batched_nms, filter_candidates, materialize
+from .batched import Candidates, batched_nms, filter_candidates, mask_nms, materialize
 from .grid import build_layer_point_grids, crop_points, generate_crop_boxes
 from .merge import box_nms, boxed_merge_groups
 
 __all__ = ["AutomaticMaskGenerator", "AutomaskResult", "PROMPTINGS", "MERGES", "OUTPUT_MODES", "STAGES"]
 
 PROMPTINGS = ("grid", "attention")
-MERGES = ("nms", "union-find")
+MERGES = ("nms", "mask-nms", "union-find")
 OUTPUT_MODES = ("coco_rle", "uncompressed_rle", "binary_mask")
 STAGES = ("load", "embedding", "attention", "clustering", "decoding", "merging", "encoding")
 DEFAULT_MERGE_THRESH = 0.5
@@ -59,6 +59,24 @@ MODEL_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 """Per model (config name), filters chosen by measurement where SAM's would drop good masks (the micro model's
 IoU head is calibrated on synthetic data and its logits are softer); see BENCHMARKS.md "Automatic masks"."""
+
+
+MODEL_GRID_MERGE: dict[str, str] = {
+    # `automask data/images_val --benchmark` on the stage c weights: greedy NMS on mask IoU (0.5) instead of box
+    # NMS (0.7) keeps about as many masks and covers far more instances (grid 32 x 32, BENCHMARKS.md "Mask NMS"):
+    # the micro model's candidates are good (the best of them covers 51 / 60 / 46 % of the instances) but box NMS
+    # drops nested and overlapping objects whose boxes coincide.
+    "sam2.1_hiera_micro": "mask-nms",
+}
+"""Per model (config name), the default de-duplication of grid prompting where measurement chose another than
+SAM's box NMS."""
+
+
+def default_grid_merge(model) -> str:
+    """The de-duplication grid prompting uses when the caller gives none: "nms" (SAM's), or the model's measured
+    choice (`MODEL_GRID_MERGE`)."""
+    cfg = getattr(model, "cfg", model)
+    return MODEL_GRID_MERGE.get(getattr(cfg, "name", None), "nms")
 
 
 def default_thresholds(model) -> dict[str, float]:
@@ -175,8 +193,11 @@ class AutomaticMaskGenerator:
         block, head: which global-attention block (0-based index in the trunk) and head to read (default:
             `attention_prompts.default_attention_site`, the first global block, head 2).
         attention_chunk: query rows per softmax chunk when computing the attention.
-        merge: "nms" or "union-find" (default: nms for grid, union-find for attention).
-        merge_thresh: union-find threshold on the intersection over the smaller mask (default 0.5).
+        merge: "nms" (box NMS), "mask-nms" (greedy NMS on the masks' IoU, see `batched.mask_nms`) or "union-find"
+            (default: union-find for attention; for grid the model's `default_grid_merge`: box NMS as SAM, mask
+            NMS for the micro model).
+        merge_thresh: union-find threshold on the intersection over the smaller mask, or the mask IoU above which
+            mask NMS drops the lower-scored mask (default 0.5).
     """
 
     def __init__(
@@ -218,7 +239,8 @@ class AutomaticMaskGenerator:
             raise ValueError(f"prompting must be one of {PROMPTINGS}, got {prompting!r}")
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
-        merge = merge if merge is not None else ("nms" if prompting == "grid" else "union-find")
+        if merge is None:
+            merge = default_grid_merge(getattr(model, "model", model)) if prompting == "grid" else "union-find"
         defaults = default_thresholds(model)
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
@@ -318,6 +340,8 @@ class AutomaticMaskGenerator:
         }
         if self.merge == "nms":
             s.update(box_nms_thresh=self.box_nms_thresh, crop_nms_thresh=self.crop_nms_thresh)
+        elif self.merge == "mask-nms":
+            s.update(merge_thresh=self.merge_thresh, crop_nms_thresh=self.crop_nms_thresh)
         else:
             s["merge_thresh"] = self.merge_thresh
         if self.prompting == "grid":
@@ -472,14 +496,18 @@ class AutomaticMaskGenerator:
 
     def _deduplicate(self, per_crop: list[Candidates], image_hw, multi_crop: bool) -> list[dict]:
         """Filtered candidates of every crop -> kept masks as dicts {mask, iou, stability, points, crop_box,
-        num_merged}. NMS runs on the whole batch of a crop's boxes before any mask is materialised; small-region
-        clean-up (min_mask_region_area) runs on the survivors, which then go through NMS once more (as SAM does)."""
-        if self.merge == "nms":
+        num_merged}. NMS (on boxes, or on the low-resolution masks) runs on the whole batch of a crop before any mask
+        is materialised; small-region clean-up (min_mask_region_area) runs on the survivors, which then go through
+        box NMS once more (as SAM does); across crops, box NMS preferring smaller crops."""
+        if self.merge in ("nms", "mask-nms"):
             survivors: list[_Candidate] = []
             for c in per_crop:
                 if len(c) == 0:
                     continue
-                keep = batched_nms(c.boxes, c.ious, self.box_nms_thresh)
+                if self.merge == "nms":
+                    keep = batched_nms(c.boxes, c.ious, self.box_nms_thresh)
+                else:
+                    keep = mask_nms(c.logits, c.ious, self.merge_thresh, self.mask_threshold)
                 kept = self._candidates(c.take(keep), image_hw)
                 if self.min_mask_region_area > 0 and kept:
                     again = box_nms(np.array([k.mask.box for k in kept], dtype=np.float64),

@@ -84,11 +84,12 @@ def register(subparsers) -> None:
     d.add_argument("--single-mask", action="store_true",
                    help="decode one mask per point instead of three (multimask)")
     d.add_argument("--merge", choices=MERGES, default=None,
-                   help="duplicate removal: nms (box NMS) or union-find (merge masks whose intersection over the "
-                        "smaller mask passes --merge-thresh); default: nms for grid, union-find for attention")
+                   help="duplicate removal: nms (box NMS), mask-nms (NMS on the masks' IoU) or union-find (merge "
+                        "masks whose intersection over the smaller mask passes --merge-thresh); default: union-find "
+                        "for attention; for grid nms, or the model's measured choice (mask-nms for micro)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
-                   help="threshold of the chosen merge: box IoU for nms (default 0.7), intersection over the "
-                        "smaller mask for union-find (default 0.5)")
+                   help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
+                        "(default 0.5), intersection over the smaller mask for union-find (default 0.5)")
     d.add_argument("--min-region-area", type=int, default=0, metavar="N",
                    help="fill holes and remove islands smaller than N pixels in every mask; 0: off (default: %(default)s)")
     d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
@@ -174,7 +175,7 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
     _atomic_write_bytes(path, buf.getvalue())
 
 
-def _generator_kwargs(args, prompting: str) -> dict:
+def _generator_kwargs(args, prompting: str, model=None) -> dict:
     kw = dict(
         points_per_side=args.points_per_side,
         points_per_batch=args.points_per_batch,
@@ -194,7 +195,9 @@ def _generator_kwargs(args, prompting: str) -> dict:
         block=args.block,
         head=args.head,
     )
-    merge = args.merge or ("nms" if prompting == "grid" else "union-find")
+    from ..automask.generator import default_grid_merge
+
+    merge = args.merge or (default_grid_merge(model) if prompting == "grid" else "union-find")
     if args.merge_thresh is not None:
         kw["box_nms_thresh" if merge == "nms" else "merge_thresh"] = args.merge_thresh
     return kw
@@ -350,7 +353,7 @@ def run(args) -> int:
     generators = {}
     for m in methods:
         try:
-            generators[m] = AutomaticMaskGenerator(model, m, **_generator_kwargs(args, m))
+            generators[m] = AutomaticMaskGenerator(model, m, **_generator_kwargs(args, m, model))
         except (ValueError, ap.AutomaskDependencyError) as e:
             return _error(f"{m} prompting: {e}")
 
