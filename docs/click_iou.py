@@ -40,79 +40,67 @@ def interior_pixel(mask: np.ndarray) -> tuple[int, int]:
     return int(ys[k]), int(xs[k])
 
 
-def click_results(predictor, data: str, images_per_subset: int = 8) -> dict[str, list[tuple[float, float, int]]]:
-    """Per subset of `data`, one (best-of-three IoU, IoU of the top-ranked output, area of the first output) per
-    clicked instance: a click at `interior_pixel` of every instance of at least 30 pixels."""
+def _instances(predictor, data: str, images_per_subset: int):
+    """Yield (subset, ground-truth mask) for every instance of at least 30 pixels of the first `images_per_subset`
+    images of each subset of `data`, with the predictor already set to that image."""
     root = os.path.join(data, "JPEGImages")
-    out = {}
     for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
-        rows = out.setdefault(subset, [])
         for path in sorted(glob.glob(os.path.join(root, subset, "*.jpg")))[:images_per_subset]:
             ann = os.path.join(data, "Annotations", subset, os.path.splitext(os.path.basename(path))[0] + ".png")
             ids = read_palette_mask(ann)[0]
             predictor.set_image(path)
             for v in np.unique(ids):
                 gt = ids == v
-                if v == 255 or gt.sum() < 30:
-                    continue
-                y, x = interior_pixel(gt)
-                masks, scores, _ = predictor.predict(np.array([[x + 0.5, y + 0.5]]), np.array([1]))
-                ious = [float((m & gt).sum() / max((m | gt).sum(), 1)) for m in masks]
-                rows.append((max(ious), ious[int(np.argmax(scores))], int(masks[0].sum())))
+                if v != 255 and gt.sum() >= 30:
+                    yield subset, gt
+
+
+def _iou(mask: np.ndarray, gt: np.ndarray) -> float:
+    return float((mask & gt).sum() / max((mask | gt).sum(), 1))
+
+
+def click_results(predictor, data: str, images_per_subset: int = 8) -> dict[str, list[tuple[float, float, int]]]:
+    """Per subset of `data`, one (best-of-three IoU, IoU of the top-ranked output, area of the first output) per
+    clicked instance: a click at `interior_pixel` of every instance of at least 30 pixels."""
+    out: dict[str, list] = {}
+    for subset, gt in _instances(predictor, data, images_per_subset):
+        y, x = interior_pixel(gt)
+        masks, scores, _ = predictor.predict(np.array([[x + 0.5, y + 0.5]]), np.array([1]))
+        ious = [_iou(m, gt) for m in masks]
+        out.setdefault(subset, []).append((max(ious), ious[int(np.argmax(scores))], int(masks[0].sum())))
     return out
 
 
 def box_results(predictor, data: str, images_per_subset: int = 8) -> dict[str, list[float]]:
     """Per subset of `data`, the IoU of the single mask a box alone gives (the instance's tight box, every
     instance of at least 30 pixels)."""
-    root = os.path.join(data, "JPEGImages")
-    out = {}
-    for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
-        rows = out.setdefault(subset, [])
-        for path in sorted(glob.glob(os.path.join(root, subset, "*.jpg")))[:images_per_subset]:
-            ann = os.path.join(data, "Annotations", subset, os.path.splitext(os.path.basename(path))[0] + ".png")
-            ids = read_palette_mask(ann)[0]
-            predictor.set_image(path)
-            for v in np.unique(ids):
-                gt = ids == v
-                if v == 255 or gt.sum() < 30:
-                    continue
-                ys, xs = np.nonzero(gt)
-                box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-                mask = predictor.predict(box=box, multimask_output=False)[0][0]
-                rows.append(float((mask & gt).sum() / max((mask | gt).sum(), 1)))
+    out: dict[str, list] = {}
+    for subset, gt in _instances(predictor, data, images_per_subset):
+        ys, xs = np.nonzero(gt)
+        box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+        mask = predictor.predict(box=box, multimask_output=False)[0][0]
+        out.setdefault(subset, []).append(_iou(mask, gt))
     return out
 
 
 def correction_results(predictor, data: str, images_per_subset: int = 8) -> dict[str, list[tuple[float, float]]]:
     """Per subset of `data`, (IoU of the first click's top-ranked mask, IoU after one correction click) per
     instance of at least 30 pixels; an instance whose first mask is off by fewer than 5 pixels keeps its IoU."""
-    root = os.path.join(data, "JPEGImages")
-    out = {}
-    for subset in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
-        rows = out.setdefault(subset, [])
-        for path in sorted(glob.glob(os.path.join(root, subset, "*.jpg")))[:images_per_subset]:
-            ann = os.path.join(data, "Annotations", subset, os.path.splitext(os.path.basename(path))[0] + ".png")
-            ids = read_palette_mask(ann)[0]
-            predictor.set_image(path)
-            for v in np.unique(ids):
-                gt = ids == v
-                if v == 255 or gt.sum() < 30:
-                    continue
-                y, x = interior_pixel(gt)
-                first = np.array([[x + 0.5, y + 0.5]])
-                masks, scores, low = predictor.predict(first, np.array([1]))
-                top = int(np.argmax(scores))
-                iou1 = float((masks[top] & gt).sum() / max((masks[top] | gt).sum(), 1))
-                error = masks[top] ^ gt
-                if error.sum() < 5:
-                    rows.append((iou1, iou1))
-                    continue
-                ey, ex = interior_pixel(error)
-                mask = predictor.predict(np.concatenate([first, [[ex + 0.5, ey + 0.5]]]),
-                                         np.array([1, int(gt[ey, ex])]), mask_input=low[top][None],
-                                         multimask_output=False)[0][0]
-                rows.append((iou1, float((mask & gt).sum() / max((mask | gt).sum(), 1))))
+    out: dict[str, list] = {}
+    for subset, gt in _instances(predictor, data, images_per_subset):
+        y, x = interior_pixel(gt)
+        first = np.array([[x + 0.5, y + 0.5]])
+        masks, scores, low = predictor.predict(first, np.array([1]))
+        top = int(np.argmax(scores))
+        iou1 = _iou(masks[top], gt)
+        error = masks[top] ^ gt
+        if error.sum() < 5:
+            out.setdefault(subset, []).append((iou1, iou1))
+            continue
+        ey, ex = interior_pixel(error)
+        mask = predictor.predict(np.concatenate([first, [[ex + 0.5, ey + 0.5]]]), np.array([1, int(gt[ey, ex])]),
+                                 mask_input=low[top][None], multimask_output=False)[0][0]
+        out.setdefault(subset, []).append((iou1, _iou(mask, gt)))
     return out
 
 

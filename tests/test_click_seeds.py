@@ -196,53 +196,52 @@ def test_automask_batched_decoding_uses_the_seeds():
             assert np.allclose(ious[k].numpy(), scores, atol=1e-4)
 
 
-def test_bundled_micro_follows_clicks_on_held_out_images(tmp_path):
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """docs/click_iou.py as a module, and two held-out `synth --images` images per subset."""
+    import importlib.util
+    import os
+
+    from efficient_sam2.data.images import write_images
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "click_iou.py")
+    spec = importlib.util.spec_from_file_location("click_iou", path)
+    click_iou = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(click_iou)
+    root = tmp_path_factory.mktemp("held_out_images")
+    write_images(root, 2, "val", 0, progress=False)
+    return click_iou, str(root)
+
+
+def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
     """One click at the deepest pixel of each instance of two held-out `synth --images` images per subset
     (docs/click_iou.py's rule): the best of the three outputs reaches mean IoU 0.46 over the 40 instances with the
     shipped weights (0.50 / 0.57 / 0.34 instances / salient / camouflaged), about 0.06 before click seeds. The
     bar catches a model that ignores where the click is again (masks that do not change with the click)."""
-    import os
-    import sys
-
     from efficient_sam2.build import build_sam2_image_predictor
-    from efficient_sam2.data.images import write_images
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "docs"))
-    try:
-        from click_iou import click_results
-    finally:
-        sys.path.pop(0)
+    click_iou, data = held_out
     torch.set_num_threads(1)
-    write_images(tmp_path, 2, "val", 0, progress=False)
-    rows = [r for rs in click_results(build_sam2_image_predictor("micro"), str(tmp_path), 2).values() for r in rs]
+    rows = [r for rs in click_iou.click_results(build_sam2_image_predictor("micro"), data, 2).values() for r in rs]
     best, areas = [r[0] for r in rows], [r[2] for r in rows]
     assert len(best) == 40
     assert np.mean(best) >= 0.3, np.mean(best)
     assert len(set(areas)) > len(areas) // 2  # different clicks, different masks
 
 
-def test_bundled_micro_answers_a_box_alone_on_held_out_images(tmp_path):
+def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
     """The tight box of each instance of two held-out images per subset, as the only prompt, one mask asked for
     (docs/click_iou.py `box_results`): mean IoU 0.54 over the 40 instances with the shipped weights, the box seed
     and the best multimask output (0.51 / 0.63 / 0.55 instances / salient / camouflaged); 0.000 with both switches
     off (the micro model's single-mask output on a frame without memory is empty), 0.06 / 0.00 with only one.
     (The weights before stage c, not trained with the switches, gave 0.25 with both.)"""
-    import os
-    import sys
-
     from efficient_sam2.build import build_sam2_image_predictor
-    from efficient_sam2.data.images import write_images
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "docs"))
-    try:
-        from click_iou import box_results
-    finally:
-        sys.path.pop(0)
+    click_iou, data = held_out
     torch.set_num_threads(1)
-    write_images(tmp_path, 2, "val", 0, progress=False)
-    on = [r for rs in box_results(build_sam2_image_predictor("micro"), str(tmp_path), 2).values() for r in rs]
+    on = [r for rs in click_iou.box_results(build_sam2_image_predictor("micro"), data, 2).values() for r in rs]
     off = build_sam2_image_predictor("micro", box_seeds=False, single_output_from_best=False)
-    off = [r for rs in box_results(off, str(tmp_path), 2).values() for r in rs]
+    off = [r for rs in click_iou.box_results(off, data, 2).values() for r in rs]
     assert len(on) == len(off) == 40
     assert np.mean(on) >= 0.4, np.mean(on)
     assert np.mean(off) < 0.05, np.mean(off)

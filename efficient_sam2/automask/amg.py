@@ -22,6 +22,7 @@ from ..io.masks import encode_rle
 __all__ = [
     "stability_score",
     "mask_boxes",
+    "projection_boxes",
     "BoxedMask",
     "box_near_crop_edge",
     "remove_small_regions",
@@ -46,12 +47,17 @@ def mask_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Empty masks get the box (0, 0, 0, 0) and non_empty False.
     """
-    K, H, W = masks.shape
-    rows = masks.any(dim=2)  # (K, H)
-    cols = masks.any(dim=1)  # (K, W)
+    return projection_boxes(masks.any(dim=2), masks.any(dim=1))
+
+
+def projection_boxes(rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight boxes from the masks' row and column projections: rows (K, H) and cols (K, W) bool, True where the
+    row / column holds a mask pixel. Returns ((K, 4) int64 inclusive xyxy, (K,) bool non-empty); empty masks get
+    (0, 0, 0, 0)."""
+    H, W = rows.shape[1], cols.shape[1]
     non_empty = rows.any(dim=1)
-    ar_h = torch.arange(H, device=masks.device)
-    ar_w = torch.arange(W, device=masks.device)
+    ar_h = torch.arange(H, device=rows.device)
+    ar_w = torch.arange(W, device=cols.device)
     y0 = torch.where(rows, ar_h, H).amin(dim=1)
     y1 = torch.where(rows, ar_h, -1).amax(dim=1)
     x0 = torch.where(cols, ar_w, W).amin(dim=1)

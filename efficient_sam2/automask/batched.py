@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .amg import BoxedMask, stability_score
+from .amg import BoxedMask, projection_boxes, stability_score
 from .merge import box_nms
 
 __all__ = ["Candidates", "filter_candidates", "batched_nms", "mask_nms", "materialize", "near_crop_edge",
@@ -117,19 +117,7 @@ def logit_boxes(logits: torch.Tensor, mask_threshold: float) -> tuple[torch.Tens
     """`amg.mask_boxes(logits > mask_threshold)` without the boolean masks: a row (column) holds a mask pixel
     exactly when its maximum logit is above the threshold. logits (K, H, W) -> ((K, 4) int64 inclusive xyxy,
     (K,) bool non-empty); empty masks get (0, 0, 0, 0)."""
-    K, H, W = logits.shape
-    rows = logits.amax(dim=2) > mask_threshold  # (K, H)
-    cols = logits.amax(dim=1) > mask_threshold  # (K, W)
-    non_empty = rows.any(dim=1)
-    ar_h = torch.arange(H, device=logits.device)
-    ar_w = torch.arange(W, device=logits.device)
-    y0 = torch.where(rows, ar_h, H).amin(dim=1)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1)
-    x0 = torch.where(cols, ar_w, W).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    boxes = torch.where(non_empty[:, None], boxes, torch.zeros_like(boxes))
-    return boxes.long(), non_empty
+    return projection_boxes(logits.amax(dim=2) > mask_threshold, logits.amax(dim=1) > mask_threshold)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:

@@ -240,7 +240,7 @@ class AutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if merge is None:
-            merge = default_grid_merge(getattr(model, "model", model)) if prompting == "grid" else "union-find"
+            merge = default_grid_merge(model) if prompting == "grid" else "union-find"
         defaults = default_thresholds(model)
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
