@@ -13,7 +13,7 @@ import torch
 from efficient_sam2 import build_sam2
 from efficient_sam2.automask import attention_prompts as ap
 from efficient_sam2.automask.amg import box_near_crop_edge, mask_boxes, stability_score
-from efficient_sam2.automask.batched import batched_nms, filter_candidates, materialize
+from efficient_sam2.automask.batched import batched_nms, filter_candidates, materialize, nonempty_after_upsampling
 from efficient_sam2.automask.generator import AutomaticMaskGenerator
 from efficient_sam2.cli import main
 from efficient_sam2.configs import get_config
@@ -83,6 +83,71 @@ def test_vectorised_filters_equal_per_mask_filters():
             full = np.zeros(image_hw, bool)
             full[5:45, 10:60] = up.numpy()
             assert np.array_equal(bm.to_full(), full)
+
+
+def test_emptiness_on_low_res_logits_is_exact():
+    """`nonempty_after_upsampling` against upsampling every mask: hand-made cases where the rules on the low-res
+    logits could go wrong (an isolated positive pixel that vanishes after upsampling, one that does not, values a
+    hair above the threshold, a block just at it), random smooth and noisy logits, odd output sizes, downsampling
+    and 1-pixel-high logits (where the 2 x 2 rule does not apply)."""
+    F = torch.nn.functional
+
+    def brute(logits, size, thr):
+        up = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)
+        return up.flatten(1).amax(dim=1) > thr
+
+    x = torch.full((6, 8, 8), -1.0)
+    x[0, 4, 4] = 0.2  # upsampled 4x its peak is 0.875^2 * 0.2 - (1 - 0.875^2) * 1 < 0: empty
+    x[1, 4, 4] = 0.5  # survives the blur
+    x[2, 2:4, 2:4] = 1e-7  # a 2 x 2 block a hair above 0: inside the rounding margin, upsampled exactly
+    x[3, 2:4, 2:4] = 0.0  # at the threshold: empty (> is strict)
+    x[4] = 2.0  # everything
+    # x[5] stays below: empty
+    for size in ((32, 32), (33, 45), (8, 8), (5, 7), (100, 9)):
+        got = nonempty_after_upsampling(x, size, 0.0)
+        assert torch.equal(got, brute(x, size, 0.0)), size
+    assert nonempty_after_upsampling(x, (32, 32), 0.0).tolist() == [False, True, True, False, True, False]
+    g = torch.Generator().manual_seed(0)
+    smooth = F.interpolate(torch.randn(300, 1, 4, 4, generator=g) * 3 - 2, size=(16, 16), mode="bilinear",
+                           align_corners=False)[:, 0]
+    noisy = torch.randn(300, 16, 16, generator=g) * 2 - 3
+    for logits in (smooth, noisy, torch.randn(40, 1, 16, generator=g)):
+        for size in ((64, 64), (61, 70), (12, 20), (1, 64)):
+            for thr in (0.0, -0.5, 1.0):
+                assert torch.equal(nonempty_after_upsampling(logits, size, thr, budget=4096),
+                                   brute(logits, size, thr)), (tuple(logits.shape), size, thr)
+    assert nonempty_after_upsampling(x[:0], (32, 32), 0.0).shape == (0,)
+
+
+def test_filters_without_boxes_keep_the_same_masks():
+    """`filter_candidates(boxes=False)` on a whole-image crop skips the upsampling pass: the same candidates, no
+    boxes until `materialize` computes them (equal to the boxes of the full pass, and to the masks' own boxes);
+    where a stability filter or an inner crop edge needs the pass, boxes come anyway."""
+    torch.manual_seed(1)
+    low = torch.nn.functional.interpolate(torch.randn(12 * 3, 1, 4, 4) * 4 - 1, size=(16, 16), mode="bilinear",
+                                          align_corners=False).reshape(12, 3, 16, 16)
+    low[0, 0] = -20
+    low[2, 1] = -20
+    low[2, 1, 7, 7] = 0.3  # non-empty at 16 x 16, empty once upsampled to 50 x 40
+    ious = torch.rand(12, 3)
+    points = np.random.default_rng(2).uniform(0, 40, (12, 2))
+    hw = (50, 40)
+    kw = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, stability_score_offset=1.0, mask_threshold=0.0)
+    full = filter_candidates(low, ious, points, (0, 0, 40, 50), hw, hw, **kw)
+    lazy = filter_candidates(low, ious, points, (0, 0, 40, 50), hw, hw, boxes=False, **kw)
+    assert lazy.boxes is None and full.boxes is not None
+    assert 0 < len(lazy) == len(full) < 36
+    assert torch.equal(lazy.logits, full.logits) and torch.equal(lazy.ious, full.ious)
+    assert np.array_equal(lazy.points, full.points)
+    sub = lazy.take(torch.arange(len(lazy) - 1, -1, -2))
+    assert sub.boxes is None
+    masks = materialize(sub, hw, 0.0)
+    assert torch.equal(sub.boxes, full.boxes[torch.arange(len(full) - 1, -1, -2)])
+    assert [list(m.box) for m in masks] == sub.boxes.tolist()
+    # a crop that is not the whole image, or a stability filter: the full pass runs and gives boxes
+    assert filter_candidates(low, ious, points, (0, 0, 40, 30), (30, 40), hw, boxes=False, **kw).boxes is not None
+    kw["stability_score_thresh"] = 0.5
+    assert filter_candidates(low, ious, points, (0, 0, 40, 50), hw, hw, boxes=False, **kw).boxes is not None
 
 
 def test_attention_settings_are_read_per_model(micro):

@@ -447,7 +447,7 @@ class AutomaticMaskGenerator:
         cands = filter_candidates(
             low_res, scores, points, crop_box, (ch, cw), rgb.shape[:2], pred_iou_thresh=self.pred_iou_thresh,
             stability_score_thresh=self.stability_score_thresh, stability_score_offset=self.stability_score_offset,
-            mask_threshold=self.mask_threshold,
+            mask_threshold=self.mask_threshold, boxes=self.merge == "nms",
         )
         clock.t["decoding"] += clock.now() - t0
         return cands, len(points), info
