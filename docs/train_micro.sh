@@ -113,16 +113,17 @@ efficient-sam2 train-prompts --image-data "$DATA/images_train" --video-data "$DA
 #     a) clicks only (no boxes), no distillation: the decoder learns the seeds; tracking falls (dense J&F 34.9 on
 #        the 30 held-out standard videos). Run with --steps 1500 and stopped after step 750 was saved (loss.csv's
 #        last row is 750; model.pt is then step 750's; ~13 min on one core while another job ran):
-#     (--box-seeds off --single-output token: these stages ran before those two micro switches existed.)
+#     (--box-seeds off --single-output token --seed-mask-prompts off: these stages ran before those micro switches
+#     existed; step 13 ran before seed_mask_prompts.)
 efficient-sam2 train-prompts --image-data "$DATA/images_train" --distill-videos 0 --box-prob 0 --steps 1500 \
     --lr 1e-3 --warmup 50 --image-batch 4 --image-instances 8 --save-every 250 --click-seed-radius 12 \
-    --box-seeds off --single-output token --out "$RUNS/seeds1" --threads 1
+    --box-seeds off --single-output token --seed-mask-prompts off --out "$RUNS/seeds1" --threads 1
 #     b) the full recipe (boxes, correction clicks) with stage G's tracking distilled back (--distill-from: the
 #        teacher's decoder calls are recorded, not the start's), 750 steps at a lower rate [~15 min]:
 efficient-sam2 train-prompts --checkpoint "$RUNS/seeds1/model.pt" --distill-from "$RUNS/stageG/model.pt" \
     --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" --val-every 375 \
     --steps 750 --lr 3e-4 --warmup 20 --image-batch 4 --image-instances 8 --distill-batch 16 --distill-weight 5 \
-    --save-every 125 --click-seed-radius 12 --box-seeds off --single-output token --out "$RUNS/seeds2" --threads 1
+    --save-every 125 --click-seed-radius 12 --box-seeds off --single-output token --seed-mask-prompts off --out "$RUNS/seeds2" --threads 1
 #     (shipped until the evening of 2026-12-07; then step 13.)
 
 # 13. stage c (shipped since the evening of 2026-12-07): boxes drawn into the seeds (SAM2Config.box_seeds) and
@@ -134,7 +135,7 @@ efficient-sam2 train-prompts --checkpoint "$RUNS/seeds1/model.pt" --distill-from
 efficient-sam2 train-prompts --checkpoint "$RUNS/seeds2/model.pt" --distill-from "$RUNS/seeds2/model.pt" \
     --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" --val-every 750 \
     --steps 1500 --lr 3e-4 --warmup 20 --image-batch 4 --image-instances 8 --distill-batch 16 --distill-weight 5 \
-    --save-every 250 --out "$RUNS/stagec" --threads 1
+    --save-every 250 --seed-mask-prompts off --out "$RUNS/stagec" --threads 1
 cp "$RUNS/stagec/model.pt" efficient_sam2/weights/sam2.1_hiera_micro.pt
 #     then the shortcut again on these weights (step 9's command; the image encoder did not change, the masks that
 #     route it did a little).

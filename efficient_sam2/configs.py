@@ -113,6 +113,10 @@ class SAM2Config:
     # three multimask outputs instead of the single-mask output (off in SAM 2; for models whose single-mask output
     # was never learned for prompted frames, see MaskDecoder).
     single_output_from_best: bool = False
+    # A mask prompt that comes with clicks (a correction click on a previous mask) is given to the decoder in the
+    # seeds' form: the mask, minus disks at negative clicks, plus disks at positive ones (off in SAM 2; for models
+    # trained with seeds, see PromptEncoder.seeded_mask_prompt).
+    seed_mask_prompts: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in ("2", "2.1"):
@@ -185,7 +189,7 @@ MICRO_HIERA = HieraConfig(
 MICRO = SAM2Config(
     name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
     memory_attention_ffn_dim=256, decoder_mlp_dim=256, click_seed_radius=12.0, box_seeds=True,
-    single_output_from_best=True,
+    single_output_from_best=True, seed_mask_prompts=True,
 )
 OFFICIAL_MODELS: tuple[str, ...] = tuple(
     f"{prefix}_hiera_{size}" for prefix in ("sam2.1", "sam2") for size in ("tiny", "small", "base_plus", "large")

@@ -82,7 +82,7 @@ def test_only_the_heads_move_and_the_image_loss_falls(data, tmp_path):
     start = image_loss()
     for _ in range(15):
         rec = tuner.train_step()
-        assert rec.image > 0 and rec.distill >= 0
+        assert rec.image > 0 and rec.distill >= -1e-6  # a divergence: 0 up to rounding at the start
     assert image_loss() < 0.8 * start
     after = model.state_dict()
     for name, _ in model.named_parameters():
@@ -161,16 +161,22 @@ def test_box_seeds_and_single_output_are_the_models_recorded_and_kept_on_resume(
     own = PromptTuner(build_sam2("micro", image_size=64), _config(data, tmp_path / "own", distill_videos=0),
                       progress=False)
     assert own.config.box_seeds is True and own.config.single_output_from_best is True  # the micro config's
+    assert own.config.seed_mask_prompts is True
     with pytest.raises(ValueError, match="box_seeds"):
         PromptTuner(build_sam2("micro", image_size=64), _config(data, tmp_path / "o", distill_videos=0,
                                                                 box_seeds=False), progress=False)
     out = tmp_path / "plain"
     args = ["train-prompts", "--image-data", data[1], "--video-data", data[0], "--out", str(out), "--steps", "2",
             "--image-batch", "1", "--image-instances", "2", "--distill-videos", "0", "--no-progress",
-            "--box-seeds", "off", "--single-output", "token"]
+            "--seed-mask-prompts", "off", "--box-seeds", "off", "--single-output", "token"]
     assert main(args) == 0, capsys.readouterr().err
     saved = json.loads((out / "config.json").read_text())
     assert saved["box_seeds"] is False and saved["single_output_from_best"] is False
+    assert saved["seed_mask_prompts"] is False
+    flipped = list(args)
+    flipped[flipped.index("--seed-mask-prompts") + 1] = "on"
+    rc = main(flipped + ["--resume"])
+    assert rc == 2 and "seed_mask_prompts" in capsys.readouterr().err
     args[args.index("--steps") + 1] = "3"
     rc = main(args[:-1] + ["best", "--resume"])
     assert rc == 2 and "single_output_from_best" in capsys.readouterr().err

@@ -76,6 +76,10 @@ def register(subparsers) -> None:
                    help="one-mask decoder calls on clicks or a box (the box and correction rounds): SAM 2's "
                         "single-mask token, or the best-scored multimask output (default: the model's own: best for "
                         "micro, token for Meta's models)")
+    p.add_argument("--seed-mask-prompts", choices=("on", "off"), default=None,
+                   help="give the correction round's previous mask to the decoder in the seeds' form (mask minus "
+                        "negative-click disks plus positive-click disks) instead of as logits (default: the model's "
+                        "own: on for micro, off for Meta's models)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -98,6 +102,8 @@ def run(args) -> int:
             overrides["box_seeds"] = args.box_seeds == "on"
         if args.single_output is not None:
             overrides["single_output_from_best"] = args.single_output == "best"
+        if args.seed_mask_prompts is not None:
+            overrides["seed_mask_prompts"] = args.seed_mask_prompts == "on"
         model = build_sam2(args.model, checkpoint=args.checkpoint, **overrides)
         config.click_seed_radius = model.cfg.click_seed_radius
         print(f"prompt tuning {args.model} ({model.weights_source} weights); writing to {args.out}", file=sys.stderr)

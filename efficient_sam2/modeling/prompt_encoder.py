@@ -69,6 +69,8 @@ class PromptEncoder(nn.Module):
         mask_in_chans: hidden channels of the mask-prompt conv stack (16).
         click_seed_radius: > 0 turns on click seeds (see `click_seeds`); 0 (SAM 2) leaves them off.
         box_seeds: also draw a box prompt into the seeds, as the filled box (see `click_seeds`); False in SAM 2.
+        seed_mask_prompts: when a mask prompt comes with clicks (a correction), give the decoder the mask in the
+            seeds' form instead of its logits (see `seeded_mask_prompt`); False in SAM 2.
     """
 
     def __init__(
@@ -79,11 +81,13 @@ class PromptEncoder(nn.Module):
         mask_in_chans: int = 16,
         click_seed_radius: float = 0.0,
         box_seeds: bool = False,
+        seed_mask_prompts: bool = False,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.click_seed_radius = float(click_seed_radius)
         self.box_seeds = bool(box_seeds)
+        self.seed_mask_prompts = bool(seed_mask_prompts)
         self.image_embedding_size = tuple(image_embedding_size)
         self.input_image_size = tuple(input_image_size)
         self.mask_input_size = (4 * self.image_embedding_size[0], 4 * self.image_embedding_size[1])
@@ -139,6 +143,39 @@ class PromptEncoder(nn.Module):
         corner_kind = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
         return pe + corner_kind
 
+    def _disks(self, coords: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 4E_h, 4E_w) bool: union of the disks of radius `click_seed_radius` input pixels around the clicks
+        (B, N, 2) that `keep` (B, N) marks, on the mask-prompt grid (cell centres)."""
+        mh, mw = self.mask_input_size
+        h, w = self.input_image_size
+        sy, sx = mh / h, mw / w
+        ys = torch.arange(mh, device=coords.device, dtype=torch.float32) + 0.5
+        xs = torch.arange(mw, device=coords.device, dtype=torch.float32) + 0.5
+        inside = torch.zeros(coords.shape[0], 1, mh, mw, dtype=torch.bool, device=coords.device)
+        r = self.click_seed_radius
+        if r > 0 and bool(keep.any()):
+            cx, cy = coords[..., 0].float() * sx, coords[..., 1].float() * sy  # (B, N)
+            dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
+                ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
+            inside |= ((dist2 <= 1.0) & keep[..., None, None]).any(dim=1, keepdim=True)
+        return inside
+
+    def seeded_mask_prompt(self, masks: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A mask prompt with clicks, in the seeds' form: (B, 1, h, w) logits + clicks -> (B, 1, 4E_h, 4E_w).
+
+        The mask (logits > 0, resized to the mask-prompt grid) with the disks of the negative clicks (label 0)
+        carved out and those of the positive clicks (label 1) added, as SEED_LOGIT inside and -SEED_LOGIT outside.
+        A model trained on seeds only (the micro model) reads a previous mask given as logits poorly (its outputs
+        collapse: BENCHMARKS.md "Boxes and correction clicks"), but refines a seed region like a box seed; the
+        disks tell it where the correction clicks are.
+        """
+        if tuple(masks.shape[-2:]) != self.mask_input_size:
+            masks = F.interpolate(masks.float(), size=self.mask_input_size, mode="bilinear", align_corners=False)
+        region = masks > 0
+        region &= ~self._disks(coords, labels == 0)
+        region |= self._disks(coords, labels == 1)
+        return torch.where(region, SEED_LOGIT, -SEED_LOGIT).to(masks.dtype)
+
     def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
 
@@ -157,13 +194,8 @@ class PromptEncoder(nn.Module):
         cx = coords[..., 0].float() * sx  # (B, N) on the mask-prompt grid
         cy = coords[..., 1].float() * sy
         positive = labels == 1
-        r = self.click_seed_radius
-        has_seed = positive.any(dim=1) if r > 0 else torch.zeros_like(positive[:, 0])
-        inside = torch.zeros(coords.shape[0], 1, mh, mw, dtype=torch.bool, device=coords.device)
-        if r > 0 and bool(positive.any()):
-            dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
-                ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
-            inside |= ((dist2 <= 1.0) & positive[..., None, None]).any(dim=1, keepdim=True)
+        has_seed = positive.any(dim=1) if self.click_seed_radius > 0 else torch.zeros_like(positive[:, 0])
+        inside = self._disks(coords, positive)
         if self.box_seeds:
             tl, br = labels == 2, labels == 3
             has_box = tl.any(dim=1) & br.any(dim=1)
@@ -224,6 +256,8 @@ class PromptEncoder(nn.Module):
         sparse = torch.cat(tokens, dim=1)
 
         if masks is not None:
+            if self.seed_mask_prompts and points is not None:
+                masks = self.seeded_mask_prompt(masks, points[0], points[1])
             return sparse, self.embed_masks(masks)
         eh, ew = self.image_embedding_size
         dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)

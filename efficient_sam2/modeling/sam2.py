@@ -157,6 +157,7 @@ class SAM2Model(nn.Module):
         self.sam_prompt_encoder = PromptEncoder(
             embed_dim=C, image_embedding_size=(E, E), input_image_size=(S, S), mask_in_chans=16,
             click_seed_radius=cfg.click_seed_radius, box_seeds=cfg.box_seeds,
+            seed_mask_prompts=cfg.seed_mask_prompts,
         )
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=C,

@@ -65,9 +65,10 @@ class PromptTuneConfig:
     model, and recorded so that a resume and a user of the weights know it); distill_from: weights of the teacher
     whose tracking is recorded and held (a file; None = the starting weights), for a second stage that restores
     the tracking of the original model after a first stage tuned without distillation; box_seeds,
-    single_output_from_best: the model's `SAM2Config` switches of the same names (recorded from the model: with
-    them a box is drawn into the seeds, and a prompted single-mask call, the box and correction rounds of the
-    image loss, is answered and supervised on the best-scored multimask output)."""
+    single_output_from_best, seed_mask_prompts: the model's `SAM2Config` switches of the same names (recorded
+    from the model: with them a box is drawn into the seeds, a prompted single-mask call, the box and correction
+    rounds of the image loss, is answered and supervised on the best-scored multimask output, and the correction
+    round's previous mask is given in the seeds' form)."""
 
     image_data: str
     video_data: str | None
@@ -93,6 +94,7 @@ class PromptTuneConfig:
     distill_from: str | None = None
     box_seeds: bool | None = None
     single_output_from_best: bool | None = None
+    seed_mask_prompts: bool | None = None
 
     def check(self) -> None:
         def fail(msg):
@@ -330,7 +332,7 @@ class PromptTuner:
         if self.model.cfg.click_seed_radius != cfg.click_seed_radius:
             raise ValueError(f"the model's click_seed_radius is {self.model.cfg.click_seed_radius}, the run's "
                              f"{cfg.click_seed_radius}: build the model with the run's")
-        for name in ("box_seeds", "single_output_from_best"):
+        for name in ("box_seeds", "single_output_from_best", "seed_mask_prompts"):
             if getattr(cfg, name) is None:
                 setattr(cfg, name, bool(getattr(self.model.cfg, name)))
             if bool(getattr(self.model.cfg, name)) != getattr(cfg, name):
