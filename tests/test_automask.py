@@ -508,6 +508,15 @@ def test_attention_end_to_end(tiny256):
     assert [r["predicted_iou"] for r in merged.masks] == pytest.approx(scores.tolist())
     assert [r["num_merged"] for r in merged.masks] == [len(g) for g in groups]
     assert [r["point_coords"][0] for r in merged.masks] == [res.masks[g[0]]["point_coords"][0] for g in groups]
+    # every output of every prompt (attention_masks="all"): the best-of-3 candidates are among them
+    every = AutomaticMaskGenerator(tiny256, "attention", merge="nms", box_nms_thresh=1.0, attention_masks="all",
+                                   **common).generate_result(img)
+    assert every.num_prompts == res.num_prompts and res.num_prompts < len(every.masks) <= 3 * res.num_prompts
+    keys = lambda r: (tuple(r["point_coords"][0]), round(r["predicted_iou"], 6))  # noqa: E731
+    assert {keys(r) for r in res.masks} <= {keys(r) for r in every.masks}
+    assert every.to_json()["masks"] and AutomaticMaskGenerator(tiny256, "attention").attention_masks == "best"
+    with pytest.raises(ValueError, match="attention_masks"):
+        AutomaticMaskGenerator(tiny256, "attention", attention_masks="top")
     with pytest.raises(ValueError, match="global blocks"):
         AutomaticMaskGenerator(tiny256, "attention", block=4)
     with pytest.raises(ValueError, match="unknown preset"):
@@ -692,7 +701,7 @@ def test_mask_nms_equals_greedy_nms_on_mask_iou():
 
 
 def test_grid_merge_default_is_the_models():
-    from efficient_sam2.automask.generator import default_grid_merge
+    from efficient_sam2.automask.generator import default_attention_masks, default_grid_merge, default_merge
     from efficient_sam2.build import build_sam2
     from efficient_sam2.configs import get_config
 
@@ -701,7 +710,15 @@ def test_grid_merge_default_is_the_models():
     model = build_sam2("micro", weights="random", image_size=64)
     assert AutomaticMaskGenerator(model, "grid", points_per_side=4).merge == "mask-nms"
     assert AutomaticMaskGenerator(model, "grid", points_per_side=4, merge="nms").merge == "nms"
-    assert AutomaticMaskGenerator(model, "attention").merge == "union-find"
+    # attention: the thesis's union-find on the best output, or the model's measured choice
+    assert default_merge(get_config("sam2.1_hiera_tiny"), "attention") == "union-find"
+    assert default_attention_masks(get_config("sam2.1_hiera_tiny")) == "best"
+    assert default_merge(get_config("micro"), "attention") == "mask-nms"
+    assert default_attention_masks(get_config("micro")) == "all"
+    att = AutomaticMaskGenerator(model, "attention")
+    assert (att.merge, att.attention_masks) == ("mask-nms", "all")
+    assert att.settings()["attention_masks"] == "all"
+    assert AutomaticMaskGenerator(model, "attention", merge="union-find").merge == "union-find"
     gen = AutomaticMaskGenerator(model, "grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert gen.settings()["merge"] == "mask-nms" and gen.settings()["merge_thresh"] == 0.5
     image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)

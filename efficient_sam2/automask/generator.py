@@ -9,7 +9,8 @@ Two ways of choosing the prompts share one pipeline:
 * "attention" (the Efficient SAM2 thesis): one head of one global-attention block of the Hiera trunk is read
   out, its attention rows are clustered with HDBSCAN (cosine distance), each cluster's medoid token becomes one
   point prompt, each prompt yields one mask (the best of the three by predicted IoU), and overlapping masks are
-  merged by union-find on the intersection over the smaller mask.
+  merged by union-find on the intersection over the smaller mask. Per model, measurement may choose otherwise
+  (`MODEL_ATTENTION_DECODING`: the micro model keeps all three outputs and de-duplicates them by mask NMS).
 
 Pipeline per crop (the whole image is crop 0):
 
@@ -42,10 +43,12 @@ from .batched import Candidates, batched_nms, filter_candidates, mask_nms, mater
 from .grid import build_layer_point_grids, crop_points, generate_crop_boxes
 from .merge import box_nms, boxed_merge_groups
 
-__all__ = ["AutomaticMaskGenerator", "AutomaskResult", "PROMPTINGS", "MERGES", "OUTPUT_MODES", "STAGES"]
+__all__ = ["AutomaticMaskGenerator", "AutomaskResult", "PROMPTINGS", "MERGES", "OUTPUT_MODES", "STAGES",
+           "ATTENTION_MASKS", "default_merge", "default_attention_masks"]
 
 PROMPTINGS = ("grid", "attention")
 MERGES = ("nms", "mask-nms", "union-find")
+ATTENTION_MASKS = ("best", "all")
 OUTPUT_MODES = ("coco_rle", "uncompressed_rle", "binary_mask")
 STAGES = ("load", "embedding", "attention", "clustering", "decoding", "merging", "encoding")
 DEFAULT_MERGE_THRESH = 0.5
@@ -72,11 +75,38 @@ MODEL_GRID_MERGE: dict[str, str] = {
 SAM's box NMS."""
 
 
+MODEL_ATTENTION_DECODING: dict[str, dict[str, str]] = {
+    # `automask data/images_val --benchmark` on the stage c weights, 8 images per subset (BENCHMARKS.md "Attention
+    # prompts: every output, mask NMS"): union-find chains the micro model's overlapping masks into 1-5 masks per
+    # image (high_quality mIoU 15.8 / 34.7 / 19.9 instances / salient / camouflaged); mask NMS on all three outputs
+    # of every prompt keeps 74-90 masks and gives 34.4 / 51.0 / 35.5 from the same 72 prompts.
+    "sam2.1_hiera_micro": {"merge": "mask-nms", "masks": "all"},
+}
+"""Per model (config name), how attention prompting decodes and de-duplicates where measurement chose otherwise
+than the thesis (the best of the three outputs per prompt, union-find merging)."""
+
+
 def default_grid_merge(model) -> str:
     """The de-duplication grid prompting uses when the caller gives none: "nms" (SAM's), or the model's measured
     choice (`MODEL_GRID_MERGE`)."""
     cfg = getattr(model, "cfg", model)
     return MODEL_GRID_MERGE.get(getattr(cfg, "name", None), "nms")
+
+
+def default_merge(model, prompting: str) -> str:
+    """The de-duplication used when the caller gives none: for grid prompting `default_grid_merge`; for attention
+    prompting union-find (the thesis's), or the model's measured choice (`MODEL_ATTENTION_DECODING`)."""
+    if prompting == "grid":
+        return default_grid_merge(model)
+    cfg = getattr(model, "cfg", model)
+    return MODEL_ATTENTION_DECODING.get(getattr(cfg, "name", None), {}).get("merge", "union-find")
+
+
+def default_attention_masks(model) -> str:
+    """Which outputs of an attention prompt become candidates when the caller does not say: "best" (the thesis's:
+    the output with the best predicted IoU), or the model's measured choice ("all" three for the micro model)."""
+    cfg = getattr(model, "cfg", model)
+    return MODEL_ATTENTION_DECODING.get(getattr(cfg, "name", None), {}).get("masks", "best")
 
 
 def default_thresholds(model) -> dict[str, float]:
@@ -186,7 +216,7 @@ class AutomaticMaskGenerator:
         crop_n_points_downscale_factor: layer i uses points_per_side / factor**i points per side.
         min_mask_region_area: fill holes and remove islands smaller than this many pixels (0: off).
         multimask_output: decode three masks per point. Grid prompting keeps all three (each is filtered);
-            attention prompting keeps the one with the best predicted IoU.
+            attention prompting keeps what `attention_masks` says.
         output_mode: "coco_rle" (compressed string counts), "uncompressed_rle" or "binary_mask".
         preset: HDBSCAN preset of attention prompting: low_latency, high_quality, sam3d, sam1.
         min_samples, min_cluster_size: override the preset's HDBSCAN settings.
@@ -194,8 +224,11 @@ class AutomaticMaskGenerator:
             `attention_prompts.default_attention_site`, the first global block, head 2).
         attention_chunk: query rows per softmax chunk when computing the attention.
         merge: "nms" (box NMS), "mask-nms" (greedy NMS on the masks' IoU, see `batched.mask_nms`) or "union-find"
-            (default: union-find for attention; for grid the model's `default_grid_merge`: box NMS as SAM, mask
-            NMS for the micro model).
+            (default: `default_merge`: for grid box NMS as SAM, for attention union-find as the thesis; mask NMS
+            for the micro model in both).
+        attention_masks: with multimask output, which outputs of an attention prompt become candidates: "best"
+            (the one with the best predicted IoU, the thesis's) or "all" three (default: `default_attention_masks`:
+            best, all for the micro model).
         merge_thresh: union-find threshold on the intersection over the smaller mask, or the mask IoU above which
             mask NMS drops the lower-scored mask (default 0.5).
     """
@@ -228,6 +261,7 @@ class AutomaticMaskGenerator:
         attention_chunk: int = 1024,
         merge: str | None = None,
         merge_thresh: float | None = None,
+        attention_masks: str | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             inner = getattr(model, "model", None)
@@ -240,7 +274,11 @@ class AutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if merge is None:
-            merge = default_grid_merge(model) if prompting == "grid" else "union-find"
+            merge = default_merge(model, prompting)
+        if attention_masks is None:
+            attention_masks = default_attention_masks(model)
+        if attention_masks not in ATTENTION_MASKS:
+            raise ValueError(f"attention_masks must be one of {ATTENTION_MASKS}, got {attention_masks!r}")
         defaults = default_thresholds(model)
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
@@ -297,6 +335,7 @@ class AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.merge = merge
         self.merge_thresh = merge_thresh
+        self.attention_masks = attention_masks
         self.attention_chunk = int(attention_chunk)
         self.preset = preset
         self.block = self.head = None
@@ -349,7 +388,7 @@ class AutomaticMaskGenerator:
                      crop_n_points_downscale_factor=self.crop_n_points_downscale_factor)
         else:
             s.update(preset=self.preset, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size,
-                     block=self.block, head=self.head)
+                     block=self.block, head=self.head, attention_masks=self.attention_masks)
         return s
 
     def generate(self, image) -> list[dict]:
@@ -437,7 +476,7 @@ class AutomaticMaskGenerator:
             lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw))
             logits.append(lr)
             ious.append(iou)
-        M = 3 if self.multimask_output and self.prompting == "grid" else 1
+        M = 3 if self.multimask_output and (self.prompting == "grid" or self.attention_masks == "all") else 1
         if logits:
             low_res, scores = torch.cat(logits), torch.cat(ious)
         else:
@@ -454,7 +493,7 @@ class AutomaticMaskGenerator:
 
     def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits (B, M, 4E, 4E) and predicted IoUs (B, M) of B point prompts (crop pixels); attention
-        prompting keeps the output with the best predicted IoU (M = 1)."""
+        prompting with attention_masks "best" keeps the output with the best predicted IoU (M = 1)."""
         model = self.model
         device = image_embed.device
         ch, cw = crop_hw
@@ -475,7 +514,7 @@ class AutomaticMaskGenerator:
             prompted=torch.ones(B, dtype=torch.bool, device=device),
         )
         low_res, ious = out.masks, out.ious
-        if self.prompting == "attention" and low_res.shape[1] > 1:
+        if self.prompting == "attention" and self.attention_masks == "best" and low_res.shape[1] > 1:
             best = ious.argmax(dim=1)
             rows = torch.arange(B, device=device)
             low_res, ious = low_res[rows, best][:, None], ious[rows, best][:, None]

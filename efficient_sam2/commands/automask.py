@@ -19,7 +19,7 @@ import torch
 
 from ..automask import attention_prompts as ap
 from ..automask.evaluate import GroundTruthError, best_match_ious, find_gt, list_images, load_gt_instances
-from ..automask.generator import MERGES, STAGES, AutomaticMaskGenerator, default_thresholds
+from ..automask.generator import ATTENTION_MASKS, MERGES, STAGES, AutomaticMaskGenerator, default_thresholds
 from ..automask.visualize import render_overlay
 from ..io.frames import ImageError, load_image
 from .common import add_model_args, weights_from_args
@@ -85,8 +85,11 @@ def register(subparsers) -> None:
                    help="decode one mask per point instead of three (multimask)")
     d.add_argument("--merge", choices=MERGES, default=None,
                    help="duplicate removal: nms (box NMS), mask-nms (NMS on the masks' IoU) or union-find (merge "
-                        "masks whose intersection over the smaller mask passes --merge-thresh); default: union-find "
-                        "for attention; for grid nms, or the model's measured choice (mask-nms for micro)")
+                        "masks whose intersection over the smaller mask passes --merge-thresh); default: nms for "
+                        "grid, union-find for attention, or the model's measured choice (mask-nms for micro)")
+    d.add_argument("--attention-masks", choices=ATTENTION_MASKS, default=None,
+                   help="attention prompting: keep the best of each prompt's three masks (the thesis's) or all "
+                        "three (default: the model's: best, all for micro)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
                         "(default 0.5), intersection over the smaller mask for union-find (default 0.5)")
@@ -189,15 +192,16 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         min_mask_region_area=args.min_region_area,
         multimask_output=not args.single_mask,
         merge=args.merge,
+        attention_masks=args.attention_masks,
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,
         block=args.block,
         head=args.head,
     )
-    from ..automask.generator import default_grid_merge
+    from ..automask.generator import default_merge
 
-    merge = args.merge or (default_grid_merge(model) if prompting == "grid" else "union-find")
+    merge = args.merge or default_merge(model, prompting)
     if args.merge_thresh is not None:
         kw["box_nms_thresh" if merge == "nms" else "merge_thresh"] = args.merge_thresh
     return kw
