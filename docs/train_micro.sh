@@ -126,7 +126,7 @@ efficient-sam2 train-prompts --checkpoint "$RUNS/seeds1/model.pt" --distill-from
     --save-every 125 --click-seed-radius 12 --box-seeds off --single-output token --seed-mask-prompts off --out "$RUNS/seeds2" --threads 1
 #     (shipped until the evening of 2026-12-07; then step 13.)
 
-# 13. stage c (shipped since the evening of 2026-12-07): boxes drawn into the seeds (SAM2Config.box_seeds) and
+# 13. stage c (shipped in the evening of 2026-12-07, then step 14): boxes drawn into the seeds (SAM2Config.box_seeds) and
 #     one-mask calls on prompts answered by the best multimask output (single_output_from_best), both on for micro
 #     by default; train-prompts runs the model in eval mode, so its box and correction rounds now supervise the
 #     output inference uses. From stage b's weights, its own tracking distilled, 1500 steps [~32 min on one core
@@ -139,3 +139,19 @@ efficient-sam2 train-prompts --checkpoint "$RUNS/seeds2/model.pt" --distill-from
 cp "$RUNS/stagec/model.pt" efficient_sam2/weights/sam2.1_hiera_micro.pt
 #     then the shortcut again on these weights (step 9's command; the image encoder did not change, the masks that
 #     route it did a little).
+
+# 14. stage d (shipped since the night of 2026-12-07): a mask prompt that comes with clicks, the correction round's
+#     previous mask, is given to the decoder in the seeds' form (SAM2Config.seed_mask_prompts, on for micro by
+#     default: the mask minus disks at negative clicks plus disks at positive ones); the same recipe once more from
+#     stage c, its own tracking distilled, sampling seed 1 [~19 min on one core beside other jobs]. Held-out clicks
+#     best of 3 / top-ranked 0.45 / 0.39, 0.50 / 0.38, 0.36 / 0.24 -> 0.51 / 0.40, 0.64 / 0.50, 0.38 / 0.25; box
+#     alone 0.54 / 0.59 / 0.50 -> 0.57 / 0.65 / 0.54; a correction click 0.39 / 0.25 / 0.08 -> 0.38 / 0.41 / 0.11
+#     (stage c with the seeded mask prompts; 0.27 / 0.17 / 0.04 with its logits); dense J&F on the 30 held-out
+#     standard videos 80.6 -> 80.3 (BENCHMARKS.md "Stage d").
+efficient-sam2 train-prompts --checkpoint "$RUNS/stagec/model.pt" --distill-from "$RUNS/stagec/model.pt" \
+    --image-data "$DATA/images_train" --video-data "$DATA/train" --val-data "$DATA/valstd" --val-every 750 \
+    --steps 1500 --lr 3e-4 --warmup 20 --image-batch 4 --image-instances 8 --distill-batch 16 --distill-weight 5 \
+    --save-every 250 --seed 1 --out "$RUNS/staged" --threads 1
+cp "$RUNS/staged/model.pt" efficient_sam2/weights/sam2.1_hiera_micro.pt
+#     then the shortcut again (step 9's command, written to "$RUNS/shortcut_d"), and tests/data/paper_golden.npz
+#     (tests/data/make_paper_golden.py).

@@ -253,8 +253,9 @@ def held_out(tmp_path_factory):
 
 def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
     """One click at the deepest pixel of each instance of two held-out `synth --images` images per subset
-    (docs/click_iou.py's rule): the best of the three outputs reaches mean IoU 0.46 over the 40 instances with the
-    shipped weights (0.50 / 0.57 / 0.34 instances / salient / camouflaged), about 0.06 before click seeds. The
+    (docs/click_iou.py's rule): the best of the three outputs reaches mean IoU 0.54 over the 40 instances with the
+    shipped (stage d) weights (0.55 / 0.78 / 0.39 instances / salient / camouflaged; stage c 0.46), about 0.06
+    before click seeds. The
     bar catches a model that ignores where the click is again (masks that do not change with the click)."""
     from efficient_sam2.build import build_sam2_image_predictor
 
@@ -269,10 +270,10 @@ def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
 
 def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
     """The tight box of each instance of two held-out images per subset, as the only prompt, one mask asked for
-    (docs/click_iou.py `box_results`): mean IoU 0.54 over the 40 instances with the shipped weights, the box seed
-    and the best multimask output (0.51 / 0.63 / 0.55 instances / salient / camouflaged); 0.000 with both switches
-    off (the micro model's single-mask output on a frame without memory is empty), 0.06 / 0.00 with only one.
-    (The weights before stage c, not trained with the switches, gave 0.25 with both.)"""
+    (docs/click_iou.py `box_results`): mean IoU 0.58 over the 40 instances with the shipped (stage d) weights, the
+    box seed and the best multimask output (0.57 / 0.72 / 0.51 instances / salient / camouflaged; stage c 0.54);
+    0.000 with both switches off (the micro model's single-mask output on a frame without memory is empty), 0.08 /
+    0.00 with only one. (The weights before stage c, not trained with the switches, gave 0.25 with both.)"""
     from efficient_sam2.build import build_sam2_image_predictor
 
     click_iou, data = held_out
@@ -288,9 +289,10 @@ def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
 def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out):
     """One correction click after the first click (SAM's protocol: at the deepest pixel of the error, the first
     top-ranked mask as the mask prompt, one mask; docs/click_iou.py `correction_results`) on the 40 instances of two
-    held-out images per subset: mean IoU 0.341 with the mask prompt in the seeds' form (0.446 / 0.428 / 0.108
-    instances / salient / camouflaged), 0.251 with the previous mask's logits (SAM 2's way; the micro decoder's
-    outputs collapse on it); the first click alone gives 0.381 (corrections still lose on camouflaged objects)."""
+    held-out images per subset: mean IoU 0.351 with the mask prompt in the seeds' form (0.388 / 0.636 / 0.119
+    instances / salient / camouflaged), 0.249 with the previous mask's logits (SAM 2's way; the micro decoder's
+    outputs collapse on it); the first click alone gives 0.399 (corrections still lose on camouflaged objects).
+    Shipped (stage d) weights, tuned with the seeded mask prompts; with stage c's: 0.341 / 0.251 / 0.381."""
     from efficient_sam2.build import build_sam2_image_predictor
 
     click_iou, data = held_out

@@ -110,9 +110,8 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
     assert page.inner_text("#video-info").startswith(f"{w} × {h}, 6 frames")
 
-    # click object 1: its mask is drawn at once (pixels change where it was clicked, not far outside; the micro
-    # model's top-ranked answer to this click on the striped object is the clicked stripe, IoU 0.26, and tracking
-    # takes the whole object from the next frame on)
+    # click object 1: its mask is drawn at once (pixels change where it was clicked, not far outside; the shipped
+    # micro weights answer this click on the striped object with the whole object, IoU 0.96 in tests/test_serve.py)
     click = object_point(ids[0], 1)
     inside = click
     assert ids[0][inside[1], inside[0]] == 1
@@ -199,8 +198,7 @@ def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
     _wait_redraw(page, drawn)
     assert page.locator("#objects li[data-obj='1']").count() == 1
     # the box's mask is drawn over the object (the micro model answers a box alone through its box seed and best
-    # multimask output: IoU 0.45 with this striped object, 0.94 with the other; BENCHMARKS.md "Boxes and
-    # correction clicks")
+    # multimask output; BENCHMARKS.md "Boxes and correction clicks")
     assert np.abs(_mean_rgb(page, *inside, r=2) - before).sum() > 60
 
     # track with dense SAM 2 and cancel: the page says so and the Cancel button goes grey again
