@@ -36,8 +36,9 @@ def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: f
     logits (..., H, W) -> (...). The first mask is contained in the second, so the IoU is the ratio of their
     areas. A mask whose looser binarisation is empty scores 0.
     """
-    inner = (logits > mask_threshold + offset).flatten(-2).sum(-1, dtype=torch.int64)
-    outer = (logits > mask_threshold - offset).flatten(-2).sum(-1, dtype=torch.int64)
+    # int32 counts: exact for any mask below 2**31 pixels, and summed faster than int64 on CPUs
+    inner = (logits > mask_threshold + offset).flatten(-2).sum(-1, dtype=torch.int32)
+    outer = (logits > mask_threshold - offset).flatten(-2).sum(-1, dtype=torch.int32)
     score = inner.double() / outer.clamp(min=1).double()
     return torch.where(outer > 0, score, torch.zeros_like(score)).float()
 
