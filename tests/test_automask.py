@@ -604,7 +604,7 @@ def test_cli_grid_and_attention_with_evaluation(tiny_ckpt, tmp_path, capsys):
     args = ["automask", str(images), "--model", "tiny", "--checkpoint", tiny_ckpt, "--image-size", "256",
             "--output", str(out), "--prompting", "both", "--points-per-side", "2", "--pred-iou-thresh", "0",
             "--stability-score-thresh", "0", "--preset", "high_quality", "--min-region-area", "20",
-            "--gt-dir", str(gt)]
+            "--gt-dir", str(gt), "--attention-masks", "all"]
     code = main(args)
     captured = capsys.readouterr()
     assert code == 1  # one unreadable image: reported, the others processed
@@ -623,6 +623,9 @@ def test_cli_grid_and_attention_with_evaluation(tiny_ckpt, tmp_path, capsys):
     assert json.loads((out / "grid" / "img0.json").read_text())["num_prompts"] == 4
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"]["attention"]["num_instances"] == 2
+    # --attention-masks reaches the generator (tiny's own default is the thesis's "best")
+    assert summary["methods"]["attention"]["settings"]["attention_masks"] == "all"
+    assert json.loads((out / "attention" / "img0.json").read_text())["settings"]["attention_masks"] == "all"
     assert [f["image"] for f in summary["failures"]] == [str(images / "broken.jpg")]
     assert "mean best-match IoU" in captured.out
 
