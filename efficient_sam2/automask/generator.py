@@ -77,9 +77,10 @@ SAM's box NMS."""
 
 MODEL_ATTENTION_DECODING: dict[str, dict[str, str]] = {
     # `automask data/images_val --benchmark` on the stage c weights, 8 images per subset (BENCHMARKS.md "Attention
-    # prompts: every output, mask NMS"): union-find chains the micro model's overlapping masks into 1-5 masks per
-    # image (high_quality mIoU 15.8 / 34.7 / 19.9 instances / salient / camouflaged); mask NMS on all three outputs
-    # of every prompt keeps 74-90 masks and gives 34.4 / 51.0 / 35.5 from the same 72 prompts.
+    # prompts keep every output"): union-find chains the micro model's overlapping masks into 1-5 masks per image
+    # (high_quality mIoU 15.8 / 34.7 / 19.9 instances / salient / camouflaged); mask NMS on all three outputs of
+    # every prompt keeps 74-90 masks and gives 34.4 / 51.0 / 35.5 from the same 72 prompts (stage d: 37.4 / 56.9 /
+    # 35.3).
     "sam2.1_hiera_micro": {"merge": "mask-nms", "masks": "all"},
 }
 """Per model (config name), how attention prompting decodes and de-duplicates where measurement chose otherwise
