@@ -305,3 +305,43 @@ def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out):
     assert [r[0] for r in seeded] == [r[0] for r in logits]  # the first click does not use the switch
     assert np.mean([r[1] for r in seeded]) >= 0.3, np.mean([r[1] for r in seeded])
     assert np.mean([r[1] for r in seeded]) > np.mean([r[1] for r in logits]) + 0.05
+
+
+def test_video_refinement_click_reaches_the_decoder_seeded(monkeypatch):
+    """A refinement click on a tracked frame of a video (the web page's correction) gives the decoder the frame's
+    previous mask with all its clicks, and with `seed_mask_prompts` the prompt encoder turns that mask into the
+    seeds' form (negative click carved out); without the switch the logits go in unchanged."""
+    from efficient_sam2 import build_sam2_video_predictor
+    from efficient_sam2.data.synthetic import generate_video
+    from efficient_sam2.modeling.prompt_encoder import PromptEncoder
+
+    video = generate_video(5, "standard", frames=3)
+    ys, xs = np.nonzero(video.masks[0] == 1)
+    click = [[float(xs.mean()), float(ys.mean())]]
+    far = [[float(xs.max()) + 20.0, float(ys.max()) + 20.0]]
+    calls = []
+    original = PromptEncoder.seeded_mask_prompt
+
+    def recording(self, masks, coords, labels):
+        calls.append((masks.clone(), labels.clone()))
+        return original(self, masks, coords, labels)
+
+    monkeypatch.setattr(PromptEncoder, "seeded_mask_prompt", recording)
+    outputs = {}
+    for switch in (True, False):
+        torch.manual_seed(0)
+        predictor = build_sam2_video_predictor("micro", weights="random", fill_hole_area=0,
+                                               seed_mask_prompts=switch)
+        state = predictor.init_state(video.frames)
+        predictor.add_new_points_or_box(state, 0, 1, points=click, labels=[1])
+        list(predictor.propagate_in_video(state, progress=False))
+        calls.clear()
+        _, _, masks = predictor.add_new_points_or_box(state, 2, 1, points=click + far, labels=[1, 0])
+        outputs[switch] = masks
+        if switch:
+            assert len(calls) == 1
+            prev, labels = calls[0]
+            assert prev.shape[-2:] == (64, 64) and labels.tolist() == [[1, 0]]
+        else:
+            assert calls == []
+    assert not torch.allclose(outputs[True], outputs[False])
