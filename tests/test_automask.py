@@ -517,6 +517,17 @@ def test_attention_end_to_end(tiny256):
     assert every.to_json()["masks"] and AutomaticMaskGenerator(tiny256, "attention").attention_masks == "best"
     with pytest.raises(ValueError, match="attention_masks"):
         AutomaticMaskGenerator(tiny256, "attention", attention_masks="top")
+    # noise prompts: every token HDBSCAN left as noise is prompted too, besides the medoids
+    noisy = AutomaticMaskGenerator(tiny256, "attention", merge="nms", box_nms_thresh=1.0, noise_prompts=True,
+                                   **common).generate_result(img)
+    crop = noisy.attention["crops"][0]
+    assert (crop["num_clusters"], crop["num_noise_tokens"]) == (info["num_clusters"], info["num_noise_tokens"])
+    assert noisy.num_prompts == crop["num_prompts"] == info["num_clusters"] + info["num_noise_tokens"]
+    assert info["num_noise_tokens"] > 0  # the case is not vacuous
+    assert {tuple(r["point_coords"][0]) for r in res.masks} <= {tuple(r["point_coords"][0]) for r in noisy.masks}
+    assert AutomaticMaskGenerator(tiny256, "attention").noise_prompts is False  # the thesis's rule
+    with pytest.raises(TypeError, match="noise_prompts"):
+        AutomaticMaskGenerator(tiny256, "attention", noise_prompts="yes")
     with pytest.raises(ValueError, match="global blocks"):
         AutomaticMaskGenerator(tiny256, "attention", block=4)
     with pytest.raises(ValueError, match="unknown preset"):
@@ -604,7 +615,7 @@ def test_cli_grid_and_attention_with_evaluation(tiny_ckpt, tmp_path, capsys):
     args = ["automask", str(images), "--model", "tiny", "--checkpoint", tiny_ckpt, "--image-size", "256",
             "--output", str(out), "--prompting", "both", "--points-per-side", "2", "--pred-iou-thresh", "0",
             "--stability-score-thresh", "0", "--preset", "high_quality", "--min-region-area", "20",
-            "--gt-dir", str(gt), "--attention-masks", "all"]
+            "--gt-dir", str(gt), "--attention-masks", "all", "--noise-prompts", "on"]
     code = main(args)
     captured = capsys.readouterr()
     assert code == 1  # one unreadable image: reported, the others processed
@@ -625,6 +636,7 @@ def test_cli_grid_and_attention_with_evaluation(tiny_ckpt, tmp_path, capsys):
     assert summary["methods"]["attention"]["num_instances"] == 2
     # --attention-masks reaches the generator (tiny's own default is the thesis's "best")
     assert summary["methods"]["attention"]["settings"]["attention_masks"] == "all"
+    assert summary["methods"]["attention"]["settings"]["noise_prompts"] is True
     assert json.loads((out / "attention" / "img0.json").read_text())["settings"]["attention_masks"] == "all"
     assert [f["image"] for f in summary["failures"]] == [str(images / "broken.jpg")]
     assert "mean best-match IoU" in captured.out
@@ -704,7 +716,8 @@ def test_mask_nms_equals_greedy_nms_on_mask_iou():
 
 
 def test_grid_merge_default_is_the_models():
-    from efficient_sam2.automask.generator import default_attention_masks, default_grid_merge, default_merge
+    from efficient_sam2.automask.generator import (default_attention_masks, default_grid_merge, default_merge,
+                                                   default_noise_prompts)
     from efficient_sam2.build import build_sam2
     from efficient_sam2.configs import get_config
 
@@ -718,6 +731,7 @@ def test_grid_merge_default_is_the_models():
     assert default_attention_masks(get_config("sam2.1_hiera_tiny")) == "best"
     assert default_merge(get_config("micro"), "attention") == "mask-nms"
     assert default_attention_masks(get_config("micro")) == "all"
+    assert not default_noise_prompts(get_config("sam2.1_hiera_tiny")) and default_noise_prompts(get_config("micro"))
     att = AutomaticMaskGenerator(model, "attention")
     assert (att.merge, att.attention_masks) == ("mask-nms", "all")
     assert att.settings()["attention_masks"] == "all"

@@ -182,6 +182,7 @@ def test_benchmark_report(micro, images, tmp_path, capsys):
     assert {(m["prompting"], m["merge"]) for m in abl.values()} == {
         (p, m) for p in ("grid", "attention") for m in ("nms", "mask-nms", "union-find")}
     assert [m.get("attention_masks") for m in abl.values()].count("best") == 1  # the thesis's row
+    assert [m.get("noise_prompts") for m in abl.values()].count(False) == 2  # medoids only, and the thesis
     assert (out / "report.md").read_text().count("| grid 16x16 |") == 3
     assert main(["automask", str(tmp_path), "--benchmark", "--model", "micro", "--output", str(tmp_path / "o2"),
                  "--no-progress"]) == 2

@@ -85,17 +85,20 @@ def standard_methods(random_points: int = 1024) -> dict[str, dict]:
 
 def ablation_methods() -> dict[str, dict]:
     """Table 3: grid 32 x 32 or attention (low_latency) prompts x box NMS, mask NMS or union-find merging (the
-    model's default outputs per attention prompt), and the thesis's attention exactly (the best output per prompt,
-    union-find)."""
+    model's default outputs and prompts per attention prompt), attention from the cluster medoids only, and the
+    thesis's attention exactly (medoids, the best output per prompt, union-find)."""
     return {
         "grid 32x32 + NMS": dict(prompting="grid", points_per_side=32, merge="nms"),
         "grid 32x32 + mask-NMS": dict(prompting="grid", points_per_side=32, merge="mask-nms"),
         "grid 32x32 + union-find": dict(prompting="grid", points_per_side=32, merge="union-find"),
         "attention + NMS": dict(prompting="attention", preset="low_latency", merge="nms"),
         "attention + mask-NMS": dict(prompting="attention", preset="low_latency", merge="mask-nms"),
+        "attention medoids only + mask-NMS": dict(prompting="attention", preset="low_latency", merge="mask-nms",
+                                                  noise_prompts=False),
         "attention + union-find": dict(prompting="attention", preset="low_latency", merge="union-find"),
         "attention best-of-3 + union-find (thesis)": dict(prompting="attention", preset="low_latency",
-                                                          merge="union-find", attention_masks="best"),
+                                                          merge="union-find", attention_masks="best",
+                                                          noise_prompts=False),
     }
 
 

@@ -44,7 +44,7 @@ from .grid import build_layer_point_grids, crop_points, generate_crop_boxes
 from .merge import box_nms, boxed_merge_groups
 
 __all__ = ["AutomaticMaskGenerator", "AutomaskResult", "PROMPTINGS", "MERGES", "OUTPUT_MODES", "STAGES",
-           "ATTENTION_MASKS", "default_merge", "default_attention_masks"]
+           "ATTENTION_MASKS", "default_merge", "default_attention_masks", "default_noise_prompts"]
 
 PROMPTINGS = ("grid", "attention")
 MERGES = ("nms", "mask-nms", "union-find")
@@ -81,7 +81,10 @@ MODEL_ATTENTION_DECODING: dict[str, dict[str, str]] = {
     # (high_quality mIoU 15.8 / 34.7 / 19.9 instances / salient / camouflaged); mask NMS on all three outputs of
     # every prompt keeps 74-90 masks and gives 34.4 / 51.0 / 35.5 from the same 72 prompts (stage d: 37.4 / 56.9 /
     # 35.3).
-    "sam2.1_hiera_micro": {"merge": "mask-nms", "masks": "all"},
+    # Noise prompts (`automask --benchmark`, stage d weights, 8 images per subset; BENCHMARKS.md "Noise tokens as
+    # prompts"): HDBSCAN leaves the tokens of objects smaller than a cluster as noise, so medoids alone never prompt
+    # them; high_quality with them 37.4 / 56.9 / 35.3 -> 42.5 / 63.2 / 38.1 mIoU at 117 instead of 72 prompts.
+    "sam2.1_hiera_micro": {"merge": "mask-nms", "masks": "all", "noise": True},
 }
 """Per model (config name), how attention prompting decodes and de-duplicates where measurement chose otherwise
 than the thesis (the best of the three outputs per prompt, union-find merging)."""
@@ -101,6 +104,14 @@ def default_merge(model, prompting: str) -> str:
         return default_grid_merge(model)
     cfg = getattr(model, "cfg", model)
     return MODEL_ATTENTION_DECODING.get(getattr(cfg, "name", None), {}).get("merge", "union-find")
+
+
+def default_noise_prompts(model) -> bool:
+    """Whether attention prompting also prompts every token HDBSCAN left as noise when the caller does not say:
+    False (the thesis's: one prompt per cluster medoid), or the model's measured choice (True for the micro
+    model)."""
+    cfg = getattr(model, "cfg", model)
+    return bool(MODEL_ATTENTION_DECODING.get(getattr(cfg, "name", None), {}).get("noise", False))
 
 
 def default_attention_masks(model) -> str:
@@ -230,6 +241,9 @@ class AutomaticMaskGenerator:
         attention_masks: with multimask output, which outputs of an attention prompt become candidates: "best"
             (the one with the best predicted IoU, the thesis's) or "all" three (default: `default_attention_masks`:
             best, all for the micro model).
+        noise_prompts: attention prompting also prompts every token HDBSCAN left as noise (tokens of regions
+            smaller than a cluster), besides the cluster medoids (default: `default_noise_prompts`: off as in the
+            thesis, on for the micro model).
         merge_thresh: union-find threshold on the intersection over the smaller mask, or the mask IoU above which
             mask NMS drops the lower-scored mask (default 0.5).
     """
@@ -263,6 +277,7 @@ class AutomaticMaskGenerator:
         merge: str | None = None,
         merge_thresh: float | None = None,
         attention_masks: str | None = None,
+        noise_prompts: bool | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             inner = getattr(model, "model", None)
@@ -280,6 +295,9 @@ class AutomaticMaskGenerator:
             attention_masks = default_attention_masks(model)
         if attention_masks not in ATTENTION_MASKS:
             raise ValueError(f"attention_masks must be one of {ATTENTION_MASKS}, got {attention_masks!r}")
+        noise_prompts = default_noise_prompts(model) if noise_prompts is None else noise_prompts
+        if not isinstance(noise_prompts, (bool, np.bool_)):
+            raise TypeError(f"noise_prompts must be True or False, got {noise_prompts!r}")
         defaults = default_thresholds(model)
         pred_iou_thresh = defaults["pred_iou_thresh"] if pred_iou_thresh is None else pred_iou_thresh
         if stability_score_thresh is None:
@@ -337,6 +355,7 @@ class AutomaticMaskGenerator:
         self.merge = merge
         self.merge_thresh = merge_thresh
         self.attention_masks = attention_masks
+        self.noise_prompts = bool(noise_prompts)
         self.attention_chunk = int(attention_chunk)
         self.preset = preset
         self.block = self.head = None
@@ -389,7 +408,8 @@ class AutomaticMaskGenerator:
                      crop_n_points_downscale_factor=self.crop_n_points_downscale_factor)
         else:
             s.update(preset=self.preset, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size,
-                     block=self.block, head=self.head, attention_masks=self.attention_masks)
+                     block=self.block, head=self.head, attention_masks=self.attention_masks,
+                     noise_prompts=self.noise_prompts)
         return s
 
     def generate(self, image) -> list[dict]:
@@ -464,10 +484,14 @@ class AutomaticMaskGenerator:
             labels = ap.cluster_rows(dist, self.min_samples, self.min_cluster_size)
             tokens = ap.medoids(dist, labels)
             del dist
+            num_clusters = len(tokens)
+            if self.noise_prompts:
+                tokens = tokens + np.flatnonzero(labels < 0).tolist()
             points = ap.tokens_to_points(tokens, grid_hw, (ch, cw))
             clock.t["clustering"] += clock.now() - t0
             info = {"crop_box": [int(v) for v in crop_box], "num_tokens": int(labels.size),
-                    "num_clusters": len(tokens), "num_noise_tokens": int((labels < 0).sum())}
+                    "num_clusters": num_clusters, "num_noise_tokens": int((labels < 0).sum()),
+                    "num_prompts": len(tokens)}
 
         t0 = clock.now()
         C = model.hidden_dim

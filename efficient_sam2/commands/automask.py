@@ -90,6 +90,10 @@ def register(subparsers) -> None:
     d.add_argument("--attention-masks", choices=ATTENTION_MASKS, default=None,
                    help="attention prompting: keep the best of each prompt's three masks (the thesis's) or all "
                         "three (default: the model's: best, all for micro)")
+    d.add_argument("--noise-prompts", choices=("on", "off"), default=None,
+                   help="attention prompting: also prompt every token HDBSCAN leaves as noise (regions smaller than "
+                        "a cluster), besides the cluster medoids (default: the model's: off as in the thesis, on "
+                        "for micro)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
                         "(default 0.5), intersection over the smaller mask for union-find (default 0.5)")
@@ -193,6 +197,7 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         multimask_output=not args.single_mask,
         merge=args.merge,
         attention_masks=args.attention_masks,
+        noise_prompts=None if args.noise_prompts is None else args.noise_prompts == "on",
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,
