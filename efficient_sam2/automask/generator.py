@@ -75,7 +75,7 @@ MODEL_GRID_MERGE: dict[str, str] = {
 SAM's box NMS."""
 
 
-MODEL_ATTENTION_DECODING: dict[str, dict[str, str]] = {
+MODEL_ATTENTION_DECODING: dict[str, dict] = {
     # `automask data/images_val --benchmark` on the stage c weights, 8 images per subset (BENCHMARKS.md "Attention
     # prompts keep every output"): union-find chains the micro model's overlapping masks into 1-5 masks per image
     # (high_quality mIoU 15.8 / 34.7 / 19.9 instances / salient / camouflaged); mask NMS on all three outputs of
