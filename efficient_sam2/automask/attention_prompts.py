@@ -85,8 +85,12 @@ MODEL_ATTENTION["sam2.1_hiera_micro"] = {
     # (2, 3) ~40 and 14.1 / 29.5 / 18.9, (1, 2) ~72 and 14.5 / 28.3 / 17.6 (with NMS instead of union-find 25.6 /
     # 27.5 / 23.1). low_latency takes (2, 5) (2 % of a 32 x 32 grid's prompts, 0.08 s per image), high_quality
     # (1, 2) (7 %, the share the thesis's high-quality setting uses).
-    "presets": {"low_latency": ClusteringPreset(2, 5, "about 20 prompts at 256 px (micro)"),
-                "high_quality": ClusteringPreset(1, 2, "about 75 prompts at 256 px (micro)")},
+    # With the micro model's noise prompts (generator.MODEL_ATTENTION_DECODING) they decode 73-93 and 116-118
+    # prompts per image.
+    "presets": {"low_latency": ClusteringPreset(2, 5, "about 20 clusters at 256 px (micro; 73-93 prompts with "
+                                                      "its noise prompts)"),
+                "high_quality": ClusteringPreset(1, 2, "about 75 clusters at 256 px (micro; about 117 prompts "
+                                                       "with its noise prompts)")},
 }
 
 
