@@ -737,7 +737,9 @@ def test_grid_merge_default_is_the_models():
     assert att.settings()["attention_masks"] == "all"
     assert AutomaticMaskGenerator(model, "attention", merge="union-find").merge == "union-find"
     gen = AutomaticMaskGenerator(model, "grid", points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    assert gen.settings()["merge"] == "mask-nms" and gen.settings()["merge_thresh"] == 0.5
+    assert gen.settings()["merge"] == "mask-nms" and gen.settings()["merge_thresh"] == 0.6
+    assert AutomaticMaskGenerator(model, "attention", merge="union-find").merge_thresh == 0.5  # union-find's own
+    assert AutomaticMaskGenerator(model, "grid", merge="mask-nms", merge_thresh=0.4).merge_thresh == 0.4
     image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     for merge in ("nms", "mask-nms"):
         res = AutomaticMaskGenerator(model, "grid", points_per_side=4, merge=merge, pred_iou_thresh=0.0,

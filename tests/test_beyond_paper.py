@@ -287,6 +287,20 @@ def test_a_guarded_frame_with_sparse_memory_computes_every_window_but_keeps_smr(
         assert stats.kept_windows[t] == 1.0 and stats.kept_memory[t] < 1.0, t
 
 
+def test_memory_only_guards_read_every_memory_token_and_keep_swr():
+    """guard_memory_only: the frame after a trip reads every memory token (every object) with its windows routed."""
+    stats = _tracked_stats(EfficientConfig.paper(guard=0.2, guard_memory_only=True), 20261212, "distractors", 12)
+    guarded = [t for t in stats.guarded_frames if t in stats.kept_windows and t >= 4]
+    assert guarded, "guard 0.2 must trip on this two-object video after the memory bank holds pruned frames"
+    for t in guarded:
+        assert stats.kept_windows[t] < 1.0 and stats.kept_memory[t] == 1.0, t
+    assert all(stats.kept_windows[t] < 1.0 for t in range(2, 12))  # every frame after the first two routed
+    unguarded = [t for t in stats.kept_memory if t >= 4 and t not in guarded]
+    assert all(stats.kept_memory[t] < 1.0 for t in unguarded)
+    with pytest.raises(ValueError, match="guard_memory_only"):
+        EfficientConfig(guard_sparse_memory=True, guard_memory_only=True)
+
+
 def test_guard_tolerance_and_sparse_memory_flags():
     import argparse
 
@@ -296,6 +310,8 @@ def test_guard_tolerance_and_sparse_memory_flags():
     add_efficient_args(parser)
     config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "1", "--guard-sparse-memory", "on"]))
     assert (config.guard_tolerance, config.guard_sparse_memory) == (1, True)
+    config = efficient_config_from_args(parser.parse_args(["--guard-memory-only", "on"]))
+    assert config.guard_memory_only and not config.guard_sparse_memory
     config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "0", "--guard-sparse-memory", "off"]))
     assert (config.guard_tolerance, config.guard_sparse_memory) == (None, False)
     assert efficient_config_from_args(parser.parse_args(["--paper"])) == EfficientConfig.paper()
@@ -346,3 +362,62 @@ def test_backoff_flag():
     add_efficient_args(parser)
     assert efficient_config_from_args(parser.parse_args(["--backoff", "0.5"])).backoff == 0.5
     assert efficient_config_from_args(parser.parse_args(["--backoff", "0"])).backoff is None
+
+
+def test_reused_residuals_on_a_tracked_video_with_a_scene_cut(monkeypatch):
+    """reuse_residuals: dense frames compute every window through a plan that remembers their residuals, routed
+    frames get the same cache, a scene cut empties it, and the routed frames' masks change (the background windows
+    no longer come from the shortcut); the paper keeps no cache."""
+    video, first = _two_scenes(cut=6, frames=10)
+    seen = {}
+    orig = EfficientPolicy.window_plan
+
+    def spy(self, t, image=None):
+        plan = orig(self, t, image)
+        res = self.residuals
+        seen[t] = (None if plan is None else plan.keep.numel(), None if plan is None else plan.residuals,
+                   res, None if res is None or res.valid is None else int(res.valid.sum()))
+        return plan
+
+    monkeypatch.setattr(EfficientPolicy, "window_plan", spy)
+    out = {}
+    for name, cfg in (("reuse", EfficientConfig.paper(scene_cut=4.0, reuse_residuals=True)),
+                      ("paper", EfficientConfig.paper(scene_cut=4.0))):
+        seen.clear()
+        predictor = build_sam2_video_predictor("micro", efficient=cfg)
+        state = predictor.init_state(video)
+        for i in np.unique(first):
+            if i:
+                predictor.add_new_mask(state, 0, int(i), first == i)
+        out[name] = {t: m.clone() for t, _, m in predictor.propagate_in_video(state, progress=False)}
+        out[name + "_seen"] = dict(seen)
+        out[name + "_stats"] = predictor.statistics(state)
+    n = WindowGrid(16, predictor.model.image_encoder.trunk.routed_window).num_windows  # 16 x 16 tokens at 256 px
+    reuse, stats = out["reuse_seen"], out["reuse_stats"]
+    assert stats.scene_cuts == [6]
+    cache = reuse[1][2]
+    assert cache is not None and all(s[1] is cache for s in reuse.values())  # one cache, in every plan
+    for t in (1, 6, 7):  # dense: every window computed, through a plan (so their residuals are stored)
+        assert reuse[t][0] == n and stats.kept_windows[t] == 1.0, t
+    assert reuse[5][3] == n  # every window has a residual after the dense frame 1
+    assert reuse[6][3] is None  # the cut emptied the cache before its frame was computed
+    routed = [t for t in range(2, 10) if t not in (6, 7)]
+    assert all(reuse[t][0] < n for t in routed)
+    paper = out["paper_seen"]
+    assert all(s[2] is None for s in paper.values()) and paper[1][0] is None  # the paper: no cache, dense = None
+    assert any((out["reuse"][t] - out["paper"][t]).abs().max() > 1e-3 for t in routed)
+    assert all(torch.equal(out["reuse"][t], out["paper"][t]) for t in (0, 1))  # identical until the first route
+
+
+def test_reuse_residuals_flag():
+    import argparse
+
+    from efficient_sam2.commands.common import add_efficient_args, efficient_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_efficient_args(parser)
+    assert efficient_config_from_args(parser.parse_args(["--reuse-residuals", "on", "--paper"])).reuse_residuals
+    assert not efficient_config_from_args(parser.parse_args(["--reuse-residuals", "off"])).reuse_residuals
+    assert not EfficientConfig.paper().reuse_residuals
+    assert efficient_config_from_args(parser.parse_args(["--global-context", "on", "--paper"])).global_context
+    assert not EfficientConfig.paper().global_context

@@ -122,6 +122,17 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
     "paper+dense-fallback": AccuracyConfig("the paper + dense frames instead of the saliency fallback "
                                            "(dense_fallback, theta_relative)", dict(),
                                            beyond=("dense_fallback", "theta_relative")),
+    "paper+reuse": AccuracyConfig("the paper + background windows from their own last computed residual "
+                                  "(reuse_residuals)", dict(reuse_residuals=True)),
+    "efficient-1207": AccuracyConfig("the defaults of 2026-12-07 (guards 0.2 running whole frames dense, no "
+                                     "carried-over residuals, no global context)",
+                                     dict(reuse_residuals=False, global_context=False, guard_memory_only=False,
+                                          guard=0.2, drift_guard=0.2), base="default"),
+    "paper+reuse": AccuracyConfig("the paper + background windows from their own carried-over residual "
+                                  "(reuse_residuals)", dict(), beyond=("reuse_residuals",)),
+    "paper+context": AccuracyConfig("the paper + carried-over residuals + kept windows attending to the "
+                                    "background (reuse_residuals, global_context)", dict(),
+                                    beyond=("reuse_residuals", "global_context")),
     "efficient": AccuracyConfig("Efficient-SAM2 with this package's defaults (EfficientConfig())", dict(),
                                 base="default"),
 }
@@ -617,7 +628,7 @@ def _efficiency(runs: list[dict], efficient: bool) -> dict:
             "saliency_fallback_rate": sum(r["fallbacks"] for r in runs) / routed if routed else None}
 
 
-def _summary(videos: list[str], name: str, scores: dict, runs: dict, clock: str, efficient: bool,
+def _summary(videos: list[str], name: str, scores: dict, runs: dict, clock: str, efficient: EfficientConfig | None,
              fidelity: dict | None = None) -> dict:
     """The scores, efficiency and timing of configuration `name` over `videos`; with `fidelity`, the J&F of its
     masks against dense SAM 2's (overall and of the worst video) and the FLOP-ideal speed-ups its kept fractions
@@ -638,8 +649,9 @@ def _summary(videos: list[str], name: str, scores: dict, runs: dict, clock: str,
         per_video = [x for x in per_video if math.isfinite(x)]
         out["fidelity"] = _score(fid)
         out["fidelity_worst_video_JF"] = min(per_video) if per_video else math.nan
-        out["ideal_speedup"] = (ideal_speedups(eff["kept_window_fraction"], eff["kept_memory_fraction"]) if efficient
-                                else {m: 1.0 for m in IDEAL_MODELS})
+        out["ideal_speedup"] = (ideal_speedups(eff["kept_window_fraction"], eff["kept_memory_fraction"],
+                                               context=efficient.global_context, reuse=efficient.reuse_residuals)
+                                if efficient is not None else {m: 1.0 for m in IDEAL_MODELS})
     return out
 
 
@@ -727,7 +739,7 @@ def _tabulate(settings: AccuracySettings, predictors: dict, selection: DatasetSe
     configs, per_video = {}, {}
     for name in settings.configs:
         eff = settings.efficient_config(name)
-        args = (name, scores, runs, settings.clock, eff is not None, fidelity)
+        args = (name, scores, runs, settings.clock, eff, fidelity)
         configs[name] = {"description": ACCURACY_CONFIGS[name].description, "paper": ACCURACY_CONFIGS[name].paper,
                          "efficient_config": eff.to_dict() if eff is not None else None,
                          "shortcut": getattr(predictors[name], "shortcut_info", None),

@@ -43,6 +43,7 @@ from .accuracy import (
     efficient_config_of,
     json_safe,
 )
+from ..efficient.config import EfficientConfig
 from .common import BenchError, environment
 from .flops import IDEAL_MODELS, ideal_speedups
 
@@ -296,7 +297,7 @@ def _stats(stats) -> dict:
             "scene_cuts": len(getattr(stats, "scene_cuts", ()))}
 
 
-def _combine(rows: list[dict], dense_rows: list[dict], clock: str, efficient: bool) -> dict:
+def _combine(rows: list[dict], dense_rows: list[dict], clock: str, efficient: EfficientConfig | None) -> dict:
     """One configuration's summary over video rows (and dense's rows of the same videos, for the speed-up)."""
     objects = [o for r in rows for o in r["scores"]["objects"].values()]
     J = float(np.mean([o["J"] for o in objects])) if objects else math.nan
@@ -324,7 +325,9 @@ def _combine(rows: list[dict], dense_rows: list[dict], clock: str, efficient: bo
         "wall_s": sum(r["wall_s"] for r in rows), "cpu_s": sum(r["cpu_s"] for r in rows),
         "ms_per_frame": 1000 * own / frames if frames else None,
         "speedup": dense / own if own > 0 else None,
-        "ideal_speedup": ideal_speedups(kept_w, kept_m) if efficient else {m: 1.0 for m in IDEAL_MODELS},
+        "ideal_speedup": (ideal_speedups(kept_w, kept_m, context=efficient.global_context,
+                                         reuse=efficient.reuse_residuals)
+                          if efficient is not None else {m: 1.0 for m in IDEAL_MODELS}),
     }
 
 
@@ -383,8 +386,7 @@ def run_fidelity(settings: FidelitySettings, progress: bool = True, command: str
         eff = settings.efficient_config(name)
         configs[name] = {"description": ACCURACY_CONFIGS[name].description,
                          "efficient_config": eff.to_dict() if eff is not None else None,
-                         **_combine(list(rows[name].values()), list(rows["dense"].values()), settings.clock,
-                                    eff is not None)}
+                         **_combine(list(rows[name].values()), list(rows["dense"].values()), settings.clock, eff)}
     videos = {n: {v: {k: x for k, x in r.items() if k != "scores"} | {"objects_scores": r["scores"]["objects"]}
                   for v, r in rows[n].items()} for n in names}
     result = FidelityResult(settings=settings.to_dict(), command=command, environment=env, model=model_info,

@@ -156,9 +156,14 @@ def hiera_flops(
     batch: int = 1,
     keep: Sequence[int] | None = None,
     shortcut: str | None = "bottleneck",
+    context: bool = False,
+    reuse: bool = False,
 ) -> dict[str, int]:
     """FLOPs of the trunk on (batch, 3, S, S) images, dense (`keep` None) or with the routed span computing only
-    the windows in `keep` (indices on the routed stage's padded window grid, row-major).
+    the windows in `keep` (indices on the routed stage's padded window grid, row-major). `context`
+    (`EfficientConfig.global_context`): the span's first block, if global, and with `reuse` (`reuse_residuals`,
+    every background window carried over) its deeper global blocks also read keys and values of the background's
+    real tokens.
 
     Returns {"patch_embed", "blocks", "routed", "shortcut", "total"} where "routed" is the part of "blocks" spent
     in the routed span (all of it on a dense call as well, for comparison) and "shortcut" the background branch.
@@ -172,7 +177,8 @@ def hiera_flops(
             if keep is None:
                 f, h, w = _block_flops(b, batch, h, w)
             else:
-                f = _routed_block_flops(b, geometry.routed_window, batch, h, w, keep)
+                with_context = context and b.window == 0 and (b.index == first or reuse)
+                f = _routed_block_flops(b, geometry.routed_window, batch, h, w, keep, with_context)
             out["routed"] += f
             out["blocks"] += f
             continue
@@ -188,19 +194,26 @@ def hiera_flops(
     return out
 
 
-def _routed_block_flops(b: HieraBlockSpec, window: int, batch: int, h: int, w: int, keep: Sequence[int]) -> int:
+def _routed_block_flops(b: HieraBlockSpec, window: int, batch: int, h: int, w: int, keep: Sequence[int],
+                        context: bool = False) -> int:
     """A block of the routed span (windows of side `window`) run on the kept windows only (as
-    `Hiera._routed_forward` does)."""
+    `Hiera._routed_forward` does); `context`: a global block whose kept tokens also attend to every background
+    token (keys and values of those computed too)."""
     K = len(keep)
     if K == 0:
         return 0
     real = batch * kept_window_tokens(keep, h, w, window)
+    extra = 0
     if b.window > 0:
         tokens = batch * K * window * window  # attention runs on the padded windows, the MLP on real tokens
-        sets, length = batch * K, window * window
+        sets, length, keys = batch * K, window * window, window * window
     else:
-        tokens, sets, length = real, batch, real // batch
-    return (linear_flops(tokens, b.dim, 3 * b.dim_out) + attention_flops(sets, length, length, b.dim_out)
+        tokens, sets, length, keys = real, batch, real // batch, real // batch
+        if context:
+            background = batch * h * w - real
+            extra = linear_flops(background, b.dim, 2 * b.dim_out)
+            keys += background // batch
+    return (linear_flops(tokens, b.dim, 3 * b.dim_out) + extra + attention_flops(sets, length, keys, b.dim_out)
             + linear_flops(tokens, b.dim_out, b.dim_out) + linear_flops(real, b.dim_out, b.mlp_hidden)
             + linear_flops(real, b.mlp_hidden, b.dim_out))
 
@@ -216,9 +229,9 @@ def neck_flops(cfg: HieraConfig, image_size: int, batch: int = 1, d_model: int =
 
 
 def image_encoder_flops(cfg: SAM2Config, batch: int = 1, keep: Sequence[int] | None = None,
-                        shortcut: str | None = "bottleneck") -> int:
-    """Trunk + neck (the `image_encoder` module) on `batch` images."""
-    trunk = hiera_flops(cfg.hiera, cfg.image_size, batch, keep, shortcut)["total"]
+                        shortcut: str | None = "bottleneck", context: bool = False, reuse: bool = False) -> int:
+    """Trunk + neck (the `image_encoder` module) on `batch` images (`hiera_flops` for the options)."""
+    trunk = hiera_flops(cfg.hiera, cfg.image_size, batch, keep, shortcut, context, reuse)["total"]
     return trunk + neck_flops(cfg.hiera, cfg.image_size, batch, cfg.d_model)
 
 
@@ -370,7 +383,8 @@ class FlopModel:
         self.cfg = cfg
 
     def image_encoder(self, d: dict) -> int:
-        return image_encoder_flops(self.cfg, d["batch"], d.get("keep"), d.get("shortcut"))
+        return image_encoder_flops(self.cfg, d["batch"], d.get("keep"), d.get("shortcut"), d.get("context", False),
+                                   d.get("reuse", False))
 
     def memory_attention(self, d: dict) -> int:
         return memory_attention_flops(
@@ -411,12 +425,14 @@ def pooled_key_count(num_spatial: int, tokens_per_frame: int, grid: int, kernel:
 
 
 def tracked_frame_flops(cfg: SAM2Config, kept_windows: float = 1.0, kept_memory: float = 1.0, objects: int = 1,
-                        efficient: bool | None = None) -> int:
+                        efficient: bool | None = None, context: bool = False, reuse: bool = False) -> int:
     """FLOPs of one steady-state tracked frame (full memory bank, no prompt) of `objects` objects on model `cfg`:
     image encoder (its routed stage computing `kept_windows` of its windows) and high-resolution projections once,
     then per object memory attention reading `kept_memory` of its memory tokens, the SAM heads, the object pointer
     and the memory encoder. `efficient` (default: any fraction below 1) adds what the accelerated path computes on
-    top: the decoder's attention maps and one memory frame's explicit saliency (a first recollection)."""
+    top: the decoder's attention maps and one memory frame's explicit saliency (a first recollection). `context`,
+    `reuse`: `EfficientConfig.global_context` and `reuse_residuals` (background windows then take their carried-over
+    residual, not the shortcut)."""
     if not (0.0 < kept_windows <= 1.0 and 0.0 < kept_memory <= 1.0):
         raise ValueError(f"kept fractions must be in (0, 1], got {kept_windows} and {kept_memory}")
     if efficient is None:
@@ -434,7 +450,8 @@ def tracked_frame_flops(cfg: SAM2Config, kept_windows: float = 1.0, kept_memory:
     dense_keys = cfg.num_maskmem * tokens + pointers
     keys = max(1, round(kept_memory * dense_keys))
     layers = cfg.num_memory_attention_layers
-    total = image_encoder_flops(cfg, 1, keep) + high_res_projection_flops(cfg, 1)
+    total = image_encoder_flops(cfg, 1, keep, None if reuse else "bottleneck", context, reuse)
+    total += high_res_projection_flops(cfg, 1)
     total += memory_attention_flops(objects, tokens, [keys] * layers,
                                     saliency_per_layer=[tokens if efficient else 0] * layers,
                                     d_model=cfg.d_model, kv_dim=cfg.mem_dim, dim_feedforward=cfg.memory_attention_ffn_dim)
@@ -450,14 +467,17 @@ IDEAL_MODELS = ("sam2.1_hiera_large", "sam2.1_hiera_base_plus")
 
 
 def ideal_speedups(kept_windows: float, kept_memory: float, objects: int = 1,
-                   models: Sequence[str] = IDEAL_MODELS) -> dict[str, float]:
+                   models: Sequence[str] = IDEAL_MODELS, context: bool = False, reuse: bool = False
+                   ) -> dict[str, float]:
     """{model: FLOP-ideal end-to-end speed-up of a tracked frame} at these kept fractions (see
-    `tracked_frame_flops`): what a sparsity measured on any model would buy on each of `models`."""
+    `tracked_frame_flops`, also for `context` and `reuse`): what a sparsity measured on any model would buy on
+    each of `models`."""
     from ..configs import get_config
 
     out = {}
     for name in models:
         cfg = get_config(name)
         dense = tracked_frame_flops(cfg, 1.0, 1.0, objects, efficient=False)
-        out[name] = dense / tracked_frame_flops(cfg, kept_windows, kept_memory, objects, efficient=True)
+        out[name] = dense / tracked_frame_flops(cfg, kept_windows, kept_memory, objects, efficient=True,
+                                                context=context, reuse=reuse)
     return out

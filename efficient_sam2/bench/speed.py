@@ -167,8 +167,12 @@ def _describe_image_encoder(module, args, kwargs) -> dict:
     plan = a.get("window_plan")
     if plan is None:
         return {"batch": images.shape[0]}
+    reuse = plan.residuals is not None and images.shape[0] == 1
     return {"batch": images.shape[0], "keep": [int(k) for k in plan.keep.flatten().tolist()],
-            "shortcut": _shortcut_variant(plan.shortcut)}
+            # with carried-over residuals the background windows (all computed once, on the dense first frames)
+            # skip the shortcut
+            "shortcut": None if reuse else _shortcut_variant(plan.shortcut), "context": bool(plan.context),
+            "reuse": reuse}
 
 
 def _describe_memory_attention(module, args, kwargs) -> dict:

@@ -96,7 +96,7 @@ def register(subparsers) -> None:
                         "for micro)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
-                        "(default 0.5), intersection over the smaller mask for union-find (default 0.5)")
+                        "(default 0.6), intersection over the smaller mask for union-find (default 0.5)")
     d.add_argument("--min-region-area", type=int, default=0, metavar="N",
                    help="fill holes and remove islands smaller than N pixels in every mask; 0: off (default: %(default)s)")
     d.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")

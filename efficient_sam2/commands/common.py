@@ -84,9 +84,19 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--guard-sparse-memory", choices=("on", "off"), default=None,
                    help=f"a frame run dense by a guard computes every window but keeps SMR's memory plan "
                         f"({'on' if d.guard_sparse_memory else 'off'})")
+    b.add_argument("--guard-memory-only", choices=("on", "off"), default=None,
+                   help=f"a frame run dense by a guard reads every memory token but keeps SWR's windows "
+                        f"({'on' if d.guard_memory_only else 'off'})")
     b.add_argument("--backoff", type=float, default=None,
                    help=f"when at least this share of the last 10 routed frames were guarded, run the next 30 frames "
                         f"dense ({d.backoff})")
+    b.add_argument("--reuse-residuals", choices=("on", "off"), default=None,
+                   help=f"a window SWR skips takes its own features carried over from the last frame that computed "
+                        f"it (input + that frame's residual) instead of the shortcut "
+                        f"({'on' if d.reuse_residuals else 'off'})")
+    b.add_argument("--global-context", choices=("on", "off"), default=None,
+                   help=f"the routed span's global blocks let kept tokens attend to the background tokens too "
+                        f"({'on' if d.global_context else 'off'})")
     b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
                    help=f"run the next frame dense where the saliency fallback would fire "
                         f"({'on' if d.dense_fallback else 'off'})")
@@ -109,9 +119,11 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value
-    for name in ("guard_sparse_memory", "dense_fallback"):
+    for name in ("guard_sparse_memory", "guard_memory_only", "dense_fallback", "reuse_residuals", "global_context"):
         if getattr(args, name, None) is not None:
             beyond[name] = getattr(args, name) == "on"
+    if beyond.get("guard_sparse_memory") and "guard_memory_only" not in beyond:
+        beyond["guard_memory_only"] = False  # the opposite choice to the defaults' memory-only guards
     preset = EfficientConfig.paper if paper or getattr(args, "paper", False) else EfficientConfig
     return preset(
         **beyond,

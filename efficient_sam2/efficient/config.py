@@ -83,6 +83,9 @@ class EfficientConfig:
             but keeps SMR's memory plan (True); False (off): it also reads every memory token. Off by default: on
             the defaults it reads 0.50 of the memory instead of 0.83 on the 10 standard tuning videos, but fidelity
             falls from 96.2 to 92.7 (and to 84 on the distractors subset of `data/tune`).
+        guard_memory_only: a frame run dense by `guard` or `drift_guard` reads every memory token but keeps SWR's
+            window plan (True); False (off): it also computes every window. With `global_context` and
+            `reuse_residuals` SWR's windows are nearly dense SAM 2's, and what drifts is the sparse memory.
         backoff: when at least this share of the last `BACKOFF_WINDOW` (10) frames of a propagation were guarded
             (`guard`, `drift_guard`, `dense_fallback`: the sparse path kept drifting), the next `BACKOFF_FRAMES`
             (30) frames run dense (every window, every memory token), then routing resumes: footage on which the
@@ -90,6 +93,16 @@ class EfficientConfig:
             frames by turns.
         dense_fallback: when the saliency fallback fires, run the next frame dense instead of adding the
             attention-mass windows (an unsure object is followed as dense SAM 2 follows it).
+        reuse_residuals: a window SWR does not compute takes its input plus the residual that the routed blocks
+            added to it on the last frame of this propagation that computed it (its own features, carried over:
+            exact for a window whose input did not change), and the shortcut only when it has none yet (False:
+            the shortcut for every background window, as the paper). Reset at scene cuts.
+        global_context: the global attention blocks of the routed span let the kept windows' tokens attend to
+            every token, not only to each other (the paper): to the background tokens as the span receives them
+            (the current frame, exact for a global block at the span's start, as on the micro model) and, for a
+            global block deeper in the span, with `reuse_residuals`, to each background window's input plus its
+            carried-over residual to that depth (windows without one are left out). Keys and values only: the
+            background tokens get no output.
     """
 
     swr: bool = True
@@ -110,12 +123,15 @@ class EfficientConfig:
     change_threshold: float | None = None
     scene_cut: float | None = 4.0
     theta_relative: float | None = None
-    guard: float | None = 0.2
-    drift_guard: float | None = 0.2
+    guard: float | None = 0.3
+    drift_guard: float | None = 0.3
     guard_tolerance: int | None = None
     guard_sparse_memory: bool = False
+    guard_memory_only: bool = True
     dense_fallback: bool = False
     backoff: float | None = None
+    reuse_residuals: bool = True
+    global_context: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0:
@@ -144,6 +160,9 @@ class EfficientConfig:
                                                  or int(self.guard_tolerance) != self.guard_tolerance
                                                  or self.guard_tolerance < 1):
             raise ValueError(f"guard_tolerance must be an integer >= 1 (or None: off), got {self.guard_tolerance}")
+        if self.guard_sparse_memory and self.guard_memory_only:
+            raise ValueError("guard_sparse_memory and guard_memory_only together would leave a guarded frame as "
+                             "sparse as any other: choose one")
         for name in ("change_threshold", "scene_cut", "theta_relative"):
             value = getattr(self, name)
             if value is not None and not value > 0.0:
@@ -174,13 +193,15 @@ class EfficientConfig:
 
 
 BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
-                "guard_tolerance", "guard_sparse_memory", "dense_fallback", "backoff")
+                "guard_tolerance", "guard_sparse_memory", "guard_memory_only", "dense_fallback", "backoff", "reuse_residuals",
+                "global_context")
 """Options that are not in the paper; None (False) turns each off."""
 
 PAPER_OPTIONS: dict = dict(
     swr=True, tau=0.7, theta_obj=5.0, dilation=5, all_masks=True, dense_frames=2, shortcut="bottleneck",
     padding="zero", kept_windows=None, smr=True, sparsity=0.95, memory_selection="topk", mempool_kernel=2,
     memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None, guard=None, drift_guard=None,
-    guard_tolerance=None, guard_sparse_memory=False, dense_fallback=False, backoff=None,
+    guard_tolerance=None, guard_sparse_memory=False, guard_memory_only=False, dense_fallback=False, backoff=None, reuse_residuals=False,
+    global_context=False,
 )
 """The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ..modeling.hiera import WindowPlan
+from ..modeling.window_plan import WindowPlan, WindowResiduals
 from ..modeling.memory_attention import MemoryPlan
 from ..modeling.sam2 import MemoryFrame, SAM2Model, StepOutput
 from ..tracking.policy import FramePolicy, FrameResult
@@ -164,7 +164,7 @@ class EfficientPolicy(FramePolicy):
         self.next_plan: tuple[int, RouteDecision] | None = None
         self.plan_used: dict[int, float] = {}
         self.frame_outputs: list[tuple] = []  # (mask logits, scores, saliency, obj ids) of this frame's steps
-        self.memory_fractions: list[float] = []
+        self.memory_fractions: list[tuple[float, int]] = []  # (kept fraction, objects) of this frame's groups
         self.previous_frame: tuple[int, torch.Tensor] | None = None  # (frame, pooled image) for W_change / cuts
         self.change_history: list[float] = []  # mean pooled changes of the last frames (scene cuts)
         self.previous_masks: dict[int, torch.Tensor] = {}  # each object's last chosen mask (guard)
@@ -174,6 +174,8 @@ class EfficientPolicy(FramePolicy):
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
         self.recent_guarded: list[bool] = []  # whether each of the last routed frames was guarded (backoff)
         self.backoff_left = 0  # frames still to run dense because of `backoff`
+        # what the routed blocks added to each window when last computed (reuse_residuals)
+        self.residuals = WindowResiduals() if self.config.reuse_residuals else None
 
     # ------------------------------------------------------------------ propagation
     def start(self, reverse: bool) -> None:
@@ -186,6 +188,8 @@ class EfficientPolicy(FramePolicy):
         self.dense_memory_frame = None
         self.recent_guarded, self.backoff_left = [], 0
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
+        if self.residuals is not None:
+            self.residuals.clear()
 
     def stop(self) -> None:
         self.next_plan = None
@@ -203,8 +207,14 @@ class EfficientPolicy(FramePolicy):
                 chosen[keep] = True
                 keep = chosen.nonzero().flatten()
             self.plan_used[frame_idx] = keep.numel() / self.method.grid.num_windows
-            return WindowPlan(keep=keep, shortcut=self.method.shortcut, padding=cfg.padding)
+            return WindowPlan(keep=keep, shortcut=self.method.shortcut, padding=cfg.padding,
+                              residuals=self.residuals, context=cfg.global_context)
         self.plan_used[frame_idx] = 1.0
+        if self.residuals is not None and cfg.swr:
+            # every window computed (the dense result exactly), and every window's residual remembered
+            keep = torch.arange(self.method.grid.num_windows)
+            return WindowPlan(keep=keep, shortcut=self.method.shortcut, padding=cfg.padding, residuals=self.residuals,
+                              context=cfg.global_context)
         return None
 
     def _frame_change(self, frame_idx: int, image: torch.Tensor | None) -> torch.Tensor | None:
@@ -224,6 +234,8 @@ class EfficientPolicy(FramePolicy):
             self.next_plan = None
             self.processed = 0  # this frame and the next run dense, as at the start of a propagation
             self.cache.clear()  # memory frames are read densely until they are recalled again
+            if self.residuals is not None:
+                self.residuals.clear()
             self.stats.scene_cuts.append(frame_idx)
             return None
         return change
@@ -252,7 +264,8 @@ class EfficientPolicy(FramePolicy):
         stats = self.stats
         stats.kept_windows[frame_idx] = self.plan_used.pop(frame_idx, 1.0)
         if self.memory_fractions:
-            stats.kept_memory[frame_idx] = sum(self.memory_fractions) / len(self.memory_fractions)
+            stats.kept_memory[frame_idx] = (sum(f * n for f, n in self.memory_fractions)
+                                            / sum(n for _, n in self.memory_fractions))
         self.memory_fractions.clear()
         self.processed += 1
         outputs, self.frame_outputs = self.frame_outputs, []
@@ -286,11 +299,14 @@ class EfficientPolicy(FramePolicy):
         if self.config.theta_relative is not None:
             thresholds = torch.tensor([self.fallback_threshold(o) for _, _, _, ids in outputs for o in ids])
         decision = self.method.router.route(masks, scores, saliency, thresholds)
-        if guarded or (self.config.dense_fallback and decision.saliency_fired):
+        if (guarded and not self.config.guard_memory_only) or (self.config.dense_fallback and decision.saliency_fired):
             self._run_dense(nxt)
             self._note_guarded(True)
             return
-        self._note_guarded(False)
+        if guarded:  # guard_memory_only: every memory token read, the windows routed
+            self.dense_memory_frame = nxt
+            self.stats.guarded_frames.append(nxt)
+        self._note_guarded(guarded)
         self.next_plan = (nxt, decision)
         stats.routed_frames += 1
         if decision.saliency_fired:
@@ -383,7 +399,7 @@ class EfficientPolicy(FramePolicy):
         self.anchor_areas.pop(obj_id, None)
 
     def nbytes(self) -> int:
-        return self.cache.nbytes()
+        return self.cache.nbytes() + (self.residuals.nbytes() if self.residuals is not None else 0)
 
     # ------------------------------------------------------------------ SMR
     def group_key(self, obj_id: int, memory_frames: Sequence[int]) -> tuple:
@@ -405,7 +421,7 @@ class EfficientPolicy(FramePolicy):
         if cfg.memory_selection == "mempool":
             k = cfg.mempool_kernel
             kept = len(memories) * math.ceil(E / k) ** 2 + num_ptr
-            self.memory_fractions.append(kept / total)
+            self.memory_fractions.append((kept / total, len(obj_ids)))
             return MemoryPlan(pool=k)
         last_slot = model.num_maskmem - 1
         prev = frame_idx + 1 if self.reverse else frame_idx - 1
@@ -432,5 +448,5 @@ class EfficientPolicy(FramePolicy):
                     slot.indices = torch.stack(cached, 0)
             slots.append(slot)
         plan, kept = build_memory_plan(slots, tokens, num_ptr, num_layers, len(obj_ids), device)
-        self.memory_fractions.append(kept / total)
+        self.memory_fractions.append((kept / total, len(obj_ids)))
         return plan

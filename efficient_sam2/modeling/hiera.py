@@ -30,9 +30,10 @@ from efficient_sam2.configs import HieraConfig
 from efficient_sam2.modeling import kernels
 from efficient_sam2.modeling.common import MLP
 from efficient_sam2.modeling.hiera_geometry import HieraGeometry
+from efficient_sam2.modeling.window_plan import WindowPlan, WindowResiduals
 
-__all__ = ["Hiera", "HieraBlock", "WindowedAttention", "PatchEmbed", "window_partition", "window_unpartition",
-           "max_pool_tokens"]
+__all__ = ["Hiera", "HieraBlock", "WindowPlan", "WindowResiduals", "WindowedAttention", "PatchEmbed",
+           "window_partition", "window_unpartition", "max_pool_tokens"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,23 +112,6 @@ def max_pool_tokens(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class WindowPlan:
-    """Which windows of the routed span of the stride-16 stage to compute (Sparse Window Routing).
-
-    keep: (K,) sorted window indices on that stage's padded window grid, row-major, shared by the batch.
-    shortcut: module applied once to the background windows (N_bg, w, w, C) -> same shape; the routed blocks
-        never see them.
-    padding: "zero" re-zeroes window padding after every norm, as the dense model does (so keeping every window
-        equals the dense model); "official" keeps padded tokens alive between routed window blocks, like the
-        official Efficient-SAM2 code, whose shipped shortcut weights expect it.
-    """
-
-    keep: torch.Tensor
-    shortcut: nn.Module | None = None
-    padding: str = "zero"
-
-
 class PatchEmbed(nn.Module):
     """7x7 stride-4 convolution: (B, 3, S, S) -> (B, S/4, S/4, C) channels-last (a permuted view)."""
 
@@ -177,6 +161,20 @@ class WindowedAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # (N, nh, Lq, hd)
         out = out.transpose(1, 2).reshape(N, *grid, nh * hd)
         return self.proj(out)
+
+    def attend_with_context(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Flat tokens x (N, L, dim) attend to themselves and to `context` (N, M, dim) tokens that get no output
+        (keys and values only): (N, L, dim_out). Without Q-pooling; equals `forward` on the concatenation, rows
+        of x."""
+        nh, hd = self.num_heads, self.head_dim
+        N, L = x.shape[:2]
+        q, k, v = self.qkv(x).view(N, L, 3, nh, hd).unbind(2)
+        dim_out = nh * hd
+        ck, cv = F.linear(context, self.qkv.weight[dim_out:], self.qkv.bias[dim_out:]).view(
+            N, context.shape[1], 2, nh, hd).unbind(2)
+        k, v = torch.cat([k, ck], 1), torch.cat([v, cv], 1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.proj(out.transpose(1, 2).reshape(N, L, dim_out))
 
 
 class HieraBlock(nn.Module):
@@ -392,14 +390,25 @@ class Hiera(nn.Module):
 
         kept = windows[kept_idx]
         padded = (Hp, Wp) != (H, W)
+        reuse = plan.residuals if B == 1 else None
+        context = plan.context and K < nW
+        depths: dict[int, torch.Tensor] = {}  # kept states entering the global blocks deeper in the span
         if K:
             # raster position of every token of the kept windows (-1 on padding); global blocks read the real
             # tokens in raster order, so that keeping every window reproduces the dense computation exactly
-            raster = torch.arange(1, H * W + 1, device=x.device, dtype=torch.float32).view(1, H, W, 1)
-            raster = window_partition(raster, w)[0][keep].flatten().long() - 1  # (K * w * w,)
+            raster_all = torch.arange(1, H * W + 1, device=x.device, dtype=torch.float32).view(1, H, W, 1)
+            raster_all = window_partition(raster_all, w)[0].flatten(1).long() - 1  # (nW, w * w)
+            raster = raster_all[keep].flatten()  # (K * w * w,)
             real = raster.ge(0).nonzero().flatten()
             real = real[raster[real].argsort()]
             valid_kept = (raster >= 0).view(K, w, w, 1).to(x.dtype)
+            if context:
+                bg_keep = torch.ones(nW, dtype=torch.bool, device=x.device)
+                bg_keep[keep] = False
+                bg_keep = bg_keep.nonzero().flatten()
+                bg_real = raster_all[bg_keep].flatten().ge(0).nonzero().flatten()  # their real tokens
+                bg_real_of = lambda some: raster_all[bg_keep[some]].flatten().ge(0).nonzero().flatten()  # noqa: E731
+                bg_inputs = windows.view(B, nW, w, w, -1)[:, bg_keep]  # (B, nW - K, w, w, C): the span's input
         for i in range(first, last):
             if not K:
                 break
@@ -417,16 +426,41 @@ class Hiera(nn.Module):
                 else:
                     kept = blk.mlp_residual(kept)
             else:
-                # global block: attend over the kept windows' real tokens only
+                # global block: attend over the kept windows' real tokens (and, with context, the background's)
                 tokens = kept.reshape(B, K * w * w, -1)[:, real]
-                tokens = blk.mlp_residual(tokens + blk.attention(blk.norm1(tokens)))
+                if plan.context and reuse is not None and i > first:
+                    depths[i] = kept
+                ctx = None
+                if context and i == first:  # the span's input: exactly the background's state here
+                    ctx = bg_inputs.reshape(B, -1, C)[:, bg_real]
+                elif context and reuse is not None:  # deeper: only windows whose state here is carried over
+                    states, have = reuse.apply(bg_keep, bg_inputs[0], nW, depth=i)
+                    if bool(have.any()):
+                        ctx = states[have][None].reshape(1, -1, C)[:, bg_real_of(have)]
+                if ctx is not None:
+                    attended = blk.attn.attend_with_context(blk.norm1(tokens), blk.norm1(ctx))
+                else:
+                    attended = blk.attention(blk.norm1(tokens))
+                tokens = blk.mlp_residual(tokens + attended)
                 full = tokens.new_zeros(B, K * w * w, tokens.shape[-1])
                 full[:, real] = tokens
                 kept = full.reshape(B * K, w, w, -1)
 
         background = windows[bg_idx]
-        if background.shape[0] and plan.shortcut is not None:
-            background = plan.shortcut(background)
+        if reuse is not None and K:
+            reuse.store(keep, windows[kept_idx], kept, nW, depths)
+        if background.shape[0]:
+            todo = None  # background windows that go through the shortcut (None: all)
+            if reuse is not None:
+                inputs = background
+                background, have = reuse.apply(bg_idx, inputs, nW)
+                todo = (~have).nonzero().flatten()
+            if plan.shortcut is not None:
+                if todo is None:
+                    background = plan.shortcut(background)
+                elif todo.numel():
+                    background = background.clone()
+                    background[todo] = plan.shortcut(inputs[todo]).to(background.dtype)
         dtype = kept.dtype if K else background.dtype
         merged = torch.empty(B * nW, w, w, kept.shape[-1] if K else C, dtype=dtype, device=x.device)
         if K:
