@@ -61,10 +61,11 @@ class EfficientConfig:
             min(theta_obj, theta_relative x its mean score on the propagation's first frames): a threshold
             relative to the object's own scores instead of the absolute theta_obj, which only suits models whose
             confident scores are as high as Meta's.
-        guard: the next frame runs dense (every window, every memory token read) when any object's chosen mask
-            changed by more than this since the previous frame (1 - IoU of the two masks): where the object
-            moves fast, deforms or is lost, the sparse path would drift from dense SAM 2.
-        drift_guard: the next frame runs dense when any object's mask area changed by more than this fraction
+        guard: the next frame reads every memory token (and, without `guard_memory_only`, computes every window:
+            it runs dense) when any object's chosen mask changed by more than this since the previous frame (1 -
+            IoU of the two masks): where the object moves fast, deforms or is lost, the sparse path would drift
+            from dense SAM 2.
+        drift_guard: the same when any object's mask area changed by more than this fraction
             since the last frame that ran dense (|a - a0| / max(a, a0)): catches slow changes that no single frame
             shows (an object sliding behind an occluder, shrinking or growing), while plain motion, which keeps
             the area, does not fire it.
@@ -77,15 +78,18 @@ class EfficientConfig:
             moves 1 - IoU past `guard`, then trips nothing; a real move, deformation or loss still does. Off by
             default: the jitter is real (dense SAM 2's own masks trip guard 0.2 on 25 % of the object-frames of the
             10 standard tuning videos, 8.5 % with tolerance 1), but the dense frames those trips buy are what holds
-            fidelity: tolerance 1 on the defaults takes kept windows 0.73 -> 0.46 and fidelity mean IoU
-            96.2 -> 91.2 (the paper: 89.2).
+            fidelity: tolerance 1 on the defaults of 2026-12-07 (whole-frame guards 0.2) took kept windows
+            0.73 -> 0.46 and fidelity mean IoU 96.2 -> 91.2 (the paper: 89.2).
         guard_sparse_memory: a frame run dense by `guard`, `drift_guard` or `dense_fallback` computes every window
             but keeps SMR's memory plan (True); False (off): it also reads every memory token. Off by default: on
-            the defaults it reads 0.50 of the memory instead of 0.83 on the 10 standard tuning videos, but fidelity
-            falls from 96.2 to 92.7 (and to 84 on the distractors subset of `data/tune`).
-        guard_memory_only: a frame run dense by `guard` or `drift_guard` reads every memory token but keeps SWR's
+            the defaults of 2026-12-07 it read 0.50 of the memory instead of 0.83 on the 10 standard tuning videos,
+            but fidelity fell from 96.2 to 92.7 (and to 84 on the distractors subset of `data/tune`). Cannot be
+            combined with `guard_memory_only`.
+        guard_memory_only: a frame guarded by `guard` or `drift_guard` reads every memory token but keeps SWR's
             window plan (True); False (off): it also computes every window. With `global_context` and
-            `reuse_residuals` SWR's windows are nearly dense SAM 2's, and what drifts is the sparse memory.
+            `reuse_residuals` SWR's windows are nearly dense SAM 2's, and what drifts is the sparse memory
+            (10 standard tuning videos: fidelity mean IoU 97.6 at kept windows 0.32 / memory 0.77 against 95.9 at
+            0.57 / 0.69 with whole dense frames, guards 0.3; BENCHMARKS.md "Carried-over residuals").
         backoff: when at least this share of the last `BACKOFF_WINDOW` (10) frames of a propagation were guarded
             (`guard`, `drift_guard`, `dense_fallback`: the sparse path kept drifting), the next `BACKOFF_FRAMES`
             (30) frames run dense (every window, every memory token), then routing resumes: footage on which the
@@ -193,15 +197,15 @@ class EfficientConfig:
 
 
 BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
-                "guard_tolerance", "guard_sparse_memory", "guard_memory_only", "dense_fallback", "backoff", "reuse_residuals",
-                "global_context")
+                "guard_tolerance", "guard_sparse_memory", "guard_memory_only", "dense_fallback", "backoff",
+                "reuse_residuals", "global_context")
 """Options that are not in the paper; None (False) turns each off."""
 
 PAPER_OPTIONS: dict = dict(
     swr=True, tau=0.7, theta_obj=5.0, dilation=5, all_masks=True, dense_frames=2, shortcut="bottleneck",
     padding="zero", kept_windows=None, smr=True, sparsity=0.95, memory_selection="topk", mempool_kernel=2,
     memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None, guard=None, drift_guard=None,
-    guard_tolerance=None, guard_sparse_memory=False, guard_memory_only=False, dense_fallback=False, backoff=None, reuse_residuals=False,
-    global_context=False,
+    guard_tolerance=None, guard_sparse_memory=False, guard_memory_only=False, dense_fallback=False, backoff=None,
+    reuse_residuals=False, global_context=False,
 )
 """The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

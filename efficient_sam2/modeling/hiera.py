@@ -20,8 +20,6 @@ and big MLPs in row chunks (`kernels.windowed_block`, `kernels.residual_mlp`): t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
