@@ -386,7 +386,7 @@ class Hiera(nn.Module):
         is_bg[kept_idx] = False
         bg_idx = is_bg.nonzero().flatten()
 
-        kept = windows[kept_idx]
+        kept_inputs = kept = windows[kept_idx]  # (B * K, w, w, C); the blocks never write into it
         padded = (Hp, Wp) != (H, W)
         reuse = plan.residuals if B == 1 else None
         context = plan.context and K < nW
@@ -446,7 +446,7 @@ class Hiera(nn.Module):
 
         background = windows[bg_idx]
         if reuse is not None and K:
-            reuse.store(keep, windows[kept_idx], kept, nW, depths)
+            reuse.store(keep, kept_inputs, kept, nW, depths)
         if background.shape[0]:
             todo = None  # background windows that go through the shortcut (None: all)
             if reuse is not None:
