@@ -246,3 +246,21 @@ def test_bundled_model_covers_held_out_instances(micro, images):
     unseeded = build_sam2("micro", click_seed_radius=0.0).eval()
     miou_off, _, _ = coverage(unseeded)
     assert miou >= miou_off + 0.1, (miou, miou_off)  # the seeds do the work
+
+
+def test_ceiling_row_bounds_the_default_filters(micro, images):
+    """The ablation's ceiling keeps every candidate of the grid, so on the same prompts every ground-truth
+    instance is matched at least as well as by the default thresholds and merging, and by more masks."""
+    from efficient_sam2.automask.benchmark import CEILING, ablation_methods, load_image_set
+    from efficient_sam2.automask.evaluate import best_match_ious
+
+    ceiling = {**ablation_methods()[CEILING], "points_per_side": 8}
+    assert ceiling["pred_iou_thresh"] == ceiling["stability_score_thresh"] == 0.0
+    name, rgb, gt = load_image_set(images, "instances", 1)[0]
+    default = AutomaticMaskGenerator(micro, "grid", points_per_side=8).generate_result(rgb)
+    every = AutomaticMaskGenerator(micro, **ceiling).generate_result(rgb)
+    assert every.num_prompts == default.num_prompts == 64
+    assert len(every.masks) > len(default.masks)
+    assert len(every.masks) <= 3 * 64
+    low, high = best_match_ious(gt, default.boxed_masks), best_match_ious(gt, every.boxed_masks)
+    assert (high >= low - 1e-12).all(), (low, high)
