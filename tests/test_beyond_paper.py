@@ -301,6 +301,46 @@ def test_memory_only_guards_read_every_memory_token_and_keep_swr():
         EfficientConfig(guard_sparse_memory=True, guard_memory_only=True)
 
 
+def test_required_tokens_are_kept_before_the_most_attended_ones():
+    """select_tokens(required=...): the required tokens first, then by saliency; the count grows to hold them."""
+    L, K = 2, 16
+    sal = torch.linspace(1.0, 0.1, K)[None].expand(1, K)  # token 0 the most attended, token 15 the least
+    sal = sal / sal.sum()
+    required = torch.zeros(1, K, dtype=torch.bool)
+    required[0, [14, 15]] = True
+    idx = select_tokens("topk", L, K, 0.95, saliency=[sal] * L, required=required)  # floor 0.8 -> 1, required 2
+    assert idx.shape == (1, L, 2) and idx[0, 0].tolist() == [14, 15]
+    idx = select_tokens("topk", L, K, 0.8, saliency=[sal] * L, required=required)  # floor 3: one more, the best
+    assert idx[0, 1].tolist() == [0, 14, 15]
+    idx = select_tokens("topk", L, K, 0.95, saliency=[sal] * L, required=torch.zeros(1, K, dtype=torch.bool))
+    assert idx[0, 0].tolist() == [0]  # nothing required: the paper's top-k
+
+
+def test_object_tokens_are_the_mask_pooled_to_the_memory_grid_and_grown_by_one():
+    model = build_sam2_video_predictor("micro").model
+    policy = _policy(model, memory_object_tokens=True)
+    K = model.cfg.embed_size ** 2  # 16 x 16 memory tokens over a 64 x 64 low-resolution mask
+    policy.last_masks = (5, {1: _box(20, 20, 6, 6).float()[None, None] * 2 - 1, 2: None})
+    tokens = policy._object_tokens(5, [1, 2], K)
+    rows, cols = torch.meshgrid(torch.arange(4, 8), torch.arange(4, 8), indexing="ij")  # pixels 20..25 -> 5..6
+    assert set(tokens[0].nonzero().flatten().tolist()) == set((rows * 16 + cols).flatten().tolist())
+    assert not tokens[1].any()  # an object without a mask requires nothing
+    assert policy._object_tokens(6, [1], K) is None  # another frame's masks
+    assert _policy(model)._object_tokens(5, [1], K) is None  # off
+
+
+def test_object_tokens_widen_smr_on_a_tracked_video():
+    """The first frame that reads a pruned memory keeps more of it than the paper (the object's tokens are not all
+    among the most attended), and memory stays sparse."""
+    base = _tracked_stats(EfficientConfig.paper(), 20261211, "standard", 10)
+    objects = _tracked_stats(EfficientConfig.paper(memory_object_tokens=True), 20261211, "standard", 10)
+    assert objects.kept_memory.keys() == base.kept_memory.keys()
+    assert objects.kept_memory[1] == base.kept_memory[1] == 1.0  # nothing pruned yet
+    first = min(t for t, v in base.kept_memory.items() if v < 1.0)  # the first frame reading a pruned memory
+    assert base.kept_memory[first] < objects.kept_memory[first] < 1.0
+    assert all(v < 1.0 for t, v in objects.kept_memory.items() if t >= first)
+
+
 def test_guard_tolerance_and_sparse_memory_flags():
     import argparse
 
@@ -312,6 +352,8 @@ def test_guard_tolerance_and_sparse_memory_flags():
     assert (config.guard_tolerance, config.guard_sparse_memory) == (1, True)
     config = efficient_config_from_args(parser.parse_args(["--guard-memory-only", "on"]))
     assert config.guard_memory_only and not config.guard_sparse_memory
+    assert config.memory_object_tokens  # the default
+    assert not efficient_config_from_args(parser.parse_args(["--memory-object-tokens", "off"])).memory_object_tokens
     config = efficient_config_from_args(parser.parse_args(["--guard-tolerance", "0", "--guard-sparse-memory", "off"]))
     assert (config.guard_tolerance, config.guard_sparse_memory) == (None, False)
     assert efficient_config_from_args(parser.parse_args(["--paper"])) == EfficientConfig.paper()

@@ -122,8 +122,6 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
     "paper+dense-fallback": AccuracyConfig("the paper + dense frames instead of the saliency fallback "
                                            "(dense_fallback, theta_relative)", dict(),
                                            beyond=("dense_fallback", "theta_relative")),
-    "paper+reuse": AccuracyConfig("the paper + background windows from their own last computed residual "
-                                  "(reuse_residuals)", dict(reuse_residuals=True)),
     "efficient-1207": AccuracyConfig("the defaults of 2026-12-07 (guards 0.2 running whole frames dense, no "
                                      "carried-over residuals, no global context)",
                                      dict(reuse_residuals=False, global_context=False, guard_memory_only=False,
@@ -133,6 +131,12 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
     "paper+context": AccuracyConfig("the paper + carried-over residuals + kept windows attending to the "
                                     "background (reuse_residuals, global_context)", dict(),
                                     beyond=("reuse_residuals", "global_context")),
+    "paper+object-tokens": AccuracyConfig("the paper + SMR keeping every memory token under the object's mask "
+                                          "(memory_object_tokens)", dict(), beyond=("memory_object_tokens",)),
+    "efficient-1208": AccuracyConfig("the defaults of the late night of 2026-12-07 (memory-only guards 0.3, no "
+                                     "object tokens, no change windows)",
+                                     dict(memory_object_tokens=False, change_threshold=None, guard=0.3,
+                                          drift_guard=0.3), base="default"),
     "efficient": AccuracyConfig("Efficient-SAM2 with this package's defaults (EfficientConfig())", dict(),
                                 base="default"),
 }

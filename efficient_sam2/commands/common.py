@@ -97,6 +97,9 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--global-context", choices=("on", "off"), default=None,
                    help=f"the routed span's global blocks let kept tokens attend to the background tokens too "
                         f"({'on' if d.global_context else 'off'})")
+    b.add_argument("--memory-object-tokens", choices=("on", "off"), default=None,
+                   help=f"SMR also keeps every memory token under the object's mask in that memory frame "
+                        f"({'on' if d.memory_object_tokens else 'off'})")
     b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
                    help=f"run the next frame dense where the saliency fallback would fire "
                         f"({'on' if d.dense_fallback else 'off'})")
@@ -119,7 +122,8 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value
-    for name in ("guard_sparse_memory", "guard_memory_only", "dense_fallback", "reuse_residuals", "global_context"):
+    for name in ("guard_sparse_memory", "guard_memory_only", "dense_fallback", "reuse_residuals", "global_context",
+                 "memory_object_tokens"):
         if getattr(args, name, None) is not None:
             beyond[name] = getattr(args, name) == "on"
     if beyond.get("guard_sparse_memory") and "guard_memory_only" not in beyond:

@@ -39,11 +39,13 @@ def select_tokens(
     batch: int = 1,
     device: torch.device | str = "cpu",
     mass: float | None = None,
+    required: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Kept token indices of one memory frame: (batch, num_layers, k), sorted ascending within each layer.
 
     rule "topk" needs `saliency`, one (batch, num_tokens) tensor per layer; with `mass` it keeps
-    max(floor((1 - s) K), mass_count(saliency, mass)) tokens.
+    max(floor((1 - s) K), mass_count(saliency, mass)) tokens; `required` ((batch, num_tokens) bool) tokens are
+    kept before any other (the count grows to hold the most any row requires).
     """
     k = kept_count(num_tokens, sparsity)
     if rule == "topk":
@@ -52,6 +54,11 @@ def select_tokens(
         sal = torch.stack(saliency, dim=1)  # (B, L, K)
         if mass is not None:
             k = max(k, mass_count(sal, mass))
+        if required is not None:
+            required = required.to(sal.device)
+            k = max(k, int(required.sum(dim=-1).max()))
+            # rank the required tokens above every other one: saliency is a probability mass, at most 1
+            sal = sal.float() + 2.0 * required[:, None, :].float()
         idx = sal.topk(k, dim=-1).indices
     elif rule == "random":
         scores = torch.rand(batch, num_layers, num_tokens, generator=generator)

@@ -171,6 +171,7 @@ class EfficientPolicy(FramePolicy):
         self.anchor_areas: dict[int, tuple[int, int]] = {}  # (area, boundary pixels) of its mask on the last
         # frame run dense (drift_guard)
         self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
+        self.last_masks: tuple[int, dict] | None = None  # the last frame's masks (memory_object_tokens)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
         self.recent_guarded: list[bool] = []  # whether each of the last routed frames was guarded (backoff)
         self.backoff_left = 0  # frames still to run dense because of `backoff`
@@ -255,13 +256,18 @@ class EfficientPolicy(FramePolicy):
                         first.append(score)
         if step.memory_saliency is not None and self.config.smr:
             prev = frame_idx + 1 if self.reverse else frame_idx - 1
+            required = self._object_tokens(prev, obj_ids, step.memory_saliency[0].shape[1])
             idx = select_tokens("topk", len(step.memory_saliency), step.memory_saliency[0].shape[1],
-                                self.config.sparsity, saliency=step.memory_saliency, mass=self.config.memory_mass)
+                                self.config.sparsity, saliency=step.memory_saliency, mass=self.config.memory_mass,
+                                required=required)
             for b, obj_id in enumerate(obj_ids):
                 self.cache.put(obj_id, prev, idx[b])
 
     def observe_frame(self, frame_idx: int, results: Sequence[FrameResult], device: torch.device) -> None:
         stats = self.stats
+        if self.config.memory_object_tokens and self.config.smr:
+            self.last_masks = (frame_idx, {r.obj_id: r.output.pred_masks for r in results
+                                           if r.output.pred_masks is not None})
         stats.kept_windows[frame_idx] = self.plan_used.pop(frame_idx, 1.0)
         if self.memory_fractions:
             stats.kept_memory[frame_idx] = (sum(f * n for f, n in self.memory_fractions)
@@ -311,6 +317,24 @@ class EfficientPolicy(FramePolicy):
         stats.routed_frames += 1
         if decision.saliency_fired:
             stats.saliency_fallbacks.append(nxt)
+
+    def _object_tokens(self, frame_idx: int, obj_ids: Sequence[int], num_tokens: int) -> torch.Tensor | None:
+        """(B, K) bool: the memory tokens of `frame_idx` that its mask of each object covers, grown by one token
+        (`memory_object_tokens`), or None."""
+        if not self.config.memory_object_tokens or self.last_masks is None or self.last_masks[0] != frame_idx:
+            return None
+        masks = [self.last_masks[1].get(o) for o in obj_ids]
+        shapes = {m.shape[-2:] for m in masks if m is not None}
+        if len(shapes) != 1:
+            return None
+        hw = shapes.pop()
+        device = next(m.device for m in masks if m is not None)
+        stacked = torch.stack([torch.zeros(hw, device=device) if m is None else (m.reshape(hw) > 0).float()
+                               for m in masks])[:, None]  # (B, 1, h, w): one pooling for every object
+        side = int(round(num_tokens ** 0.5))
+        cells = torch.nn.functional.adaptive_max_pool2d(stacked, side)
+        cells = torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)
+        return cells.flatten(1) > 0
 
     def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> bool:
         """Whether any object's chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
