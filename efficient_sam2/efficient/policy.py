@@ -186,7 +186,7 @@ class EfficientPolicy(FramePolicy):
         self.change_history = []
         self.previous_masks.clear()
         self.anchor_areas.clear()
-        self.dense_memory_frame = None
+        self.dense_memory_frame = self.last_masks = None
         self.recent_guarded, self.backoff_left = [], 0
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
         if self.residuals is not None:
@@ -332,6 +332,8 @@ class EfficientPolicy(FramePolicy):
         stacked = torch.stack([torch.zeros(hw, device=device) if m is None else (m.reshape(hw) > 0).float()
                                for m in masks])[:, None]  # (B, 1, h, w): one pooling for every object
         side = int(round(num_tokens ** 0.5))
+        if side * side != num_tokens:  # memory tokens on a square grid (the model's square input)
+            return None
         cells = torch.nn.functional.adaptive_max_pool2d(stacked, side)
         cells = torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)
         return cells.flatten(1) > 0
