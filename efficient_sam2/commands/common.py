@@ -29,6 +29,18 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True,
                    help="model input size (default: the model's, 1024; 256 for micro)")
 
 
+SWITCHES = {
+    "guard_sparse_memory": "a frame run dense by a guard computes every window but keeps SMR's memory plan",
+    "guard_memory_only": "a frame run dense by a guard reads every memory token but keeps SWR's windows",
+    "reuse_residuals": "a window SWR skips takes its own features carried over from the last frame that computed it "
+                       "(input + that frame's residual) instead of the shortcut",
+    "global_context": "the routed span's global blocks let kept tokens attend to the background tokens too",
+    "memory_object_tokens": "SMR also keeps every memory token under the object's mask in that memory frame",
+    "dense_fallback": "run the next frame dense where the saliency fallback would fire",
+}
+"""The on/off options beyond the paper: EfficientConfig field -> what `--<field> on` does."""
+
+
 def add_efficient_args(p: argparse.ArgumentParser) -> None:
     """Options of Sparse Window Routing / Sparse Memory Retrieval (paper symbols in brackets)."""
     d = EfficientConfig()
@@ -81,28 +93,12 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--guard-tolerance", type=int, default=None,
                    help=f"the guards ignore mask changes within this many low-resolution mask pixels of the other "
                         f"mask (boundary jitter) ({d.guard_tolerance})")
-    b.add_argument("--guard-sparse-memory", choices=("on", "off"), default=None,
-                   help=f"a frame run dense by a guard computes every window but keeps SMR's memory plan "
-                        f"({'on' if d.guard_sparse_memory else 'off'})")
-    b.add_argument("--guard-memory-only", choices=("on", "off"), default=None,
-                   help=f"a frame run dense by a guard reads every memory token but keeps SWR's windows "
-                        f"({'on' if d.guard_memory_only else 'off'})")
     b.add_argument("--backoff", type=float, default=None,
                    help=f"when at least this share of the last 10 routed frames were guarded, run the next 30 frames "
                         f"dense ({d.backoff})")
-    b.add_argument("--reuse-residuals", choices=("on", "off"), default=None,
-                   help=f"a window SWR skips takes its own features carried over from the last frame that computed "
-                        f"it (input + that frame's residual) instead of the shortcut "
-                        f"({'on' if d.reuse_residuals else 'off'})")
-    b.add_argument("--global-context", choices=("on", "off"), default=None,
-                   help=f"the routed span's global blocks let kept tokens attend to the background tokens too "
-                        f"({'on' if d.global_context else 'off'})")
-    b.add_argument("--memory-object-tokens", choices=("on", "off"), default=None,
-                   help=f"SMR also keeps every memory token under the object's mask in that memory frame "
-                        f"({'on' if d.memory_object_tokens else 'off'})")
-    b.add_argument("--dense-fallback", choices=("on", "off"), default=None,
-                   help=f"run the next frame dense where the saliency fallback would fire "
-                        f"({'on' if d.dense_fallback else 'off'})")
+    for name, text in SWITCHES.items():
+        b.add_argument("--" + name.replace("_", "-"), choices=("on", "off"), default=None,
+                       help=f"{text} ({'on' if getattr(d, name) else 'off'})")
 
 
 def weights_from_args(args) -> str | None:
@@ -122,8 +118,7 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value
-    for name in ("guard_sparse_memory", "guard_memory_only", "dense_fallback", "reuse_residuals", "global_context",
-                 "memory_object_tokens"):
+    for name in SWITCHES:
         if getattr(args, name, None) is not None:
             beyond[name] = getattr(args, name) == "on"
     if beyond.get("guard_sparse_memory") and "guard_memory_only" not in beyond:
