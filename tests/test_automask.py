@@ -745,3 +745,17 @@ def test_grid_merge_default_is_the_models():
         res = AutomaticMaskGenerator(model, "grid", points_per_side=4, merge=merge, pred_iou_thresh=0.0,
                                      stability_score_thresh=0.0).generate_result(image)
         assert all(m["num_merged"] == 1 for m in res.masks)
+
+
+def test_spread_prompts_sample_each_cluster_farthest_first_by_hand():
+    from efficient_sam2.automask.attention_prompts import spread_prompts
+
+    # a 2 x 8 token grid: cluster 0 is the first row (medoid 3), cluster 1 tokens 8 and 9, token 10 is noise
+    labels = np.array([0] * 8 + [1, 1, -1] + [1] * 5)
+    assert spread_prompts(labels, [3, 8], 8, 3) == [7, 0, 15, 11]
+    # row 0 from 3: token 7 (4 cells), then 0 (3 cells; then at most 2). Cluster 1 from 8: 15 (7 cells), then 11
+    # (3 cells from 8 and 4 from 15; 12 ties at 3 but comes later)
+    assert spread_prompts(labels, [3, 8], 8, 0) == []
+    assert spread_prompts(labels, [3, 8], 8, 10) == []
+    with pytest.raises(ValueError, match="centres"):
+        spread_prompts(labels, [3], 8, 3)

@@ -159,9 +159,25 @@ def test_attention_settings_are_read_per_model(micro):
     for name, preset in ap.MODEL_ATTENTION["sam2.1_hiera_micro"]["presets"].items():
         g = AutomaticMaskGenerator(micro, "attention", preset=name)
         assert (g.min_samples, g.min_cluster_size) == (preset.min_samples, preset.min_cluster_size)
+        assert g.cluster_spacing == preset.spacing > 0
     # sizes without a measurement keep the thesis's rule and presets
     assert ap.default_attention_site(get_config("large")) == (23, 2)
     assert ap.presets_for(get_config("large")) == ap.PRESETS
+
+
+def test_spread_prompts_add_prompts_within_the_clusters(micro, images):
+    from PIL import Image
+
+    rgb = np.array(Image.open(sorted((images / "JPEGImages" / "instances").iterdir())[0]).convert("RGB"))
+    spread = AutomaticMaskGenerator(micro, "attention", preset="low_latency")
+    medoids = AutomaticMaskGenerator(micro, "attention", preset="low_latency", cluster_spacing=0)
+    a, b = spread.generate_result(rgb), medoids.generate_result(rgb)
+    info_a, info_b = a.attention["crops"][0], b.attention["crops"][0]
+    assert (info_a["num_clusters"], info_a["num_noise_tokens"]) == (info_b["num_clusters"], info_b["num_noise_tokens"])
+    assert info_b["num_prompts"] == b.num_prompts < a.num_prompts == info_a["num_prompts"] <= 0.15 * 32 * 32
+    assert spread.settings()["cluster_spacing"] == 4 and medoids.settings()["cluster_spacing"] == 0
+    with pytest.raises(ValueError, match="cluster_spacing"):
+        AutomaticMaskGenerator(micro, "attention", cluster_spacing=-1)
 
 
 def test_benchmark_report(micro, images, tmp_path, capsys):
@@ -183,6 +199,7 @@ def test_benchmark_report(micro, images, tmp_path, capsys):
         (p, m) for p in ("grid", "attention") for m in ("nms", "mask-nms", "union-find")}
     assert [m.get("attention_masks") for m in abl.values()].count("best") == 1  # the thesis's row
     assert [m.get("noise_prompts") for m in abl.values()].count(False) == 2  # medoids only, and the thesis
+    assert [m.get("cluster_spacing") for m in abl.values()].count(0) == 3  # ... and without spread prompts
     assert (out / "report.md").read_text().count("| grid 16x16 |") == 3
     assert main(["automask", str(tmp_path), "--benchmark", "--model", "micro", "--output", str(tmp_path / "o2"),
                  "--no-progress"]) == 2

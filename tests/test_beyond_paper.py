@@ -463,3 +463,49 @@ def test_reuse_residuals_flag():
     assert not EfficientConfig.paper().reuse_residuals
     assert efficient_config_from_args(parser.parse_args(["--global-context", "on", "--paper"])).global_context
     assert not EfficientConfig.paper().global_context
+
+
+def test_memory_summaries_are_the_block_means_of_the_dropped_tokens_weighted_by_count():
+    from efficient_sam2.modeling.memory_attention import _append_summaries
+
+    grid, C = 4, 3  # frames of 16 tokens, blocks of 2 x 2 cells: 4 summaries per frame
+    memory = torch.randn(1, 2 * 16 + 2, C)  # two spatial frames and two pointer tokens
+    memory_keys = memory + 1.0
+    keep = torch.tensor([list(range(16)) + [16, 21, 32, 33]])  # frame 0 whole; frame 1: cells 0 and 5; pointers
+    keys, values, grid_idx = memory_keys.gather(1, keep[..., None].expand(-1, -1, C)), memory[:, keep[0]], keep % 16
+    k, v, g, bias = _append_summaries(memory_keys, memory, keep, keys, values, grid_idx, 32, grid, 2)
+    assert k.shape == (1, 20 + 8, C) and torch.equal(k[:, :20], keys) and torch.equal(v[:, :20], values)
+    assert torch.equal(g[0, 20:], torch.full((8,), -1)) and torch.equal(bias[0, :20], torch.zeros(20))
+    assert torch.isinf(bias[0, 20:24]).all()  # frame 0 is read whole: nothing to summarise
+    # frame 1, block 0 holds cells 0, 1, 4, 5 (tokens 16, 17, 20, 21): 16 and 21 kept, 17 and 20 summarised
+    blocks = [[17, 20], [18, 19, 22, 23], [24, 25, 28, 29], [26, 27, 30, 31]]
+    for j, members in enumerate(blocks):
+        assert torch.allclose(v[0, 24 + j], memory[0, members].mean(0), atol=1e-6)
+        assert torch.allclose(k[0, 24 + j], memory_keys[0, members].mean(0), atol=1e-6)
+        assert bias[0, 24 + j].item() == pytest.approx(np.log(len(members)))
+
+
+def test_a_count_weighted_key_attends_like_that_many_copies_of_it():
+    from efficient_sam2.modeling.memory_attention import RotaryAttention
+
+    torch.manual_seed(0)
+    attn = RotaryAttention(16, 2, kv_in_dim=8).eval()
+    q, k = torch.randn(1, 5, 16), torch.randn(1, 2, 8)
+    copies = torch.cat((k[:, :1], k[:, 1:].expand(-1, 3, -1)), 1)
+    with torch.no_grad():
+        weighted = attn(q, k, k, torch.arange(5), torch.full((2,), -1), 4,
+                        key_bias=torch.tensor([[0.0, float(np.log(3))]]))[0]
+        expected = attn(q, copies, copies, torch.arange(5), torch.full((4,), -1), 4)[0]
+    assert torch.allclose(weighted, expected, atol=1e-5)
+
+
+def test_memory_summaries_on_a_tracked_video_add_their_tokens_to_the_kept_memory():
+    base = _tracked_stats(EfficientConfig.paper(), 20261211, "standard", 10)
+    summary = _tracked_stats(EfficientConfig.paper(memory_summary=4), 20261211, "standard", 10)
+    assert summary.kept_memory.keys() == base.kept_memory.keys()
+    first = min(t for t, v in base.kept_memory.items() if v < 1.0)
+    assert all(summary.kept_memory[t] == base.kept_memory[t] for t in base.kept_memory if t < first)
+    assert all(base.kept_memory[t] < summary.kept_memory[t] < 1.0 for t in base.kept_memory if t >= first)
+    with pytest.raises(ValueError, match="memory_summary"):
+        EfficientConfig(memory_summary=0)
+    assert EfficientConfig.paper().memory_summary is None and EfficientConfig().memory_summary is None

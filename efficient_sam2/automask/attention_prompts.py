@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "cosine_distance_matrix",
     "cluster_rows",
     "medoids",
+    "spread_prompts",
     "tokens_to_points",
 ]
 
@@ -51,11 +53,14 @@ SKLEARN_HINT = "pip install efficient-sam2[automask]  (or: pip install 'scikit-l
 
 @dataclass(frozen=True)
 class ClusteringPreset:
-    """HDBSCAN settings: min_samples (k of the core distance) and min_cluster_size."""
+    """HDBSCAN settings: min_samples (k of the core distance) and min_cluster_size; spacing: besides its medoid,
+    each cluster is prompted at its tokens spread at least this many token cells apart (`spread_prompts`; 0: the
+    medoid only, the thesis)."""
 
     min_samples: int
     min_cluster_size: int
     description: str = ""
+    spacing: float = 0
 
 
 PRESETS: dict[str, ClusteringPreset] = {
@@ -87,10 +92,15 @@ MODEL_ATTENTION["sam2.1_hiera_micro"] = {
     # (1, 2) (7 %, the share the thesis's high-quality setting uses).
     # With the micro model's noise prompts (generator.MODEL_ATTENTION_DECODING) they decode 73-93 and 116-118
     # prompts per image.
-    "presets": {"low_latency": ClusteringPreset(2, 5, "about 20 clusters at 256 px (micro; 73-93 prompts with "
-                                                      "its noise prompts)"),
-                "high_quality": ClusteringPreset(1, 2, "about 75 clusters at 256 px (micro; about 117 prompts "
-                                                       "with its noise prompts)")},
+    # Spread prompts (BENCHMARKS.md "Spread prompts", stage d weights, 8 held-out images per subset): a cluster
+    # of the micro model's attention often spans several objects, and its medoid prompts one of them; prompting
+    # its tokens 4 cells apart took low_latency from 42.0 / 64.2 / 38.0 to 45.1 / 64.1 / 41.0 mIoU (instances /
+    # salient / camouflaged) at 111-134 instead of 73-93 prompts (11-13 % of a 32 x 32 grid's); spacing 3
+    # took high_quality from 43.3 / 64.3 / 38.5 to 46.6 / 64.6 / 40.7 at 176-186 prompts.
+    "presets": {"low_latency": ClusteringPreset(2, 5, "about 20 clusters at 256 px (micro; 111-134 prompts with "
+                                                      "its noise prompts and spread prompts)", spacing=4),
+                "high_quality": ClusteringPreset(1, 2, "about 75 clusters at 256 px (micro; about 180 prompts "
+                                                       "with its noise prompts and spread prompts)", spacing=3)},
 }
 
 
@@ -286,6 +296,31 @@ def medoids(distances, labels: np.ndarray) -> list[int]:
         sums = d[idx][:, idx].double().sum(dim=1)
         out.append(int(members[int(torch.argmin(sums))]))
     return out
+
+
+def spread_prompts(labels: np.ndarray, centres: Sequence[int], grid_w: int, spacing: float) -> list[int]:
+    """More prompt tokens inside the clusters: for every cluster label >= 0 (ascending) with its prompt token
+    `centres[i]` (its medoid), farthest-point sampling on the token grid: repeatedly the member farthest (Euclidean
+    distance in cells of a row-major grid `grid_w` wide) from every prompt of the cluster so far, while that
+    distance is at least `spacing`. Returns the added tokens only (none for spacing <= 0)."""
+    labels = np.asarray(labels)
+    clusters = sorted(set(labels.tolist()) - {-1})
+    if len(centres) != len(clusters):
+        raise ValueError(f"{len(centres)} centres for {len(clusters)} clusters")
+    if spacing <= 0:
+        return []
+    added = []
+    for lab, centre in zip(clusters, centres):
+        members = np.flatnonzero(labels == lab)
+        cells = np.stack((members // grid_w, members % grid_w), axis=1).astype(np.float64)
+        nearest = np.hypot(*(cells - (centre // grid_w, centre % grid_w)).T)
+        while True:
+            j = int(np.argmax(nearest))  # ties: the lowest token
+            if nearest[j] < spacing:
+                break
+            added.append(int(members[j]))
+            nearest = np.minimum(nearest, np.hypot(*(cells - cells[j]).T))
+    return added
 
 
 def tokens_to_points(tokens, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:

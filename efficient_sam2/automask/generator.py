@@ -251,6 +251,9 @@ class AutomaticMaskGenerator:
         noise_prompts: attention prompting also prompts every token HDBSCAN left as noise (tokens of regions
             smaller than a cluster), besides the cluster medoids (default: `default_noise_prompts`: off as in the
             thesis, on for the micro model).
+        cluster_spacing: attention prompting also prompts each cluster's tokens spread this many token cells apart
+            (farthest-point sampling from the medoid, `attention_prompts.spread_prompts`; 0: the medoid only, as in
+            the thesis; default: the preset's, 0 but for the micro model's presets).
         merge_thresh: union-find threshold on the intersection over the smaller mask (default 0.5), or the mask
             IoU above which mask NMS drops the lower-scored mask (default 0.6).
     """
@@ -285,6 +288,7 @@ class AutomaticMaskGenerator:
         merge_thresh: float | None = None,
         attention_masks: str | None = None,
         noise_prompts: bool | None = None,
+        cluster_spacing: float | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             inner = getattr(model, "model", None)
@@ -368,7 +372,7 @@ class AutomaticMaskGenerator:
         self.attention_chunk = int(attention_chunk)
         self.preset = preset
         self.block = self.head = None
-        self.min_samples = self.min_cluster_size = None
+        self.min_samples = self.min_cluster_size = self.cluster_spacing = None
         if prompting == "attention":
             presets = ap.presets_for(model)
             if preset not in presets:
@@ -380,6 +384,9 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
             if self.min_cluster_size < 2:
                 raise ValueError(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
+            self.cluster_spacing = float(p.spacing if cluster_spacing is None else cluster_spacing)
+            if not self.cluster_spacing >= 0:
+                raise ValueError(f"cluster_spacing must be >= 0 (0: medoids only), got {cluster_spacing}")
             d_block, d_head = ap.default_attention_site(model)
             self.block = d_block if block is None else block
             self.head = d_head if head is None else head
@@ -418,7 +425,7 @@ class AutomaticMaskGenerator:
         else:
             s.update(preset=self.preset, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size,
                      block=self.block, head=self.head, attention_masks=self.attention_masks,
-                     noise_prompts=self.noise_prompts)
+                     noise_prompts=self.noise_prompts, cluster_spacing=self.cluster_spacing)
         return s
 
     def generate(self, image) -> list[dict]:
@@ -494,6 +501,7 @@ class AutomaticMaskGenerator:
             tokens = ap.medoids(dist, labels)
             del dist
             num_clusters = len(tokens)
+            tokens = tokens + ap.spread_prompts(labels, tokens, grid_hw[1], self.cluster_spacing)
             if self.noise_prompts:
                 tokens = tokens + np.flatnonzero(labels < 0).tolist()
             points = ap.tokens_to_points(tokens, grid_hw, (ch, cw))

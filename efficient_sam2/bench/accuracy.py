@@ -139,6 +139,15 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
                                           drift_guard=0.3), base="default"),
     "efficient": AccuracyConfig("Efficient-SAM2 with this package's defaults (EfficientConfig())", dict(),
                                 base="default"),
+    "efficient+summary": AccuracyConfig("the defaults + SMR reading the tokens it leaves out of every 4 x 4 block "
+                                        "of a memory frame as one count-weighted mean (memory_summary 4)",
+                                        dict(memory_summary=4), base="default"),
+    "efficient-no-guards+summary": AccuracyConfig(
+        "the defaults without guards + memory summaries of 4 x 4 blocks",
+        dict(guard=None, drift_guard=None, guard_memory_only=False, memory_summary=4), base="default"),
+    "efficient-no-guards": AccuracyConfig("the defaults without guards",
+                                          dict(guard=None, drift_guard=None, guard_memory_only=False),
+                                          base="default"),
 }
 
 

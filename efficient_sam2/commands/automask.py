@@ -94,6 +94,10 @@ def register(subparsers) -> None:
                    help="attention prompting: also prompt every token HDBSCAN leaves as noise (regions smaller than "
                         "a cluster), besides the cluster medoids (default: the model's: off as in the thesis, on "
                         "for micro)")
+    d.add_argument("--cluster-spacing", type=float, default=None,
+                   help="attention prompting: also prompt each cluster's tokens spread this many token cells apart "
+                        "(0: its medoid only, as in the thesis; default: the preset's: 4 / 3 for micro's "
+                        "low_latency / high_quality, else 0)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
                         "(default 0.6), intersection over the smaller mask for union-find (default 0.5)")
@@ -198,6 +202,7 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         merge=args.merge,
         attention_masks=args.attention_masks,
         noise_prompts=None if args.noise_prompts is None else args.noise_prompts == "on",
+        cluster_spacing=args.cluster_spacing,
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,

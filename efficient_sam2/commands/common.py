@@ -93,6 +93,9 @@ def add_efficient_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--guard-tolerance", type=int, default=None,
                    help=f"the guards ignore mask changes within this many low-resolution mask pixels of the other "
                         f"mask (boundary jitter) ({d.guard_tolerance})")
+    b.add_argument("--memory-summary", type=int, default=None,
+                   help=f"SMR also reads, per memory frame, the tokens it leaves out of every N x N block of token "
+                        f"cells as one count-weighted mean token (0: off) ({d.memory_summary})")
     b.add_argument("--backoff", type=float, default=None,
                    help=f"when at least this share of the last 10 routed frames were guarded, run the next 30 frames "
                         f"dense ({d.backoff})")
@@ -114,7 +117,7 @@ def efficient_config_from_args(args, paper: bool = False) -> EfficientConfig | N
         return None
     beyond = {}
     for name in ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
-                 "guard_tolerance", "backoff"):
+                 "guard_tolerance", "backoff", "memory_summary"):
         value = getattr(args, name, None)
         if value is not None:
             beyond[name] = None if value == 0 else value

@@ -474,5 +474,9 @@ class EfficientPolicy(FramePolicy):
                     slot.indices = torch.stack(cached, 0)
             slots.append(slot)
         plan, kept = build_memory_plan(slots, tokens, num_ptr, num_layers, len(obj_ids), device)
+        if plan is not None and plan.keep is not None and cfg.memory_summary:
+            plan.summary = cfg.memory_summary
+            # one summary token per block of every pruned frame (an upper bound: a block may have nothing dropped)
+            kept += sum(not s.dense for s in slots) * math.ceil(E / cfg.memory_summary) ** 2
         self.memory_fractions.append((kept / total, len(obj_ids)))
         return plan

@@ -182,6 +182,7 @@ class RotaryAttention(nn.Module):
         saliency_keys: Tensor | None = None,
         pool: int = 1,
         num_spatial: int = 0,
+        key_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from `q` (B, Nq, C) to `k`, `v` (B, Nk, kv_in_dim).
 
@@ -200,7 +201,8 @@ class RotaryAttention(nn.Module):
         v = self._heads(self.v_proj(v))
         if pool > 1 and num_spatial:
             k, v = _pool_frames(k, num_spatial, grid, pool), _pool_frames(v, num_spatial, grid, pool)
-        out = F.scaled_dot_product_attention(q, k, v)
+        mask = None if key_bias is None else key_bias[:, None, None, :].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         if saliency_keys is None:
             return out, None
@@ -235,6 +237,40 @@ def _pool_frames(x: Tensor, num_spatial: int, grid: int, pool: int) -> Tensor:
     return torch.cat((spatial, x[:, :, num_spatial:]), dim=2)
 
 
+def _append_summaries(memory_keys: Tensor, memory: Tensor, keep: Tensor, keys: Tensor, values: Tensor,
+                      keys_grid_idx: Tensor, num_spatial: int, grid: int, block: int
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The kept keys, values and grid indices (B, k, ...) followed by one summary token per (memory frame, block of
+    block x block cells): the mean of that block's spatial tokens that `keep` (B, k) leaves out, not rotated.
+    Also returns the key bias (B, k + summaries): 0 for a kept token, log(count) for a summary (its logit then
+    weighs as `count` copies of the mean key would), -inf for a block with nothing left out (a dense frame).
+
+    The mean is taken before the projections, which are affine, so it equals the mean of the projected tokens."""
+    batch, num_memory, _ = memory_keys.shape
+    device = memory.device
+    tokens = grid * grid
+    side = -(-grid // block)
+    cell = torch.arange(tokens, device=device)
+    block_of_cell = (cell // grid // block) * side + (cell % grid) // block
+    frames = torch.arange(num_spatial // tokens, device=device)
+    group = (frames[:, None] * side * side + block_of_cell).flatten().expand(batch, -1)  # (B, num_spatial)
+    n_groups = int(frames.numel()) * side * side
+    dropped = torch.ones(batch, num_memory, dtype=memory.dtype, device=device).scatter_(1, keep, 0.0)
+    dropped = dropped[:, :num_spatial]
+    counts = dropped.new_zeros(batch, n_groups).scatter_add_(1, group, dropped)
+
+    def block_mean(x: Tensor) -> Tensor:
+        sums = x.new_zeros(batch, n_groups, x.shape[-1]).scatter_add_(
+            1, group[..., None].expand(-1, -1, x.shape[-1]), x[:, :num_spatial] * dropped[..., None])
+        return sums / counts.clamp_min(1.0)[..., None]
+
+    bias = torch.where(counts > 0, counts.clamp_min(1.0).log(), torch.full_like(counts, float("-inf")))
+    keys_grid_idx = keys_grid_idx.expand(batch, -1)
+    summary_grid_idx = keys_grid_idx.new_full((batch, n_groups), -1)
+    return (torch.cat((keys, block_mean(memory_keys)), 1), torch.cat((values, block_mean(memory)), 1),
+            torch.cat((keys_grid_idx, summary_grid_idx), 1), torch.cat((bias.new_zeros(keys.shape[:2]), bias), 1))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Memory attention
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,6 +291,9 @@ class MemoryPlan:
     keep: Sequence[Tensor | None] | None = None
     saliency_span: tuple[int, int] | None = None
     pool: int = 1  # > 1: average-pool every spatial memory frame's keys and values (MemPool baseline)
+    # > 0 (with `keep`): the tokens each layer leaves out of every summary x summary block of cells of a memory
+    # frame are read as one summary token, their mean, weighted by their count (`_append_summaries`)
+    summary: int = 0
 
     def for_objects(self, objects: slice) -> "MemoryPlan":
         """The plan of a slice of the batch (per-object (B, K) keeps are sliced, shared ones kept)."""
@@ -319,6 +358,7 @@ class MemoryAttentionLayer(nn.Module):
         saliency_keys: Tensor | None = None,
         pool: int = 1,
         num_spatial: int = 0,
+        key_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x: (B, L, C) current-frame tokens; memory_keys = memory + PE and memory_values = memory, (B, K, kv_dim).
 
@@ -330,7 +370,8 @@ class MemoryAttentionLayer(nn.Module):
 
         h = self.norm2(x)
         out, saliency = self.cross_attn_image(
-            h, memory_keys, memory_values, x_grid_idx, memory_grid_idx, grid, saliency_keys, pool, num_spatial
+            h, memory_keys, memory_values, x_grid_idx, memory_grid_idx, grid, saliency_keys, pool, num_spatial,
+            key_bias,
         )
         x = x + out
 
@@ -440,7 +481,12 @@ class MemoryAttention(nn.Module):
                     first = torch.searchsorted(keep, keep.new_full((batch, 1), span[0]))
                     saliency_keys = first + span_offsets
             pool = plan.pool if keep is None else 1
-            x, saliency = layer(x, x_grid_idx, keys, values, keys_grid_idx, grid, saliency_keys, pool, num_spatial)
+            key_bias = None
+            if keep is not None and plan.summary:
+                keys, values, keys_grid_idx, key_bias = _append_summaries(
+                    memory_keys, memory, keep, keys, values, keys_grid_idx, num_spatial, grid, plan.summary)
+            x, saliency = layer(x, x_grid_idx, keys, values, keys_grid_idx, grid, saliency_keys, pool, num_spatial,
+                                key_bias)
             if saliency is not None:
                 saliencies.append(saliency)
 
