@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..io.masks import encode_rle
+from ..io.masks import encode_rle_in_box
 
 __all__ = [
     "stability_score",
@@ -116,7 +116,7 @@ class BoxedMask:
 
     def to_rle(self, compress: bool = True) -> dict:
         """COCO RLE of the full-image mask ({"size": [H, W], "counts": str or list})."""
-        return encode_rle(self.to_full(), compress=compress)
+        return encode_rle_in_box(self.pixels, self.box, self.image_hw, compress=compress)
 
     def intersection(self, other: "BoxedMask") -> int:
         """Number of pixels in both masks (computed on the overlap of the two boxes only)."""

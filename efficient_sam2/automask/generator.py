@@ -179,13 +179,11 @@ class AutomaskResult:
 
     def to_json(self) -> dict:
         """A JSON-serialisable dict (binary masks are written as COCO RLE)."""
-        from ..io.masks import encode_rle
-
         masks = []
         for rec, bm in zip(self.masks, self.boxed_masks):
             rec = dict(rec)
             if isinstance(rec["segmentation"], np.ndarray):
-                rec["segmentation"] = encode_rle(bm.to_full())
+                rec["segmentation"] = bm.to_rle()
             masks.append(rec)
         out = {
             "height": self.image_hw[0],

@@ -220,24 +220,46 @@ def read_object_masks_per_object(
 # COCO run-length encoding
 
 
+_VECTOR_FROM = 128
+"""`compress_rle_counts` vectorises lists of at least this many counts (measured: 6 us for 10 values by value,
+66 us vectorised; 168 us and 88 us for 300)."""
+
+
 def compress_rle_counts(counts: Sequence[int]) -> str:
     """COCO string compression of RLE counts.
 
-    Each value (a count, or from the third count on its difference to the count two places before) is written as
+    Each value (a count, or from the fourth count on its difference to the count two places before) is written as
     little-endian groups of 5 bits; every group becomes one character `chr(48 + group)`, with bit 0x20 set when more
     groups follow. Emission stops once the remaining value is just the sign extension of the last group's bit 0x10.
+    Short lists go value by value; from `_VECTOR_FROM` values on, one numpy pass per group position (at most 13
+    for 64-bit values) is faster.
     """
-    chars = []
-    for i, count in enumerate(counts):
-        x = int(count) - (int(counts[i - 2]) if i > 2 else 0)
-        while True:
-            group = x & 0x1F
-            x >>= 5  # arithmetic shift: negative values converge to -1
-            more = x != -1 if group & 0x10 else x != 0
-            chars.append(chr(48 + (group | 0x20 if more else group)))
-            if not more:
-                break
-    return "".join(chars)
+    if len(counts) < _VECTOR_FROM:
+        chars = []
+        for i, count in enumerate(counts):
+            x = int(count) - (int(counts[i - 2]) if i > 2 else 0)
+            while True:
+                group = x & 0x1F
+                x >>= 5  # arithmetic shift: negative values converge to -1
+                more = x != -1 if group & 0x10 else x != 0
+                chars.append(chr(48 + (group | 0x20 if more else group)))
+                if not more:
+                    break
+        return "".join(chars)
+    c = np.asarray(counts, dtype=np.int64).reshape(-1)
+    x = c.copy()
+    x[3:] -= c[1:-2]
+    chars, emitted = [], []
+    active = np.ones(c.size, dtype=bool)
+    while active.any():
+        group = x & 0x1F
+        x = x >> 5  # arithmetic shift: negative values converge to -1
+        more = np.where(group & 0x10, x != -1, x != 0)
+        chars.append((48 + np.where(more, group | 0x20, group)).astype(np.uint8))
+        emitted.append(active)
+        active = active & more
+    # row-major: every value's groups in order, values in order
+    return np.stack(chars, axis=1)[np.stack(emitted, axis=1)].tobytes().decode("ascii")
 
 
 def decompress_rle_counts(s: Union[str, bytes]) -> list[int]:
@@ -267,7 +289,11 @@ def decompress_rle_counts(s: Union[str, bytes]) -> list[int]:
 
 
 def _rle_counts(mask: np.ndarray) -> np.ndarray:
-    flat = mask.ravel(order="F")
+    return _run_lengths(mask.ravel(order="F"))
+
+
+def _run_lengths(flat: np.ndarray) -> np.ndarray:
+    """COCO run lengths of a flat bool sequence: alternating runs of 0 and 1, starting with 0 (possibly empty)."""
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
@@ -286,6 +312,29 @@ def encode_rle(mask: np.ndarray, compress: bool = True) -> dict:
         raise MaskError(f"RLE encodes 2-D (H, W) masks; got shape {m.shape}")
     counts = _rle_counts(m).tolist()
     return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": compress_rle_counts(counts) if compress else counts}
+
+
+def encode_rle_in_box(pixels: np.ndarray, box: Sequence[int], image_hw: Sequence[int], compress: bool = True
+                      ) -> dict:
+    """`encode_rle` of an (H, W) = `image_hw` mask that is `pixels` inside the inclusive box (x0, y0, x1, y1) and
+    empty elsewhere, without building the full mask: COCO's column-major runs only change within the box's
+    columns, so only those are flattened and the empty columns on either side join the first and last zero runs."""
+    H, W = int(image_hw[0]), int(image_hw[1])
+    x0, y0, x1, y1 = (int(v) for v in box)
+    pixels = np.asarray(pixels, dtype=bool)
+    if not (0 <= x0 <= x1 < W and 0 <= y0 <= y1 < H) or pixels.shape != (y1 - y0 + 1, x1 - x0 + 1):
+        raise MaskError(f"box {tuple(box)} with pixels of shape {pixels.shape} does not fit an image of {H}x{W}")
+    columns = np.zeros((x1 - x0 + 1, H), dtype=bool)  # the box's columns, each a row: C order = column-major
+    columns[:, y0:y1 + 1] = pixels.T
+    counts = _run_lengths(columns.ravel()).tolist()
+    counts[0] += x0 * H
+    tail = (W - 1 - x1) * H
+    if tail:
+        if len(counts) % 2:  # the last run is a zero run
+            counts[-1] += tail
+        else:
+            counts.append(tail)
+    return {"size": [H, W], "counts": compress_rle_counts(counts) if compress else counts}
 
 
 def _counts_of(rle: Mapping) -> tuple[int, int, list[int]]:
