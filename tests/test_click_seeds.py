@@ -345,3 +345,27 @@ def test_video_refinement_click_reaches_the_decoder_seeded(monkeypatch):
         else:
             assert calls == []
     assert not torch.allclose(outputs[True], outputs[False])
+
+
+def test_sparse_seed_embedding_equals_the_dense_one():
+    """Only the cells a seed touches are computed; the rest share the embedding of an all-background patch."""
+    enc = _encoder(6.0, box_seeds=True)
+    # clicks inside, at an edge and in a corner; a box; a row with a negative click only (no seed)
+    coords = torch.tensor([[[10.0, 20.0], [0, 0]], [[63.0, 31.0], [0, 0]], [[0.0, 63.9], [0, 0]],
+                           [[5.0, 7.0], [40.0, 50.0]], [[30.0, 30.0], [0, 0]]])
+    labels = torch.tensor([[1, -1], [1, -1], [1, -1], [2, 3], [0, -1]])
+    seeds, has_seed = enc.click_seeds(coords, labels)
+    assert has_seed.tolist() == [True, True, True, True, False]
+    with torch.no_grad():
+        dense = enc.embed_masks(seeds)
+        sparse = enc.embed_masks_sparse(seeds, -SEED_LOGIT)
+        assert torch.allclose(sparse, dense, atol=1e-5)
+        # cells far from every seed hold the shared embedding, and it is the one the dense path computes there
+        assert torch.equal(sparse[4], sparse[4, :, :1, :1].expand_as(sparse[4]))
+        logits = torch.randn(2, 1, 16, 16)  # not seeds: every patch differs from the background
+        assert torch.allclose(enc.embed_masks_sparse(logits, -SEED_LOGIT), enc.embed_masks(logits), atol=1e-5)
+        _, forward_dense = enc((coords, labels), None, None)
+    assert torch.allclose(forward_dense[:4], dense[:4], atol=1e-5)
+    assert torch.equal(forward_dense[4], enc.no_mask_embed.weight.reshape(-1, 1, 1).expand(-1, 4, 4))
+    # under autograd it is the dense computation itself
+    assert torch.equal(enc.embed_masks_sparse(seeds, -SEED_LOGIT), enc.embed_masks(seeds))
