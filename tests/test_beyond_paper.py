@@ -180,13 +180,16 @@ def test_guards_fire_on_fast_change_and_on_area_drift():
     # moved by 2 px: IoU 360 / 440 = 0.82 -> change 0.18 < 0.3; the area is the same
     assert not policy._mask_changed(_results({1: shifted(2)}), dense=False)
     # moved by 6 more px: IoU with the previous mask 280 / 520 -> change 0.46 > 0.3
-    assert policy._mask_changed(_results({1: shifted(8)}), dense=False)
+    assert policy._mask_changed(_results({1: shifted(8)}), dense=False) == {1}
     # a slow shrink behind an occluder: 10 % of the area per frame never trips `guard`, but after three frames
     # the area is 30 % below the last dense frame's (the anchor: the square, 400 pixels)
     policy._mask_changed(_results({1: shifted(8)}), dense=True)  # a dense frame: the anchor moves here
     assert not policy._mask_changed(_results({1: shifted(8, rows=18)}), dense=False)  # -10 %
     assert not policy._mask_changed(_results({1: shifted(8, rows=16)}), dense=False)  # -20 %
     assert policy._mask_changed(_results({1: shifted(8, rows=14)}), dense=False)  # -30 % > 25 %
+    # with several objects, the ones that changed: object 2 stays, object 1 jumps back
+    policy._mask_changed(_results({1: shifted(8, rows=14), 2: shifted(30)}), dense=True)
+    assert policy._mask_changed(_results({1: shifted(0, rows=14), 2: shifted(30)}), dense=False) == {1}
     # the paper has no guard
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -509,3 +512,18 @@ def test_memory_summaries_on_a_tracked_video_add_their_tokens_to_the_kept_memory
     with pytest.raises(ValueError, match="memory_summary"):
         EfficientConfig(memory_summary=0)
     assert EfficientConfig.paper().memory_summary is None and EfficientConfig().memory_summary is None
+
+
+def test_per_object_guards_read_every_memory_token_only_for_the_objects_that_changed():
+    """guard_per_object: on the frame after a trip only the tripped objects read every memory token; the others keep
+    their sparse memory (kept memory between the two). Until the first such frame both runs are the same."""
+    config = EfficientConfig.paper(guard=0.2, guard_memory_only=True)
+    whole = _tracked_stats(config, 20261212, "distractors", 12)
+    split = _tracked_stats(config.replace(guard_per_object=True), 20261212, "distractors", 12)
+    first = min(t for t in whole.guarded_frames if t >= 4)  # the memory bank holds pruned frames from frame 4 on
+    assert all(split.kept_memory[t] == whole.kept_memory[t] for t in whole.kept_memory if t < first)
+    assert whole.kept_memory[first] == 1.0 and split.kept_memory[first] <= 1.0
+    tripped = [t for t in split.guarded_frames if t >= 4 and t in split.kept_memory]
+    assert any(split.kept_memory[t] < 1.0 for t in tripped), "on some trip only one of the two objects changed"
+    assert all(split.kept_memory[t] >= 0.5 for t in tripped)  # two objects: at least one reads every token
+    assert not EfficientConfig.paper().guard_per_object

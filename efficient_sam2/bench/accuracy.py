@@ -145,6 +145,9 @@ ACCURACY_CONFIGS: dict[str, AccuracyConfig] = {
     "efficient-no-guards+summary": AccuracyConfig(
         "the defaults without guards + memory summaries of 4 x 4 blocks",
         dict(guard=None, drift_guard=None, guard_memory_only=False, memory_summary=4), base="default"),
+    "efficient+per-object-guards": AccuracyConfig(
+        "the defaults with guards per object: only the objects whose mask changed read every memory token "
+        "(guard_per_object)", dict(guard_per_object=True), base="default"),
     "efficient-no-guards": AccuracyConfig("the defaults without guards",
                                           dict(guard=None, drift_guard=None, guard_memory_only=False),
                                           base="default"),

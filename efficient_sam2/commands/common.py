@@ -36,6 +36,7 @@ SWITCHES = {
                        "(input + that frame's residual) instead of the shortcut",
     "global_context": "the routed span's global blocks let kept tokens attend to the background tokens too",
     "memory_object_tokens": "SMR also keeps every memory token under the object's mask in that memory frame",
+    "guard_per_object": "a guard makes only the objects whose mask changed read every memory token (not all)",
     "dense_fallback": "run the next frame dense where the saliency fallback would fire",
 }
 """The on/off options beyond the paper: EfficientConfig field -> what `--<field> on` does."""

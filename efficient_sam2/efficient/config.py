@@ -122,6 +122,12 @@ class EfficientConfig:
             (without guards, stress fidelity 93.6 -> 95.6: fast motion 88.0 -> 96.6, occlusion 89.7 -> 94.0), but
             beside the guards it adds 0.1-0.2 fidelity for 0.5-1.6 % more memory (BENCHMARKS.md "Memory
             summaries").
+        guard_per_object: `guard` and `drift_guard` make only the objects whose mask changed read every memory token
+            (the others keep their sparse memory) instead of every object. Off by default: on the tuning videos it
+            read 0.577 instead of 0.695 of the memory on `standard` (fidelity 98.2 -> 97.8, same worst video), but
+            on the distractors subset fidelity fell 97.1 -> 91.0 (worst video 95.5 -> 77.8): another object's trip
+            had been what protected a drifting object whose own mask did not change fast (BENCHMARKS.md
+            "Per-object guards").
     """
 
     swr: bool = True
@@ -153,6 +159,7 @@ class EfficientConfig:
     reuse_residuals: bool = True
     global_context: bool = True
     memory_summary: int | None = None
+    guard_per_object: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.tau <= 1.0:
@@ -219,7 +226,7 @@ class EfficientConfig:
 
 BEYOND_PAPER = ("memory_mass", "change_threshold", "scene_cut", "theta_relative", "guard", "drift_guard",
                 "guard_tolerance", "guard_sparse_memory", "guard_memory_only", "dense_fallback", "backoff",
-                "reuse_residuals", "global_context", "memory_object_tokens", "memory_summary")
+                "reuse_residuals", "global_context", "memory_object_tokens", "memory_summary", "guard_per_object")
 """Options that are not in the paper; None (False) turns each off."""
 
 PAPER_OPTIONS: dict = dict(
@@ -228,5 +235,6 @@ PAPER_OPTIONS: dict = dict(
     memory_mass=None, change_threshold=None, scene_cut=None, theta_relative=None, guard=None, drift_guard=None,
     guard_tolerance=None, guard_sparse_memory=False, guard_memory_only=False, dense_fallback=False, backoff=None,
     reuse_residuals=False, global_context=False, memory_object_tokens=False, memory_summary=None,
+    guard_per_object=False,
 )
 """The paper's settings (section 3 and 4.1), as `EfficientConfig.paper()` builds them."""

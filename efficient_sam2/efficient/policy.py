@@ -171,6 +171,8 @@ class EfficientPolicy(FramePolicy):
         self.anchor_areas: dict[int, tuple[int, int]] = {}  # (area, boundary pixels) of its mask on the last
         # frame run dense (drift_guard)
         self.dense_memory_frame: int | None = None  # a frame that reads every memory token (guard, cuts)
+        # with guard_per_object: the objects that read every memory token on dense_memory_frame (None: all)
+        self.dense_memory_objects: set[int] | None = None
         self.last_masks: tuple[int, dict] | None = None  # the last frame's masks (memory_object_tokens)
         self.reference_scores: dict[int, list[float]] = {}  # first stepped score logits per object (theta_relative)
         self.recent_guarded: list[bool] = []  # whether each of the last routed frames was guarded (backoff)
@@ -186,7 +188,7 @@ class EfficientPolicy(FramePolicy):
         self.change_history = []
         self.previous_masks.clear()
         self.anchor_areas.clear()
-        self.dense_memory_frame = self.last_masks = None
+        self.dense_memory_frame = self.last_masks = self.dense_memory_objects = None
         self.recent_guarded, self.backoff_left = [], 0
         self.cache.clear()  # memories may be re-computed by this run: start the saliency FIFO afresh
         if self.residuals is not None:
@@ -280,7 +282,7 @@ class EfficientPolicy(FramePolicy):
         guarded = self._mask_changed(results, stats.kept_windows[frame_idx] == 1.0)
         if self.backoff_left > 0:
             self.backoff_left -= 1
-            self.next_plan, self.dense_memory_frame = None, nxt
+            self.next_plan, self.dense_memory_frame, self.dense_memory_objects = None, nxt, None
             stats.backoff_frames.append(nxt)
             return
         if not self.config.swr or self.processed < self.config.dense_frames:
@@ -311,8 +313,9 @@ class EfficientPolicy(FramePolicy):
             return
         if guarded:  # guard_memory_only: every memory token read, the windows routed
             self.dense_memory_frame = nxt
+            self.dense_memory_objects = set(guarded) if self.config.guard_per_object else None
             self.stats.guarded_frames.append(nxt)
-        self._note_guarded(guarded)
+        self._note_guarded(bool(guarded))
         self.next_plan = (nxt, decision)
         stats.routed_frames += 1
         if decision.saliency_fired:
@@ -338,15 +341,15 @@ class EfficientPolicy(FramePolicy):
         cells = torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)
         return cells.flatten(1) > 0
 
-    def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> bool:
-        """Whether any object's chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
+    def _mask_changed(self, results: Sequence[FrameResult], dense: bool) -> set[int]:
+        """The objects whose chosen mask changed by more than `guard` (1 - IoU) since the previous frame, or its
         area by more than `drift_guard` (relative) since the last frame that ran dense (`dense`: this one did);
         with `guard_tolerance`, pixels within the tolerance of the other mask and the area a boundary shift of
         the tolerance explains do not count; remembers the masks. All objects are compared in one batch (one host
         synchronisation)."""
         cfg = self.config
         if cfg.guard is None and cfg.drift_guard is None:
-            return False
+            return set()
         ids, masks = [], []
         for r in results:
             if r.output.pred_masks is None:
@@ -358,7 +361,7 @@ class EfficientPolicy(FramePolicy):
             ids.append(r.obj_id)
             masks.append(r.output.pred_masks.reshape(r.output.pred_masks.shape[-2:]) > 0)
         if not ids or len({m.shape for m in masks}) != 1:
-            return False
+            return set()
         mask = torch.stack(masks)  # (N, h, w)
         before = [self.previous_masks.get(o) for o in ids]
         before = [p if p is not None and p.shape == m.shape else None for p, m in zip(before, masks)]
@@ -377,16 +380,18 @@ class EfficientPolicy(FramePolicy):
             perimeter = mask & ~inner[:n]  # boundary pixels of this frame's masks
         counts = torch.stack([changed_px.flatten(1).sum(1), union.flatten(1).sum(1), mask.flatten(1).sum(1),
                               perimeter.flatten(1).sum(1)]).tolist()
-        changed = False
+        changed = set()
         for k, o in enumerate(ids):
             moved, joint, area, boundary = counts[0][k], counts[1][k], counts[2][k], counts[3][k]
             anchor, anchor_boundary = self.anchor_areas.get(o, (None, 0))
-            if cfg.guard is not None and before[k] is not None and joint:
-                changed |= 1.0 - (joint - moved) / joint > cfg.guard  # without tolerance: 1 - IoU
+            if cfg.guard is not None and before[k] is not None and joint and \
+                    1.0 - (joint - moved) / joint > cfg.guard:  # without tolerance: 1 - IoU
+                changed.add(o)
             if cfg.drift_guard is not None and anchor is not None and max(area, anchor) > 0:
                 # the area a shift of either mask's boundary by the tolerance explains does not count
                 slack = max(boundary, anchor_boundary) * tol if tol is not None else 0
-                changed |= max(0, abs(area - anchor) - slack) / max(area, anchor) > cfg.drift_guard
+                if max(0, abs(area - anchor) - slack) / max(area, anchor) > cfg.drift_guard:
+                    changed.add(o)
             self.previous_masks[o] = masks[k]
             if dense or anchor is None:
                 self.anchor_areas[o] = (area, boundary)
@@ -406,7 +411,7 @@ class EfficientPolicy(FramePolicy):
         """The next frame computes every window and, unless `guard_sparse_memory`, reads every memory token."""
         self.next_plan = None
         if not self.config.guard_sparse_memory:
-            self.dense_memory_frame = frame_idx
+            self.dense_memory_frame, self.dense_memory_objects = frame_idx, None
         self.stats.guarded_frames.append(frame_idx)
 
     def fallback_threshold(self, obj_id: int) -> float:
@@ -431,7 +436,12 @@ class EfficientPolicy(FramePolicy):
     def group_key(self, obj_id: int, memory_frames: Sequence[int]) -> tuple:
         if not self.config.smr:
             return ()
-        return tuple(self.cache.get(obj_id, t) is not None for t in memory_frames)
+        # the kept-token count of each cached frame (0: read densely): objects batched together need equal counts
+        # (their index rows are stacked), which objects ranked in different batches need not have
+        key = tuple(0 if (c := self.cache.get(obj_id, t)) is None else c.shape[-1] for t in memory_frames)
+        if self.dense_memory_objects is not None:  # objects guarded on their own read densely: their own batch
+            key += (obj_id in self.dense_memory_objects,)
+        return key
 
     def memory_plan(self, frame_idx: int, obj_ids: Sequence[int], memories: Sequence[MemoryFrame],
                     num_ptr_tokens: int) -> MemoryPlan | None:
@@ -451,7 +461,8 @@ class EfficientPolicy(FramePolicy):
             return MemoryPlan(pool=k)
         last_slot = model.num_maskmem - 1
         prev = frame_idx + 1 if self.reverse else frame_idx - 1
-        read_all = self.dense_memory_frame == frame_idx
+        read_all = self.dense_memory_frame == frame_idx and (
+            self.dense_memory_objects is None or all(o in self.dense_memory_objects for o in obj_ids))
         stride = model.cfg.memory_temporal_stride
         device = memories[0].features.device if memories else model.device
         slots = []

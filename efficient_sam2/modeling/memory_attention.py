@@ -190,7 +190,8 @@ class RotaryAttention(nn.Module):
         average-pooled over pool x pool cells after projection and rotation (the MemPool baseline).
 
         `q_grid_idx` (Nq,) or (B, Nq) and `k_grid_idx` (Nk,) or (B, Nk): integer cell of each token on the
-        `grid x grid` map, -1 for a token that is not rotated.
+        `grid x grid` map, -1 for a token that is not rotated. `key_bias` (B, Nk), if given, is added to every
+        query's logit of each key (log(n): the key weighs as n copies of it; -inf: never attended).
 
         Returns the output (B, Nq, C) and, with `saliency_keys` (B, n), indices into the key axis, the saliency of
         those keys (B, n): the softmax of the scaled q.k logits over just these keys, averaged over queries and
