@@ -238,17 +238,15 @@ def test_bad_input_other_images_still_get_masks(micro, images, tmp_path, capsys)
 
 
 def test_bundled_model_covers_held_out_instances(micro, images):
-    """The bundled micro model's automatic masks (grid 16 x 16, its default filters) on the first two held-out
-    images of each subset. Measured with the shipped (stage d) weights and their default mask NMS (0.6): mean
-    best-match IoU 52.5 over the 40 instances, 21 of them matched at IoU >= 0.5 (mask NMS at 0.5: 50.8 and 21;
-    50.3 and 21 with box NMS; stage c 48.9 and
-    17; stage b 39.9 and 16; stage G, before click seeds: 7.1 and 2); the same weights without their seeds
-    (click_seed_radius=0): 2.2 and 1. Bars well below the measurement:
-    they catch a broken pipeline or seeds that stopped reaching the decoder, not small changes of the model."""
+    """The bundled micro model's automatic masks with `automask`'s defaults (16 x 16 points at seed radii 12, 24,
+    36; its filters) on the first two held-out images of each subset. Measured with the shipped (stage d) weights:
+    mean best-match IoU 60.1 over the 40 instances, 31 of them matched at IoU >= 0.5 (one decode per point at the
+    model's radius 12: 16 x 16 52.5 and 21; 32 x 32 54.4 and 25; before click seeds, stage G: 7.1 and 2); the
+    same weights without their seeds (click_seed_radius=0, 16 x 16): 2.2 and 1. Bars below the measurement: they
+    catch a broken pipeline, seeds that stopped reaching the decoder or radii that stopped mattering."""
     from efficient_sam2.automask.benchmark import load_image_set, _score
 
-    def coverage(model):
-        gen = AutomaticMaskGenerator(model, "grid", points_per_side=16)
+    def coverage(gen):
         rows = [_score(gen, load_image_set(images, sub, 2), "", sub) for sub in ("instances", "salient", "camouflaged")]
         n = sum(r.instances for r in rows)
         assert n == 40
@@ -256,13 +254,47 @@ def test_bundled_model_covers_held_out_instances(micro, images):
         return miou, sum(round(r.recall50 * r.instances) for r in rows), min(r.masks for r in rows)
 
     assert micro.cfg.click_seed_radius == 12.0
-    miou, matched, fewest_masks = coverage(micro)
+    default = AutomaticMaskGenerator(micro, "grid")
+    assert (len(default.point_grids[0]), default.seed_radii) == (256, (12.0, 24.0, 36.0))
+    miou, matched, fewest_masks = coverage(default)
     assert fewest_masks >= 1
-    assert miou >= 0.30, miou
-    assert matched >= 10, matched
+    assert miou >= 0.5, miou
+    assert matched >= 27, matched
+    one_radius, matched_one, _ = coverage(AutomaticMaskGenerator(micro, "grid", points_per_side=16))
+    assert matched >= matched_one + 5 and miou >= one_radius + 0.04, (matched, matched_one)  # the radii help
+    assert one_radius >= 0.40 and matched_one >= 15, (one_radius, matched_one)
     unseeded = build_sam2("micro", click_seed_radius=0.0).eval()
-    miou_off, _, _ = coverage(unseeded)
-    assert miou >= miou_off + 0.1, (miou, miou_off)  # the seeds do the work
+    miou_off, _, _ = coverage(AutomaticMaskGenerator(unseeded, "grid", points_per_side=16))
+    assert one_radius >= miou_off + 0.1, (one_radius, miou_off)  # the seeds do the work
+
+
+def test_seed_radii_defaults_and_errors(micro, images, tmp_path, capsys):
+    from PIL import Image
+
+    rgb = np.array(Image.open(sorted((images / "JPEGImages" / "salient").iterdir())[0]).convert("RGB"))
+    default = AutomaticMaskGenerator(micro, "grid")
+    assert default.generate_result(rgb).num_prompts == 3 * 256
+    assert default.settings()["seed_radii"] == [12.0, 24.0, 36.0]
+    # a grid of one's own: each point once, at the model's radius, unless radii are given
+    assert AutomaticMaskGenerator(micro, "grid", points_per_side=8).seed_radii is None
+    assert AutomaticMaskGenerator(micro, "grid", seed_radii=()).seed_radii is None
+    two = AutomaticMaskGenerator(micro, "grid", points_per_side=8, seed_radii=[10, 30])
+    assert two.seed_radii == (10.0, 30.0) and two.generate_result(rgb).num_prompts == 128
+    with pytest.raises(ValueError, match="radii > 0"):
+        AutomaticMaskGenerator(micro, "grid", seed_radii=[12, -1])
+    seedless = build_sam2("micro", weights="random", click_seed_radius=0.0, box_seeds=False)
+    with pytest.raises(ValueError, match="click seeds"):
+        AutomaticMaskGenerator(seedless, "grid", seed_radii=[12, 24])
+    assert AutomaticMaskGenerator(seedless, "grid").seed_radii is None  # its default grid: micro's 16 x 16
+    out = tmp_path / "o"
+    one = images / "JPEGImages" / "salient"
+    assert main(["automask", str(one), "--model", "micro", "--output", str(out), "--no-progress", "--no-overlay",
+                 "--points-per-side", "4", "--seed-radii", "12,24"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"]["grid"]["settings"]["seed_radii"] == [12.0, 24.0]
+    with pytest.raises(SystemExit):
+        main(["automask", str(one), "--model", "micro", "--output", str(out), "--seed-radii", "0,12"])
+    assert "seed radii must be > 0" in capsys.readouterr().err
 
 
 def test_ceiling_row_bounds_the_default_filters(micro, images):

@@ -369,3 +369,20 @@ def test_sparse_seed_embedding_equals_the_dense_one():
     assert torch.equal(forward_dense[4], enc.no_mask_embed.weight.reshape(-1, 1, 1).expand(-1, 4, 4))
     # under autograd it is the dense computation itself
     assert torch.equal(enc.embed_masks_sparse(seeds, -SEED_LOGIT), enc.embed_masks(seeds))
+
+
+def test_a_seed_radius_per_row_equals_encoders_of_those_radii():
+    coords = torch.tensor([[[20.0, 30.0]], [[40.0, 12.0]], [[5.0, 60.0]]])
+    labels = torch.ones(3, 1, dtype=torch.long)
+    wide, narrow = _encoder(9.0), _encoder(4.0)
+    seeds, has_seed = narrow.click_seeds(coords, labels, radius=torch.tensor([9.0, 4.0, 9.0]))
+    assert torch.equal(seeds[[0, 2]], wide.click_seeds(coords[[0, 2]], labels[[0, 2]])[0])
+    assert torch.equal(seeds[1], narrow.click_seeds(coords[1:2], labels[1:2])[0][0])
+    assert torch.equal(narrow.click_seeds(coords, labels, radius=9.0)[0], wide.click_seeds(coords, labels)[0])
+    assert (seeds[0] > 0).sum() > (seeds[1] > 0).sum()  # the larger disk
+    with torch.no_grad():
+        _, dense = narrow((coords, labels), None, None, seed_radius=torch.tensor([9.0, 4.0, 9.0]))
+        assert torch.allclose(dense, narrow.embed_masks(seeds), atol=1e-5)
+    # a model without seeds has none, whatever the radius
+    off = _encoder(0.0)
+    assert not off.click_seeds(coords, labels, radius=9.0)[1].any()

@@ -4,7 +4,7 @@
     from efficient_sam2.automask import AutomaticMaskGenerator
 
     model = build_sam2("large", "sam2.1_hiera_large.pt", device="cuda")
-    grid = AutomaticMaskGenerator(model, prompting="grid")                  # 32 x 32 points, NMS
+    grid = AutomaticMaskGenerator(model, prompting="grid")                  # the model's default grid
     attn = AutomaticMaskGenerator(model, prompting="attention", preset="low_latency")  # HDBSCAN medoids, merging
     result = attn.generate_result("photo.jpg")   # .masks (COCO RLE records), .timings, .num_prompts
 

@@ -82,6 +82,29 @@ MODEL_GRID_MERGE: dict[str, str] = {
 SAM's box NMS."""
 
 
+MODEL_GRID_PROMPTS: dict[str, dict] = {
+    # `automask --benchmark` on the stage d weights, 8 held-out images per subset, filters off, mask NMS 0.6
+    # (BENCHMARKS.md "Seed radii"): a click seed's size sets the size of the mask the micro model answers with
+    # (radius 12: objects of 2-8 % of the image were covered at IoU >= 0.5 for 29 / 10 % of the instances /
+    # camouflaged ones, every candidate of a 32 x 32 grid kept; radius 24: 96 / 90 %). A 16 x 16 grid at radii 12,
+    # 24 and 36 (768 prompts) covers 73.0 / 81.5 / 80.5 % of the instances (instances / salient / camouflaged;
+    # grid 32 x 32 at radius 12: 53.9 / 74.1 / 31.7 %) at mIoU 58.4 / 68.4 / 60.8 (51.8 / 68.9 / 41.7).
+    "sam2.1_hiera_micro": {"points_per_side": 16, "seed_radii": (12.0, 24.0, 36.0)},
+}
+"""Per model (config name), the grid that grid prompting uses when the caller gives none: points per side and the
+click-seed radii every point is decoded with (models with click seeds only). Others: 32 x 32, one decode per point."""
+
+
+def default_grid_prompts(model) -> dict:
+    """{"points_per_side", "seed_radii"} of the default grid of `model` (a SAM2Model or SAM2Config): 32 and None
+    (each point decoded once, with the model's own seed if any), or the model's measured choice."""
+    cfg = getattr(model, "cfg", model)
+    grid = {"points_per_side": 32, "seed_radii": None, **MODEL_GRID_PROMPTS.get(getattr(cfg, "name", None), {})}
+    if not getattr(cfg, "click_seed_radius", 0) > 0:  # the same model built without its seeds
+        grid["seed_radii"] = None
+    return grid
+
+
 MODEL_ATTENTION_DECODING: dict[str, dict] = {
     # `automask data/images_val --benchmark` on the stage c weights, 8 images per subset (BENCHMARKS.md "Attention
     # prompts keep every output"): union-find chains the micro model's overlapping masks into 1-5 masks per image
@@ -216,7 +239,8 @@ class AutomaticMaskGenerator:
     Args:
         model: a SAM2Model (from `build_sam2`), or a predictor holding one in `.model`.
         prompting: "grid" or "attention".
-        points_per_side: grid points per side on crop layer 0 (grid prompting).
+        points_per_side: grid points per side on crop layer 0 (grid prompting; default: the model's,
+            `default_grid_prompts`: 32, or 16 at three seed radii for the micro model).
         points_per_batch: prompts decoded together (memory vs speed).
         point_grids: instead of points_per_side, one (K, 2) array of normalised [0, 1] (x, y) points per crop
             layer (grid prompting).
@@ -252,6 +276,10 @@ class AutomaticMaskGenerator:
         cluster_spacing: attention prompting also prompts each cluster's tokens spread this many token cells apart
             (farthest-point sampling from the medoid, `attention_prompts.spread_prompts`; 0: the medoid only, as in
             the thesis; default: the preset's, 0 but for the micro model's presets).
+        seed_radii: models with click seeds (the micro model) only: every prompt point is decoded once per radius
+            (input pixels), since a seed's size sets the size of the mask it asks for; () or None: once, at the
+            model's own radius. Default: with the model's default grid (no points_per_side or point_grids given),
+            the model's radii (`MODEL_GRID_PROMPTS`: 12, 24, 36 for micro), else ().
         merge_thresh: union-find threshold on the intersection over the smaller mask (default 0.5), or the mask
             IoU above which mask NMS drops the lower-scored mask (default 0.6).
     """
@@ -261,7 +289,7 @@ class AutomaticMaskGenerator:
         model: SAM2Model,
         prompting: str = "grid",
         *,
-        points_per_side: int | None = 32,
+        points_per_side: int | None = None,
         points_per_batch: int = 64,
         point_grids: Sequence[np.ndarray] | None = None,
         pred_iou_thresh: float | None = None,
@@ -287,6 +315,7 @@ class AutomaticMaskGenerator:
         attention_masks: str | None = None,
         noise_prompts: bool | None = None,
         cluster_spacing: float | None = None,
+        seed_radii: Sequence[float] | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             inner = getattr(model, "model", None)
@@ -344,11 +373,14 @@ class AutomaticMaskGenerator:
                 if any(g.size and (g.min() < 0 or g.max() > 1) for g in grids):
                     raise ValueError("point_grids must hold normalised (x, y) points in [0, 1]")
                 self.point_grids = grids
-            elif points_per_side is not None:
+            else:
+                if points_per_side is None:  # the model's default grid, with its seed radii unless given
+                    grid = default_grid_prompts(model)
+                    points_per_side = grid["points_per_side"]
+                    if seed_radii is None:
+                        seed_radii = grid["seed_radii"]
                 self.point_grids = build_layer_point_grids(points_per_side, crop_n_layers,
                                                            crop_n_points_downscale_factor)
-            else:
-                raise ValueError("grid prompting needs points_per_side or point_grids")
         self.points_per_side = points_per_side
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)
@@ -367,6 +399,15 @@ class AutomaticMaskGenerator:
         self.merge_thresh = merge_thresh
         self.attention_masks = attention_masks
         self.noise_prompts = bool(noise_prompts)
+        if seed_radii is not None:
+            seed_radii = tuple(float(r) for r in seed_radii)
+            if any(not r > 0 for r in seed_radii):
+                raise ValueError(f"seed_radii must be radii > 0 (input pixels), got {seed_radii}")
+        if seed_radii:
+            if not model.sam_prompt_encoder.click_seed_radius > 0:
+                raise ValueError(f"seed_radii needs a model with click seeds (SAM2Config.click_seed_radius > 0); "
+                                 f"{model.cfg.name} has none")
+        self.seed_radii = seed_radii or None  # () or None: one decode per point, at the model's own radius
         self.attention_chunk = int(attention_chunk)
         self.preset = preset
         self.block = self.head = None
@@ -424,6 +465,8 @@ class AutomaticMaskGenerator:
             s.update(preset=self.preset, min_samples=self.min_samples, min_cluster_size=self.min_cluster_size,
                      block=self.block, head=self.head, attention_masks=self.attention_masks,
                      noise_prompts=self.noise_prompts, cluster_spacing=self.cluster_spacing)
+        if self.seed_radii is not None:
+            s["seed_radii"] = list(self.seed_radii)
         return s
 
     def generate(self, image) -> list[dict]:
@@ -511,9 +554,14 @@ class AutomaticMaskGenerator:
         t0 = clock.now()
         C = model.hidden_dim
         image_embed = feats.vision + model.no_mem_embed.reshape(1, C, 1, 1)
+        radii = None
+        if self.seed_radii is not None:  # every point once per seed radius
+            radii = np.repeat(np.asarray(self.seed_radii, dtype=np.float32), len(points))
+            points = np.tile(points, (len(self.seed_radii), 1))
         logits, ious = [], []
         for s in range(0, len(points), self.points_per_batch):
-            lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw))
+            lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw),
+                                         None if radii is None else radii[s:s + self.points_per_batch])
             logits.append(lr)
             ious.append(iou)
         M = 3 if self.multimask_output and (self.prompting == "grid" or self.attention_masks == "all") else 1
@@ -531,7 +579,8 @@ class AutomaticMaskGenerator:
         clock.t["decoding"] += clock.now() - t0
         return cands, len(points), info
 
-    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw, radii: np.ndarray | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits (B, M, 4E, 4E) and predicted IoUs (B, M) of B point prompts (crop pixels); attention
         prompting with attention_masks "best" keeps the output with the best predicted IoU (M = 1)."""
         model = self.model
@@ -542,7 +591,9 @@ class AutomaticMaskGenerator:
         coords = torch.as_tensor(points / np.array([cw, ch], dtype=np.float64) * S, dtype=torch.float32,
                                  device=device).view(B, 1, 2)
         labels = torch.ones(B, 1, dtype=torch.int32, device=device)
-        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        seed_radius = None if radii is None else torch.as_tensor(radii, device=device)
+        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None,
+                                                 seed_radius=seed_radius)
         out = model.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=model.sam_prompt_encoder.get_dense_pe(),

@@ -8,6 +8,7 @@ image is also scored against its ground-truth instances (mean best-match IoU per
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -49,7 +50,13 @@ def register(subparsers) -> None:
                         "writing to DIR/grid and DIR/attention (default: %(default)s)")
 
     g = p.add_argument_group("grid prompting")
-    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per image side (default: %(default)s)")
+    g.add_argument("--points-per-side", type=int, default=None, metavar="N",
+                   help="grid points per image side (default: the model's: 32; 16 for micro, each point decoded at "
+                        "its three seed radii)")
+    g.add_argument("--seed-radii", type=_radii, default=None, metavar="R,R,...",
+                   help="models with click seeds (micro): decode every prompt point once per seed radius (input "
+                        "pixels; larger seeds ask for larger masks); 'one' = once at the model's own radius "
+                        "(default: the model's with its default grid (micro: 12,24,36), else one)")
     g.add_argument("--crop-n-layers", type=int, default=0, metavar="N",
                    help="extra crop layers: layer i also runs on (2^i)^2 overlapping crops (default: %(default)s)")
     g.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500, metavar="F",
@@ -186,6 +193,19 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
     _atomic_write_bytes(path, buf.getvalue())
 
 
+def _radii(text: str) -> tuple[float, ...]:
+    """--seed-radii: 'one' (no extra radii) or comma-separated radii > 0."""
+    if text.strip().lower() == "one":
+        return ()
+    try:
+        radii = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated radii or 'one', got {text!r}") from None
+    if not radii or any(not r > 0 for r in radii):
+        raise argparse.ArgumentTypeError(f"seed radii must be > 0, got {text!r}")
+    return radii
+
+
 def _generator_kwargs(args, prompting: str, model=None) -> dict:
     kw = dict(
         points_per_side=args.points_per_side,
@@ -203,6 +223,7 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         attention_masks=args.attention_masks,
         noise_prompts=None if args.noise_prompts is None else args.noise_prompts == "on",
         cluster_spacing=args.cluster_spacing,
+        seed_radii=args.seed_radii,
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,
@@ -316,7 +337,8 @@ def run_benchmark(args) -> int:
             clips = bm.load_clip_clicks(args.real)
         except (FileNotFoundError, ValueError) as e:
             return _error(str(e))
-        md += ["real footage (first frames; IoU of the click's mask with the best automatic mask, grid 32x32):", "",
+        md += ["real footage (first frames; IoU of the click's mask with the best automatic mask, automask's "
+               "default grid):", "",
                "| clip | clicks | IoU per click | masks | click masks of different objects: mean IoU |",
                "|---|---|---|---|---|"]
         report["real"] = []

@@ -143,9 +143,11 @@ class PromptEncoder(nn.Module):
         corner_kind = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
         return pe + corner_kind
 
-    def _disks(self, coords: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 4E_h, 4E_w) bool: union of the disks of radius `click_seed_radius` input pixels around the clicks
-        (B, N, 2) that `keep` (B, N) marks, on the mask-prompt grid (cell centres)."""
+    def _disks(self, coords: torch.Tensor, keep: torch.Tensor, radius: float | torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """(B, 1, 4E_h, 4E_w) bool: union of the disks of radius `click_seed_radius` input pixels (or `radius`: one
+        for the batch or (B,), one per row) around the clicks (B, N, 2) that `keep` (B, N) marks, on the
+        mask-prompt grid (cell centres)."""
         mh, mw = self.mask_input_size
         h, w = self.input_image_size
         sy, sx = mh / h, mw / w
@@ -154,6 +156,8 @@ class PromptEncoder(nn.Module):
         inside = torch.zeros(coords.shape[0], 1, mh, mw, dtype=torch.bool, device=coords.device)
         r = self.click_seed_radius
         if r > 0 and bool(keep.any()):
+            if radius is not None:
+                r = torch.as_tensor(radius, dtype=torch.float32, device=coords.device).reshape(-1, 1, 1, 1)
             cx, cy = coords[..., 0].float() * sx, coords[..., 1].float() * sy  # (B, N)
             dist2 = ((xs[None, None, None, :] - cx[..., None, None]) / (r * sx)) ** 2 + \
                 ((ys[None, None, :, None] - cy[..., None, None]) / (r * sy)) ** 2  # (B, N, mh, mw), 1 = on the circle
@@ -176,11 +180,12 @@ class PromptEncoder(nn.Module):
         region |= self._disks(coords, labels == 1)
         return torch.where(region, SEED_LOGIT, -SEED_LOGIT).to(masks.dtype)
 
-    def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor, radius: float | torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
 
         Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
-        pixels; with `box_seeds`, a row's box (its first label-2 corner and first label-3 corner) becomes the filled
+        pixels (or `radius`, one or (B,): larger seeds ask for larger masks); with `box_seeds`, a row's box (its first label-2 corner and first label-3 corner) becomes the filled
         box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
         A row with neither has no seed (has_seed False). The seed gives the decoder the prompt's place through the
         dense prompt, which a model whose image features drown the prompt's position code (the micro model:
@@ -195,7 +200,7 @@ class PromptEncoder(nn.Module):
         cy = coords[..., 1].float() * sy
         positive = labels == 1
         has_seed = positive.any(dim=1) if self.click_seed_radius > 0 else torch.zeros_like(positive[:, 0])
-        inside = self._disks(coords, positive)
+        inside = self._disks(coords, positive, radius)
         if self.box_seeds:
             tl, br = labels == 2, labels == 3
             has_box = tl.any(dim=1) & br.any(dim=1)
@@ -244,6 +249,7 @@ class PromptEncoder(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
+        seed_radius: float | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the prompts of a batch.
 
@@ -251,6 +257,8 @@ class PromptEncoder(nn.Module):
             points: (coords (B, N, 2) as (x, y) in input-image pixels, labels (B, N) int) or None.
             boxes: (B, 4) as (x0, y0, x1, y1) in input-image pixels, or None.
             masks: (B, 1, h, w) mask logits, or None.
+            seed_radius: the click seeds' radius in input pixels instead of `click_seed_radius`, one for the batch
+                or (B,) one per row (only where click seeds are on).
 
         Returns:
             sparse: (B, N', embed_dim) tokens, points first (+1 padding token when boxes is None) then 2 box corners.
@@ -281,7 +289,7 @@ class PromptEncoder(nn.Module):
         eh, ew = self.image_embedding_size
         dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
         if (self.click_seed_radius > 0 or self.box_seeds) and points is not None:
-            seeds, has_seed = self.click_seeds(points[0], points[1])
+            seeds, has_seed = self.click_seeds(points[0], points[1], seed_radius)
             if bool(has_seed.all()):
                 dense = self.embed_masks_sparse(seeds, -SEED_LOGIT)
             elif bool(has_seed.any()):
