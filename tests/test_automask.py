@@ -759,3 +759,15 @@ def test_spread_prompts_sample_each_cluster_farthest_first_by_hand():
     assert spread_prompts(labels, [3, 8], 8, 10) == []
     with pytest.raises(ValueError, match="centres"):
         spread_prompts(labels, [3], 8, 3)
+
+
+def test_region_radii_by_hand():
+    from efficient_sam2.automask.attention_prompts import region_radii
+
+    # a 1 x 8 token grid, 16 px per token: cluster 0 is tokens 0-5, prompted at 2 (medoid) and 5; token 7 is noise
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, -1])
+    radii = region_radii(labels, [2, 5, 7], 8, 16.0, 12.0, 100.0)
+    # token 3 is nearer 2 (1 cell) than 5 (2 cells), token 4 nearer 5: shares 4 and 2 tokens
+    assert np.allclose(radii, [16 * np.sqrt(4 / np.pi), 16 * np.sqrt(2 / np.pi), 12.0])
+    assert np.allclose(region_radii(labels, [2, 5, 7], 8, 16.0, 12.0, 15.0, scale=2.0), [15.0, 15.0, 12.0])
+    assert region_radii(labels, [], 8, 16.0, 12.0, 48.0).shape == (0,)

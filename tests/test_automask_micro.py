@@ -180,6 +180,39 @@ def test_spread_prompts_add_prompts_within_the_clusters(micro, images):
         AutomaticMaskGenerator(micro, "attention", cluster_spacing=-1)
 
 
+def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeypatch):
+    from PIL import Image
+
+    rgb = np.array(Image.open(sorted((images / "JPEGImages" / "instances").iterdir())[0]).convert("RGB"))
+    gen = AutomaticMaskGenerator(micro, "attention", preset="low_latency")
+    assert gen.region_radii == (12.0, 48.0, 1.5) and gen.settings()["region_radii"] == [12.0, 48.0, 1.5]
+    encoder, seen = micro.sam_prompt_encoder, []
+    forward = type(encoder).forward
+
+    def spy(self, points, boxes, masks, seed_radius=None):
+        seen.append(seed_radius)
+        return forward(self, points, boxes, masks, seed_radius=seed_radius)
+
+    monkeypatch.setattr(type(encoder), "forward", spy)
+    res = gen.generate_result(rgb)
+    radii = torch.cat([r.reshape(-1) for r in seen])
+    assert radii.numel() == res.num_prompts and 12.0 <= float(radii.min()) and float(radii.max()) <= 48.0
+    assert float(radii.max()) > 12.0  # some prompt stands for more than a 12 px disk of its cluster
+    seen.clear()
+    AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_radii=False).generate_result(rgb)
+    assert all(r is None for r in seen)
+    monkeypatch.undo()
+    assert AutomaticMaskGenerator(micro, "grid").region_radii is None
+    assert AutomaticMaskGenerator(micro, "attention", seed_radii=[12, 24]).region_radii is None
+    for bad, match in (((12, 48), "low, high, scale"), ((48, 12, 1), "low <= high"), (True, "False")):
+        with pytest.raises(ValueError, match=match):
+            AutomaticMaskGenerator(micro, "attention", region_radii=bad)
+    with pytest.raises(ValueError, match="attention prompting only"):
+        AutomaticMaskGenerator(micro, "grid", region_radii=(12, 48, 1.5))
+    with pytest.raises(ValueError, match="choose one"):
+        AutomaticMaskGenerator(micro, "attention", seed_radii=[12], region_radii=(12, 48, 1.5))
+
+
 def test_benchmark_report(micro, images, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["automask", str(images), "--benchmark", "--model", "micro", "--output", str(out),
@@ -200,6 +233,7 @@ def test_benchmark_report(micro, images, tmp_path, capsys):
     assert [m.get("attention_masks") for m in abl.values()].count("best") == 1  # the thesis's row
     assert [m.get("noise_prompts") for m in abl.values()].count(False) == 2  # medoids only, and the thesis
     assert [m.get("cluster_spacing") for m in abl.values()].count(0) == 3  # ... and without spread prompts
+    assert [m.get("region_radii") for m in abl.values()].count(False) == 2  # the thesis's, without region radii
     assert (out / "report.md").read_text().count("| grid 16x16 |") == 3
     assert main(["automask", str(tmp_path), "--benchmark", "--model", "micro", "--output", str(tmp_path / "o2"),
                  "--no-progress"]) == 2

@@ -45,6 +45,7 @@ __all__ = [
     "cluster_rows",
     "medoids",
     "spread_prompts",
+    "region_radii",
     "tokens_to_points",
 ]
 
@@ -321,6 +322,25 @@ def spread_prompts(labels: np.ndarray, centres: Sequence[int], grid_w: int, spac
             added.append(int(members[j]))
             nearest = np.minimum(nearest, np.hypot(*(cells - cells[j]).T))
     return added
+
+
+def region_radii(labels: np.ndarray, tokens: Sequence[int], grid_w: int, cell: float, low: float, high: float,
+                 scale: float = 1.0) -> np.ndarray:
+    """A click-seed radius for each prompt token: the radius of the disk as large as the prompt's share of its
+    cluster (the cluster's tokens nearest to it, in cells of a row-major grid `grid_w` wide, each `cell` input
+    pixels wide), times `scale`, clipped to [low, high]; `low` for a token HDBSCAN left as noise."""
+    labels = np.asarray(labels)
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    radii = np.full(tokens.size, float(low))
+    cells = lambda t: np.stack((t // grid_w, t % grid_w), axis=1).astype(np.float64)  # noqa: E731
+    own = labels[tokens] if tokens.size else np.zeros(0, dtype=np.int64)
+    for lab in sorted(set(own.tolist()) - {-1}):
+        idx = np.flatnonzero(own == lab)
+        members = cells(np.flatnonzero(labels == lab))
+        d = ((members[:, None, :] - cells(tokens[idx])[None, :, :]) ** 2).sum(-1)
+        share = np.bincount(d.argmin(axis=1), minlength=idx.size)
+        radii[idx] = np.clip(scale * cell * np.sqrt(share / np.pi), low, high)
+    return radii
 
 
 def tokens_to_points(tokens, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:

@@ -105,6 +105,10 @@ def register(subparsers) -> None:
                    help="attention prompting: also prompt each cluster's tokens spread this many token cells apart "
                         "(0: its medoid only, as in the thesis; default: the preset's: 4 / 3 for micro's "
                         "low_latency / high_quality, else 0)")
+    d.add_argument("--region-radii", type=_region, default=None, metavar="LOW,HIGH,SCALE",
+                   help="attention prompting, models with click seeds (micro): each prompt's seed as large as its "
+                        "share of its cluster x SCALE, within LOW..HIGH input pixels; 'off': the model's own radius "
+                        "(default: the model's: 12,48,1.5 for micro)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
                         "(default 0.6), intersection over the smaller mask for union-find (default 0.5)")
@@ -206,6 +210,20 @@ def _radii(text: str) -> tuple[float, ...]:
     return radii
 
 
+def _region(text: str):
+    """--region-radii: 'off' or LOW,HIGH,SCALE."""
+    if text.strip().lower() == "off":
+        return False
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not 0 < values[0] <= values[1] or not values[2] > 0:
+        raise argparse.ArgumentTypeError(f"expected 'off' or LOW,HIGH,SCALE with 0 < LOW <= HIGH and SCALE > 0, "
+                                         f"got {text!r}")
+    return values
+
+
 def _generator_kwargs(args, prompting: str, model=None) -> dict:
     kw = dict(
         points_per_side=args.points_per_side,
@@ -224,6 +242,7 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         noise_prompts=None if args.noise_prompts is None else args.noise_prompts == "on",
         cluster_spacing=args.cluster_spacing,
         seed_radii=args.seed_radii,
+        region_radii=args.region_radii if prompting == "attention" else None,
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,
