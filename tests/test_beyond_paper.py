@@ -527,3 +527,14 @@ def test_per_object_guards_read_every_memory_token_only_for_the_objects_that_cha
     assert any(split.kept_memory[t] < 1.0 for t in tripped), "on some trip only one of the two objects changed"
     assert all(split.kept_memory[t] >= 0.5 for t in tripped)  # two objects: at least one reads every token
     assert not EfficientConfig.paper().guard_per_object
+
+
+def test_summary_count_by_hand():
+    from efficient_sam2.efficient.memory_retrieval import summary_count
+
+    # a 4 x 4 frame in 2 x 2 blocks; keeping all of block 0 (cells 0, 1, 4, 5) and cell 2 leaves 3 blocks with a
+    # dropped token; keeping everything leaves none; two rows average
+    assert summary_count(torch.tensor([[0, 1, 4, 5, 2]]), 4, 2) == 3.0
+    assert summary_count(torch.arange(16)[None], 4, 2) == 0.0
+    assert summary_count(torch.stack([torch.tensor([0, 1, 4, 5]), torch.tensor([0, 2, 8, 10])]), 4, 2) == 3.5
+    assert summary_count(torch.tensor([[0]]), 4, 8) == 1.0  # one block larger than the frame

@@ -21,7 +21,8 @@ import torch
 
 from ..modeling.memory_attention import MemoryPlan
 
-__all__ = ["SaliencyCache", "select_tokens", "mass_count", "kept_count", "build_memory_plan", "MemorySlot"]
+__all__ = ["SaliencyCache", "select_tokens", "mass_count", "kept_count", "build_memory_plan", "MemorySlot",
+           "summary_count"]
 
 
 def kept_count(num_tokens: int, sparsity: float) -> int:
@@ -79,6 +80,20 @@ def mass_count(saliency: torch.Tensor, mass: float) -> int:
     cum = sal.sort(dim=-1, descending=True).values.cumsum(dim=-1)
     count = (cum < mass - 1e-6).sum(dim=-1) + 1
     return int(count.clamp(max=sal.shape[-1]).max())
+
+
+def summary_count(indices: torch.Tensor, grid: int, block: int) -> float:
+    """The number of summary tokens (`MemoryPlan.summary`) one pruned memory frame adds: its blocks of block x
+    block cells (of a grid x grid frame) holding a token that `indices` (..., k) leaves out, averaged over the
+    leading dimensions (objects, layers)."""
+    tokens = grid * grid
+    side = -(-grid // block)
+    cell = torch.arange(tokens, device=indices.device)
+    block_of_cell = (cell // grid // block) * side + (cell % grid) // block
+    flat = indices.reshape(-1, indices.shape[-1])
+    dropped = torch.ones(flat.shape[0], tokens, device=indices.device).scatter_(1, flat, 0.0)
+    per_block = dropped.new_zeros(flat.shape[0], side * side).index_add_(1, block_of_cell, dropped)
+    return float((per_block > 0).float().sum(dim=1).mean())
 
 
 class SaliencyCache:

@@ -21,7 +21,7 @@ from ..modeling.memory_attention import MemoryPlan
 from ..modeling.sam2 import MemoryFrame, SAM2Model, StepOutput
 from ..tracking.policy import FramePolicy, FrameResult
 from .config import EfficientConfig
-from .memory_retrieval import MemorySlot, SaliencyCache, build_memory_plan, select_tokens
+from .memory_retrieval import MemorySlot, SaliencyCache, build_memory_plan, select_tokens, summary_count
 from .router import RouteDecision, WindowGrid, WindowRouter, change_windows, frame_change, pooled_frame
 
 __all__ = ["EfficientSAM2", "EfficientPolicy", "EfficiencyStats"]
@@ -487,7 +487,7 @@ class EfficientPolicy(FramePolicy):
         plan, kept = build_memory_plan(slots, tokens, num_ptr, num_layers, len(obj_ids), device)
         if plan is not None and plan.keep is not None and cfg.memory_summary:
             plan.summary = cfg.memory_summary
-            # one summary token per block of every pruned frame (an upper bound: a block may have nothing dropped)
-            kept += sum(not s.dense for s in slots) * math.ceil(E / cfg.memory_summary) ** 2
+            # one summary token per block of a pruned frame that leaves a token out
+            kept += sum(summary_count(s.indices, E, cfg.memory_summary) for s in slots if not s.dense)
         self.memory_fractions.append((kept / total, len(obj_ids)))
         return plan
