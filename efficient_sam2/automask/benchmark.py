@@ -86,7 +86,7 @@ def standard_methods(random_points: int = 1024) -> dict[str, dict]:
     }
 
 
-DEFAULT_GRID = "grid, model default"
+DEFAULT_GRID = "grid (model default)"
 """The row of `automask`'s default grid prompting (the model's points per side and seed radii)."""
 
 CEILING = "grid 32x32, every candidate (ceiling)"
