@@ -600,6 +600,8 @@ class AutomaticMaskGenerator:
         elif self.seed_radii is not None:  # every point once per seed radius
             radii = np.repeat(np.asarray(self.seed_radii, dtype=np.float32), len(points))
             points = np.tile(points, (len(self.seed_radii), 1))
+            if info is not None:
+                info["num_prompts"] = len(points)
         logits, ious = [], []
         for s in range(0, len(points), self.points_per_batch):
             lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw),
