@@ -117,6 +117,10 @@ def test_crop_boxes_hand_values():
     boxes, layers = generate_crop_boxes((100, 200), 1, 0.5)
     assert boxes == [[0, 0, 200, 100], [0, 0, 125, 75], [0, 25, 125, 100], [75, 0, 200, 75], [75, 25, 200, 100]]
     assert layers == [0, 1, 1, 1, 1]
+    # an image smaller than the tiles: no empty crop (a 1 x 1 image keeps only its own box on every layer)
+    assert generate_crop_boxes((1, 1), 2, 0.3) == ([[0, 0, 1, 1]] * 3, [0, 1, 2])
+    boxes, _ = generate_crop_boxes((3, 2), 2, 0.0)
+    assert all(x1 > x0 and y1 > y0 for x0, y0, x1, y1 in boxes)
 
 
 @pytest.mark.reference

@@ -69,6 +69,8 @@ def generate_crop_boxes(image_hw: tuple[int, int], n_layers: int, overlap_ratio:
         ys = [int((crop_h - overlap) * i) for i in range(k)]
         for x0 in xs:  # column-major order over the tiles, as the reference does
             for y0 in ys:
+                if x0 >= w or y0 >= h:  # an image narrower than the tiles (a few pixels): no empty crops
+                    continue
                 boxes.append([x0, y0, min(x0 + crop_w, w), min(y0 + crop_h, h)])
                 layers.append(layer)
     return boxes, layers
