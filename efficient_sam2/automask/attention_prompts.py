@@ -299,6 +299,12 @@ def medoids(distances, labels: np.ndarray) -> list[int]:
     return out
 
 
+def _cells(tokens: np.ndarray, grid_w: int) -> np.ndarray:
+    """(N, 2) float (row, column) of raster tokens on a grid `grid_w` wide."""
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    return np.stack((tokens // grid_w, tokens % grid_w), axis=1).astype(np.float64)
+
+
 def spread_prompts(labels: np.ndarray, centres: Sequence[int], grid_w: int, spacing: float) -> list[int]:
     """More prompt tokens inside the clusters: for every cluster label >= 0 (ascending) with its prompt token
     `centres[i]` (its medoid), farthest-point sampling on the token grid: repeatedly the member farthest (Euclidean
@@ -313,8 +319,8 @@ def spread_prompts(labels: np.ndarray, centres: Sequence[int], grid_w: int, spac
     added = []
     for lab, centre in zip(clusters, centres):
         members = np.flatnonzero(labels == lab)
-        cells = np.stack((members // grid_w, members % grid_w), axis=1).astype(np.float64)
-        nearest = np.hypot(*(cells - (centre // grid_w, centre % grid_w)).T)
+        cells = _cells(members, grid_w)
+        nearest = np.hypot(*(cells - _cells(centre, grid_w)).T)
         while True:
             j = int(np.argmax(nearest))  # ties: the lowest token
             if nearest[j] < spacing:
@@ -332,12 +338,11 @@ def region_radii(labels: np.ndarray, tokens: Sequence[int], grid_w: int, cell: f
     labels = np.asarray(labels)
     tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
     radii = np.full(tokens.size, float(low))
-    cells = lambda t: np.stack((t // grid_w, t % grid_w), axis=1).astype(np.float64)  # noqa: E731
     own = labels[tokens] if tokens.size else np.zeros(0, dtype=np.int64)
     for lab in sorted(set(own.tolist()) - {-1}):
         idx = np.flatnonzero(own == lab)
-        members = cells(np.flatnonzero(labels == lab))
-        d = ((members[:, None, :] - cells(tokens[idx])[None, :, :]) ** 2).sum(-1)
+        members = _cells(np.flatnonzero(labels == lab), grid_w)
+        d = ((members[:, None, :] - _cells(tokens[idx], grid_w)[None, :, :]) ** 2).sum(-1)
         share = np.bincount(d.argmin(axis=1), minlength=idx.size)
         radii[idx] = np.clip(scale * cell * np.sqrt(share / np.pi), low, high)
     return radii

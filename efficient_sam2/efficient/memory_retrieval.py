@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..modeling.memory_attention import MemoryPlan
+from ..modeling.memory_attention import MemoryPlan, summary_blocks
 
 __all__ = ["SaliencyCache", "select_tokens", "mass_count", "kept_count", "build_memory_plan", "MemorySlot",
            "summary_count"]
@@ -88,8 +88,7 @@ def summary_count(indices: torch.Tensor, grid: int, block: int) -> float:
     leading dimensions (objects, layers)."""
     tokens = grid * grid
     side = -(-grid // block)
-    cell = torch.arange(tokens, device=indices.device)
-    block_of_cell = (cell // grid // block) * side + (cell % grid) // block
+    block_of_cell = summary_blocks(grid, block, indices.device)
     flat = indices.reshape(-1, indices.shape[-1])
     dropped = torch.ones(flat.shape[0], tokens, device=indices.device).scatter_(1, flat, 0.0)
     per_block = dropped.new_zeros(flat.shape[0], side * side).index_add_(1, block_of_cell, dropped)

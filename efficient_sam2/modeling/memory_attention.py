@@ -31,6 +31,7 @@ from efficient_sam2.modeling import kernels
 
 __all__ = [
     "MemoryPlan",
+    "summary_blocks",
     "MemoryAttentionOutput",
     "axial_rope_tables",
     "axial_rope_rotations",
@@ -238,6 +239,14 @@ def _pool_frames(x: Tensor, num_spatial: int, grid: int, pool: int) -> Tensor:
     return torch.cat((spatial, x[:, :, num_spatial:]), dim=2)
 
 
+def summary_blocks(grid: int, block: int, device: torch.device | str = "cpu") -> Tensor:
+    """(grid * grid,) the block of block x block cells each cell of a row-major grid x grid frame falls in
+    (row-major blocks, ceil(grid / block) per side): the grouping of `MemoryPlan.summary`."""
+    side = -(-grid // block)
+    cell = torch.arange(grid * grid, device=device)
+    return (cell // grid // block) * side + (cell % grid) // block
+
+
 def _append_summaries(memory_keys: Tensor, memory: Tensor, keep: Tensor, keys: Tensor, values: Tensor,
                       keys_grid_idx: Tensor, num_spatial: int, grid: int, block: int
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -251,8 +260,7 @@ def _append_summaries(memory_keys: Tensor, memory: Tensor, keep: Tensor, keys: T
     device = memory.device
     tokens = grid * grid
     side = -(-grid // block)
-    cell = torch.arange(tokens, device=device)
-    block_of_cell = (cell // grid // block) * side + (cell % grid) // block
+    block_of_cell = summary_blocks(grid, block, device)
     frames = torch.arange(num_spatial // tokens, device=device)
     group = (frames[:, None] * side * side + block_of_cell).flatten().expand(batch, -1)  # (B, num_spatial)
     n_groups = int(frames.numel()) * side * side

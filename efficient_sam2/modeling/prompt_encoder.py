@@ -185,8 +185,8 @@ class PromptEncoder(nn.Module):
         """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
 
         Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
-        pixels (or `radius`, one or (B,): larger seeds ask for larger masks); with `box_seeds`, a row's box (its first label-2 corner and first label-3 corner) becomes the filled
-        box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
+        pixels (or `radius`, one or (B,): larger seeds ask for larger masks); with `box_seeds`, a row's box (its
+        first label-2 corner and first label-3 corner) becomes the filled box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
         A row with neither has no seed (has_seed False). The seed gives the decoder the prompt's place through the
         dense prompt, which a model whose image features drown the prompt's position code (the micro model:
         BENCHMARKS.md "Click seeds") needs; its training draws the same seeds.
