@@ -2,7 +2,7 @@
 ground-truth instance of `synth --images` data (or any folder in that layout); and from its box alone.
 
     python docs/click_iou.py data/images_val [--checkpoint runs/prompts/model.pt] [--images-per-subset 8] \
-        [--click-seed-radius 12] [--no-box-seeds] [--single-output-token]
+        [--click-seed-radius 12] [--no-box-seeds] [--single-output-token] [--click-seed-radii 12,24,36|off]
 
 Prints per subset: mean best-of-three IoU (the best of the three multimask outputs), mean IoU of the output the
 model's IoU head ranks first, and how many instances were clicked; then the mean IoU of the one mask asked for
@@ -116,6 +116,9 @@ def main() -> None:
     ap.add_argument("--no-box-seeds", action="store_true", help="build the model with box_seeds=False")
     ap.add_argument("--single-output-token", action="store_true",
                     help="build the model with single_output_from_best=False (SAM 2's single-mask output)")
+    ap.add_argument("--click-seed-radii", default=None,
+                    help="build the model with these SAM2Config.click_seed_radii (comma-separated; 'off': one "
+                         "decode per prompt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {} if args.click_seed_radius is None else {"click_seed_radius": args.click_seed_radius}
@@ -123,6 +126,9 @@ def main() -> None:
         overrides["box_seeds"] = False
     if args.single_output_token:
         overrides["single_output_from_best"] = False
+    if args.click_seed_radii is not None:
+        off = args.click_seed_radii == "off"
+        overrides["click_seed_radii"] = () if off else tuple(float(r) for r in args.click_seed_radii.split(","))
     predictor = build_sam2_image_predictor(args.model, checkpoint=args.checkpoint, **overrides)
     for subset, rows in click_results(predictor, args.data, args.images_per_subset).items():
         best, top = [r[0] for r in rows], [r[1] for r in rows]

@@ -117,6 +117,13 @@ class SAM2Config:
     # seeds' form: the mask, minus disks at negative clicks, plus disks at positive ones (off in SAM 2; for models
     # trained with seeds, see PromptEncoder.seeded_mask_prompt).
     seed_mask_prompts: bool = False
+    # Click seed radii (model-input pixels) a prompt with positive clicks is decoded at, at inference: every radius
+    # (and, for a correction on a previous mask or with negative clicks, also the positive clicks alone) gives three
+    # candidate masks, and the candidates that agree with most clicks (positive inside, negative outside) win, then
+    # the higher predicted IoU (see SAM2Model.run_sam_heads). () = one decode at click_seed_radius (SAM 2). For
+    # models whose masks follow the seed's size (the micro model) and whose decoder reads negative clicks poorly.
+    # Emptied when click_seed_radius is 0.
+    click_seed_radii: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.version not in ("2", "2.1"):
@@ -129,6 +136,10 @@ class SAM2Config:
             raise ValueError(f"num_maskmem must be >= 1, got {self.num_maskmem}")
         if not self.click_seed_radius >= 0:
             raise ValueError(f"click_seed_radius must be >= 0, got {self.click_seed_radius}")
+        radii = tuple(float(r) for r in self.click_seed_radii) if self.click_seed_radius > 0 else ()
+        if radii and not min(radii) > 0:
+            raise ValueError(f"click_seed_radii must be positive, got {radii}")
+        object.__setattr__(self, "click_seed_radii", radii)  # without click seeds there is nothing to vary
 
     @property
     def embed_size(self) -> int:
@@ -189,7 +200,7 @@ MICRO_HIERA = HieraConfig(
 MICRO = SAM2Config(
     name="sam2.1_hiera_micro", version="2.1", hiera=MICRO_HIERA, image_size=256, d_model=64, mem_dim=32,
     memory_attention_ffn_dim=256, decoder_mlp_dim=256, click_seed_radius=12.0, box_seeds=True,
-    single_output_from_best=True, seed_mask_prompts=True,
+    single_output_from_best=True, seed_mask_prompts=True, click_seed_radii=(12.0, 24.0, 36.0),
 )
 OFFICIAL_MODELS: tuple[str, ...] = tuple(
     f"{prefix}_hiera_{size}" for prefix in ("sam2.1", "sam2") for size in ("tiny", "small", "base_plus", "large")

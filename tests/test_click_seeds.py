@@ -134,7 +134,7 @@ def test_seeded_mask_prompt_by_hand():
 
 def test_single_output_from_best_answers_prompted_rows_with_the_best_multimask_output():
     torch.manual_seed(0)
-    model = build_sam2("micro", weights="random").eval()
+    model = build_sam2("micro", weights="random", click_seed_radii=()).eval()  # one decode per prompt
     assert model.sam_mask_decoder.single_output_from_best
     E = model.cfg.embed_size
     embed = torch.randn(3, model.cfg.d_model, E, E)
@@ -186,7 +186,7 @@ def test_config_default_is_off_for_meta_models_on_for_micro_and_checked():
 
 def test_image_predictor_click_equals_its_explicit_seed_mask():
     torch.manual_seed(0)
-    seeded = build_sam2("micro", weights="random", click_seed_radius=12.0).eval()
+    seeded = build_sam2("micro", weights="random", click_seed_radius=12.0, click_seed_radii=()).eval()
     plain = build_sam2("micro", weights="random", click_seed_radius=0.0, box_seeds=False).eval()
     plain.load_state_dict(seeded.state_dict())
     image = (np.random.default_rng(0).random((200, 180, 3)) * 255).astype(np.uint8)
@@ -219,7 +219,7 @@ def test_automask_batched_decoding_uses_the_seeds():
     from efficient_sam2.automask.generator import AutomaticMaskGenerator
 
     torch.manual_seed(0)
-    model = build_sam2("micro", weights="random", click_seed_radius=12.0).eval()
+    model = build_sam2("micro", weights="random", click_seed_radius=12.0, click_seed_radii=()).eval()
     image = (np.random.default_rng(1).random((256, 256, 3)) * 255).astype(np.uint8)
     gen = AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     pred = ImagePredictor(model)
@@ -297,9 +297,10 @@ def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out):
 
     click_iou, data = held_out
     torch.set_num_threads(1)
-    seeded = [r for rs in click_iou.correction_results(build_sam2_image_predictor("micro"), data, 2).values()
+    one = dict(click_seed_radii=())  # one decode per prompt: the switch alone (the click search is tested below)
+    seeded = [r for rs in click_iou.correction_results(build_sam2_image_predictor("micro", **one), data, 2).values()
               for r in rs]
-    logits = build_sam2_image_predictor("micro", seed_mask_prompts=False)
+    logits = build_sam2_image_predictor("micro", seed_mask_prompts=False, **one)
     logits = [r for rs in click_iou.correction_results(logits, data, 2).values() for r in rs]
     assert len(seeded) == len(logits) == 40
     assert [r[0] for r in seeded] == [r[0] for r in logits]  # the first click does not use the switch

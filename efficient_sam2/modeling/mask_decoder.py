@@ -37,6 +37,8 @@ class MaskDecoderOutput:
     object_score_logits: (B, 1) object presence logit.
     saliency: (B, E*E) decoder saliency (rows sum to 1, see `decoder_saliency`) when asked for with
         `return_attention`, else None.
+    best: (B,) index of the output the prompt's clicks select, where candidates were searched
+        (`SAM2Model.run_sam_heads`); None: the highest predicted IoU is the best.
     """
 
     masks: torch.Tensor
@@ -44,6 +46,7 @@ class MaskDecoderOutput:
     tokens: torch.Tensor
     object_score_logits: torch.Tensor
     saliency: torch.Tensor | None = None
+    best: torch.Tensor | None = None
 
 
 def mask_stability_score(mask_logits: torch.Tensor, delta: float) -> torch.Tensor:

@@ -133,17 +133,8 @@ class ImagePredictor:
         if points is None and mask is None:
             raise PromptError("empty prompt: give points (with labels), a box, or a mask_input")
 
-        sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask)
-        out = self.model.sam_mask_decoder(
-            image_embeddings=self._features["image_embed"],
-            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            repeat_image=False,
-            high_res_features=self._features["high_res_feats"],
-            prompted=None if points is None else (points[1] >= 0).any(dim=1),
-        )
+        out = self.model.run_sam_heads(self._features["image_embed"], self._features["high_res_feats"], points, mask,
+                                       multimask_output)
         low_res, ious = out.masks.float(), out.ious
         masks = F.interpolate(low_res, size=(h, w), mode="bilinear", align_corners=False)
         low_res = low_res.clamp(-32.0, 32.0)

@@ -132,11 +132,12 @@ def image_losses(model: SAM2Model, batch: ImageBatch, rng: np.random.Generator, 
     pix, _ = model.condition_on_memory(feats, [], [], 1)
     use_box = rng.random() < box_prob
     points = sample_box(gt, rng) if use_box else sample_clicks(gt, 1, rng)
-    first = model.decode(pix, feats.high_res, points=points, multimask=not use_box)
+    first = model.decode(pix, feats.high_res, points=points, multimask=not use_box, search_clicks=False)
     terms = mask_losses(first, gt, iou_loss)
     if not correction:
         return terms, None
     prev = first.low_res.detach().clamp(-32, 32)
     fix = sample_correction(prev, gt, rng)
-    second = model.decode(pix, feats.high_res, points=points.cat(fix), mask_input=prev, multimask=False)
+    second = model.decode(pix, feats.high_res, points=points.cat(fix), mask_input=prev, multimask=False,
+                          search_clicks=False)
     return terms, mask_losses(second, gt, iou_loss)

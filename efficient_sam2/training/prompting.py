@@ -225,9 +225,10 @@ def record_tracking(model: SAM2Model, video_data: str, videos: int, progress: bo
     calls: list[DecoderCall] = []
     original = model.decode
 
-    def recording(image_embed, high_res, points=None, mask_input=None, multimask=False, return_saliency=False):
+    def recording(image_embed, high_res, points=None, mask_input=None, multimask=False, return_saliency=False,
+                  search_clicks=True):
         out = original(image_embed, high_res, points=points, mask_input=mask_input, multimask=multimask,
-                       return_saliency=return_saliency)
+                       return_saliency=return_saliency, search_clicks=search_clicks)
         B = image_embed.shape[0]
         for b in range(B):
             calls.append(DecoderCall(
@@ -281,7 +282,7 @@ def distill_loss(model: SAM2Model, calls: list[DecoderCall]) -> torch.Tensor:
         points = PointPrompt(cat(lambda c: c.coords), cat(lambda c: c.labels))
         mask_input = cat(lambda c: c.mask_input) if group[0].mask_input is not None else None
         out = model.decode(cat(lambda c: c.image_embed), [cat(lambda c, i=i: c.high_res[i]) for i in range(2)],
-                           points=points, mask_input=mask_input, multimask=group[0].multimask)
+                           points=points, mask_input=mask_input, multimask=group[0].multimask, search_clicks=False)
         t_logits, t_scores = cat(lambda c: c.logits), cat(lambda c: c.scores)
         seen = (t_scores > 0).float().reshape(-1, 1, 1, 1)
         s_logits = out.multimask_logits.float().clamp(-32, 32)
