@@ -234,24 +234,7 @@ def test_automask_batched_decoding_uses_the_seeds():
             assert np.allclose(ious[k].numpy(), scores, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    """docs/click_iou.py as a module, and two held-out `synth --images` images per subset."""
-    import importlib.util
-    import os
-
-    from efficient_sam2.data.images import write_images
-
-    path = os.path.join(os.path.dirname(__file__), "..", "docs", "click_iou.py")
-    spec = importlib.util.spec_from_file_location("click_iou", path)
-    click_iou = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(click_iou)
-    root = tmp_path_factory.mktemp("held_out_images")
-    write_images(root, 2, "val", 0, progress=False)
-    return click_iou, str(root)
-
-
-def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
+def test_bundled_micro_follows_clicks_on_held_out_images(held_out_images):
     """One click at the deepest pixel of each instance of two held-out `synth --images` images per subset
     (docs/click_iou.py's rule): the best of the three outputs reaches mean IoU 0.54 over the 40 instances with the
     shipped (stage d) weights (0.55 / 0.78 / 0.39 instances / salient / camouflaged; stage c 0.46), about 0.06
@@ -259,7 +242,7 @@ def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
     bar catches a model that ignores where the click is again (masks that do not change with the click)."""
     from efficient_sam2.build import build_sam2_image_predictor
 
-    click_iou, data = held_out
+    click_iou, data = held_out_images
     torch.set_num_threads(1)
     rows = [r for rs in click_iou.click_results(build_sam2_image_predictor("micro"), data, 2).values() for r in rs]
     best, areas = [r[0] for r in rows], [r[2] for r in rows]
@@ -268,7 +251,7 @@ def test_bundled_micro_follows_clicks_on_held_out_images(held_out):
     assert len(set(areas)) > len(areas) // 2  # different clicks, different masks
 
 
-def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
+def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out_images):
     """The tight box of each instance of two held-out images per subset, as the only prompt, one mask asked for
     (docs/click_iou.py `box_results`): mean IoU 0.58 over the 40 instances with the shipped (stage d) weights, the
     box seed and the best multimask output (0.57 / 0.72 / 0.51 instances / salient / camouflaged; stage c 0.54);
@@ -276,7 +259,7 @@ def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
     0.00 with only one. (The weights before stage c, not trained with the switches, gave 0.25 with both.)"""
     from efficient_sam2.build import build_sam2_image_predictor
 
-    click_iou, data = held_out
+    click_iou, data = held_out_images
     torch.set_num_threads(1)
     on = [r for rs in click_iou.box_results(build_sam2_image_predictor("micro"), data, 2).values() for r in rs]
     off = build_sam2_image_predictor("micro", box_seeds=False, single_output_from_best=False)
@@ -286,7 +269,7 @@ def test_bundled_micro_answers_a_box_alone_on_held_out_images(held_out):
     assert np.mean(off) < 0.05, np.mean(off)
 
 
-def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out):
+def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out_images):
     """One correction click after the first click (SAM's protocol: at the deepest pixel of the error, the first
     top-ranked mask as the mask prompt, one mask; docs/click_iou.py `correction_results`) on the 40 instances of two
     held-out images per subset: mean IoU 0.351 with the mask prompt in the seeds' form (0.388 / 0.636 / 0.119
@@ -295,7 +278,7 @@ def test_bundled_micro_corrects_with_a_seeded_mask_prompt(held_out):
     Shipped (stage d) weights, tuned with the seeded mask prompts; with stage c's: 0.341 / 0.251 / 0.381."""
     from efficient_sam2.build import build_sam2_image_predictor
 
-    click_iou, data = held_out
+    click_iou, data = held_out_images
     torch.set_num_threads(1)
     one = dict(click_seed_radii=())  # one decode per prompt: the switch alone (the click search is tested below)
     seeded = [r for rs in click_iou.correction_results(build_sam2_image_predictor("micro", **one), data, 2).values()
