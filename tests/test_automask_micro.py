@@ -184,14 +184,15 @@ def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeyp
     from PIL import Image
 
     rgb = np.array(Image.open(sorted((images / "JPEGImages" / "instances").iterdir())[0]).convert("RGB"))
-    gen = AutomaticMaskGenerator(micro, "attention", preset="low_latency")
+    gen = AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_seeds=False)  # disks, not regions
     assert gen.region_radii == (12.0, 48.0, 1.5) and gen.settings()["region_radii"] == [12.0, 48.0, 1.5]
+    assert AutomaticMaskGenerator(micro, "attention", preset="low_latency").region_radii is None  # region seeds
     encoder, seen = micro.sam_prompt_encoder, []
     forward = type(encoder).forward
 
-    def spy(self, points, boxes, masks, seed_radius=None):
+    def spy(self, points, boxes, masks, seed_radius=None, seed_regions=None):
         seen.append(seed_radius)
-        return forward(self, points, boxes, masks, seed_radius=seed_radius)
+        return forward(self, points, boxes, masks, seed_radius=seed_radius, seed_regions=seed_regions)
 
     monkeypatch.setattr(type(encoder), "forward", spy)
     res = gen.generate_result(rgb)
@@ -199,7 +200,8 @@ def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeyp
     assert radii.numel() == res.num_prompts and 12.0 <= float(radii.min()) and float(radii.max()) <= 48.0
     assert float(radii.max()) > 12.0  # some prompt stands for more than a 12 px disk of its cluster
     seen.clear()
-    AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_radii=False).generate_result(rgb)
+    AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_radii=False,
+                           region_seeds=False).generate_result(rgb)
     assert all(r is None for r in seen)
     monkeypatch.undo()
     assert AutomaticMaskGenerator(micro, "grid").region_radii is None
@@ -211,6 +213,91 @@ def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeyp
         AutomaticMaskGenerator(micro, "grid", region_radii=(12, 48, 1.5))
     with pytest.raises(ValueError, match="choose one"):
         AutomaticMaskGenerator(micro, "attention", seed_radii=[12], region_radii=(12, 48, 1.5))
+
+
+def test_region_masks_by_hand():
+    """A 4 x 4 token grid: cluster 0 = the left two columns, prompted at tokens 0 (row 0) and 12 (row 3); cluster 1
+    = the right two columns but token 15 (noise), prompted at token 6. Shares split cluster 0 by nearest prompt
+    (rows 0-1 to token 0; rows 2-3 to token 12); noise prompts get no region."""
+    labels = np.array([0, 0, 1, 1,
+                       0, 0, 1, 1,
+                       0, 0, 1, 1,
+                       0, 0, 1, -1])
+    tokens = [0, 12, 6, 15]
+    share = ap.region_masks("share", labels, tokens, (4, 4)).reshape(4, 16)
+    assert np.flatnonzero(share[0]).tolist() == [0, 1, 4, 5]
+    assert np.flatnonzero(share[1]).tolist() == [8, 9, 12, 13]
+    assert np.flatnonzero(share[2]).tolist() == [2, 3, 6, 7, 10, 11, 14]
+    assert not share[3].any()
+    cluster = ap.region_masks("cluster", labels, tokens, (4, 4)).reshape(4, 16)
+    assert np.flatnonzero(cluster[0]).tolist() == np.flatnonzero(cluster[1]).tolist() == np.flatnonzero(labels == 0).tolist()
+    grown = ap.region_masks("share+1", labels, tokens, (4, 4))
+    assert np.flatnonzero(grown[0].reshape(-1)).tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]  # the 2 x 2 block + 1 cell
+    assert not grown[3].any()
+    # the share counts are region_radii's
+    radii = ap.region_radii(labels, tokens, 4, 1.0, 0.1, 100.0)
+    assert np.allclose(radii[:3], np.sqrt(share[:3].sum(1) / np.pi)) and radii[3] == 0.1
+    assert ap.parse_region_seeds("share, share+2,cluster") == ("share", "share+2", "cluster")
+    for bad in ("disk", "share+0", "share+x", "share,share"):
+        with pytest.raises(ValueError, match="region seed"):
+            ap.parse_region_seeds(bad)
+
+
+def test_seed_regions_are_drawn_into_the_click_seeds():
+    """A token region (16 x 16 grid) becomes its 4 x 4 cells of the 64 x 64 mask-prompt grid, joined with the
+    click's disk; has_seed holds for a row with only a region."""
+    model = build_sam2("micro", weights="random").eval()
+    enc = model.sam_prompt_encoder
+    regions = torch.zeros(2, 16, 16, dtype=torch.bool)
+    regions[0, 2:4, 5:8] = True
+    coords = torch.tensor([[[200.0, 200.0]], [[0.0, 0.0]]])
+    labels = torch.tensor([[1], [-1]], dtype=torch.int32)
+    seeds, has = enc.click_seeds(coords, labels, None, regions)
+    disk, _ = enc.click_seeds(coords, labels)
+    expected = disk[:, 0] > 0
+    expected[0, 8:16, 20:32] = True
+    assert torch.equal(seeds[:, 0] > 0, expected) and has.tolist() == [True, False]
+    regions[1, 0, 0] = True
+    assert enc.click_seeds(coords, labels, None, regions)[1].tolist() == [True, True]
+
+
+def test_region_seeds_reach_the_decoder_and_are_validated(micro, images, monkeypatch):
+    from PIL import Image
+
+    rgb = np.array(Image.open(sorted((images / "JPEGImages" / "instances").iterdir())[0]).convert("RGB"))
+    low = AutomaticMaskGenerator(micro, "attention", preset="low_latency")
+    high = AutomaticMaskGenerator(micro, "attention", preset="high_quality")
+    assert low.region_seeds == ("share",) and high.region_seeds == ("share", "share+1")
+    assert low.settings()["region_seeds"] == ["share"]
+    encoder, seen = micro.sam_prompt_encoder, []
+    forward = type(encoder).forward
+
+    def spy(self, points, boxes, masks, seed_radius=None, seed_regions=None):
+        seen.append(seed_regions)
+        return forward(self, points, boxes, masks, seed_radius=seed_radius, seed_regions=seed_regions)
+
+    monkeypatch.setattr(type(encoder), "forward", spy)
+    res = high.generate_result(rgb)
+    regions = torch.cat(seen)
+    info = res.attention["crops"][0]
+    assert regions.shape == (res.num_prompts, 16, 16) and res.num_prompts == info["num_prompts"]
+    half = res.num_prompts // 2  # kind-major: every prompt token with its share, then with the grown share
+    first, second = regions[:half], regions[half:]
+    assert bool((first & ~second).sum() == 0) and int(second.sum()) > int(first.sum())
+    assert int(first.flatten(1).any(1).sum()) >= info["num_clusters"]  # every medoid stands for a region
+    monkeypatch.undo()
+    seedless = build_sam2("micro", weights="random", click_seed_radius=0.0)
+    assert AutomaticMaskGenerator(seedless, "attention").region_seeds == ()
+    assert AutomaticMaskGenerator(micro, "attention", region_radii=(12, 48, 1.5)).region_seeds == ()
+    for kw, match in ((dict(region_seeds=["disk"]), "region seed"), (dict(region_seeds=True), "kinds"),
+                      (dict(region_seeds=["share"], region_radii=(12, 48, 1.5)), "choose one"),
+                      (dict(region_seeds=["share"], seed_radii=[12]), "choose one")):
+        with pytest.raises(ValueError, match=match):
+            AutomaticMaskGenerator(micro, "attention", **kw)
+    with pytest.raises(ValueError, match="attention prompting only"):
+        AutomaticMaskGenerator(micro, "grid", region_seeds=["share"])
+    with pytest.raises(ValueError, match="click seeds"):
+        AutomaticMaskGenerator(seedless, "attention", region_seeds=["share"])
 
 
 def test_benchmark_report(micro, images, tmp_path, capsys):
@@ -233,7 +320,8 @@ def test_benchmark_report(micro, images, tmp_path, capsys):
     assert [m.get("attention_masks") for m in abl.values()].count("best") == 1  # the thesis's row
     assert [m.get("noise_prompts") for m in abl.values()].count(False) == 2  # medoids only, and the thesis
     assert [m.get("cluster_spacing") for m in abl.values()].count(0) == 3  # ... and without spread prompts
-    assert [m.get("region_radii") for m in abl.values()].count(False) == 2  # the thesis's, without region radii
+    assert [m.get("region_radii") for m in abl.values()].count(False) == 2  # the thesis's, click seeds only
+    assert [m.get("region_seeds") for m in abl.values()].count(False) == 3  # ... and disk seeds
     assert (out / "report.md").read_text().count("| grid 16x16 |") == 3
     assert main(["automask", str(tmp_path), "--benchmark", "--model", "micro", "--output", str(tmp_path / "o2"),
                  "--no-progress"]) == 2

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..modeling.sam2 import BackboneFeatures, SAM2Model
 
@@ -46,6 +47,8 @@ __all__ = [
     "medoids",
     "spread_prompts",
     "region_radii",
+    "region_masks",
+    "parse_region_seeds",
     "tokens_to_points",
 ]
 
@@ -56,12 +59,14 @@ SKLEARN_HINT = "pip install efficient-sam2[automask]  (or: pip install 'scikit-l
 class ClusteringPreset:
     """HDBSCAN settings: min_samples (k of the core distance) and min_cluster_size; spacing: besides its medoid,
     each cluster is prompted at its tokens spread at least this many token cells apart (`spread_prompts`; 0: the
-    medoid only, the thesis)."""
+    medoid only, the thesis); seeds: for models with click seeds, the region seeds each prompt is decoded with,
+    one decode per kind (`region_masks`; (): a click seed alone, the thesis)."""
 
     min_samples: int
     min_cluster_size: int
     description: str = ""
     spacing: float = 0
+    seeds: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, ClusteringPreset] = {
@@ -98,10 +103,18 @@ MODEL_ATTENTION["sam2.1_hiera_micro"] = {
     # its tokens 4 cells apart took low_latency from 42.0 / 64.2 / 38.0 to 45.1 / 64.1 / 41.0 mIoU (instances /
     # salient / camouflaged) at 111-134 instead of 73-93 prompts (11-13 % of a 32 x 32 grid's); spacing 3
     # took high_quality from 43.3 / 64.3 / 38.5 to 46.6 / 64.6 / 40.7 at 176-186 prompts.
+    # Region seeds (BENCHMARKS.md "Region seeds"): the micro model answers with a mask of its seed's shape, so a
+    # prompt seeded with its share of its cluster instead of a disk asks for the region it stands for:
+    # low_latency 47.6 / 66.4 / 48.4 (disks of region radii) -> 51.5 / 66.9 / 43.1 mIoU at the same 111-134
+    # prompts; high_quality with its share and the share grown by one token cell, two decodes per prompt token,
+    # 48.9 / 65.4 / 48.9 -> 55.9 / 67.8 / 55.5.
     "presets": {"low_latency": ClusteringPreset(2, 5, "about 20 clusters at 256 px (micro; 111-134 prompts with "
-                                                      "its noise prompts and spread prompts)", spacing=4),
-                "high_quality": ClusteringPreset(1, 2, "about 75 clusters at 256 px (micro; about 180 prompts "
-                                                       "with its noise prompts and spread prompts)", spacing=3)},
+                                                      "its noise prompts and spread prompts, each seeded with its "
+                                                      "share of its cluster)", spacing=4, seeds=("share",)),
+                "high_quality": ClusteringPreset(1, 2, "about 75 clusters at 256 px (micro; about 180 prompt tokens "
+                                                       "with its noise prompts and spread prompts, each decoded "
+                                                       "with two region seeds)", spacing=3,
+                                                 seeds=("share", "share+1"))},
 }
 
 
@@ -330,6 +343,18 @@ def spread_prompts(labels: np.ndarray, centres: Sequence[int], grid_w: int, spac
     return added
 
 
+def _shares(labels: np.ndarray, tokens: np.ndarray, grid_w: int):
+    """For every cluster that a prompt token belongs to: (positions in `tokens` of its prompts, the cluster's
+    member tokens, for each member the index (into the positions) of its nearest prompt in cells of a row-major
+    grid `grid_w` wide; ties: the first)."""
+    own = labels[tokens] if tokens.size else np.zeros(0, dtype=np.int64)
+    for lab in sorted(set(own.tolist()) - {-1}):
+        idx = np.flatnonzero(own == lab)
+        members = np.flatnonzero(labels == lab)
+        d = ((_cells(members, grid_w)[:, None, :] - _cells(tokens[idx], grid_w)[None, :, :]) ** 2).sum(-1)
+        yield idx, members, d.argmin(axis=1)
+
+
 def region_radii(labels: np.ndarray, tokens: Sequence[int], grid_w: int, cell: float, low: float, high: float,
                  scale: float = 1.0) -> np.ndarray:
     """A click-seed radius for each prompt token: the radius of the disk as large as the prompt's share of its
@@ -338,14 +363,50 @@ def region_radii(labels: np.ndarray, tokens: Sequence[int], grid_w: int, cell: f
     labels = np.asarray(labels)
     tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
     radii = np.full(tokens.size, float(low))
-    own = labels[tokens] if tokens.size else np.zeros(0, dtype=np.int64)
-    for lab in sorted(set(own.tolist()) - {-1}):
-        idx = np.flatnonzero(own == lab)
-        members = _cells(np.flatnonzero(labels == lab), grid_w)
-        d = ((members[:, None, :] - _cells(tokens[idx], grid_w)[None, :, :]) ** 2).sum(-1)
-        share = np.bincount(d.argmin(axis=1), minlength=idx.size)
+    for idx, _, nearest in _shares(labels, tokens, grid_w):
+        share = np.bincount(nearest, minlength=idx.size)
         radii[idx] = np.clip(scale * cell * np.sqrt(share / np.pi), low, high)
     return radii
+
+
+REGION_SEEDS = ("share", "share+N", "cluster")
+"""Region seed kinds (`region_masks`): a prompt's share of its cluster, that share grown by N >= 1 token cells,
+its whole cluster."""
+
+
+def parse_region_seeds(seeds: Sequence[str] | str) -> tuple[str, ...]:
+    """Validated region seed kinds (a sequence, or one comma-separated string) as a tuple, in the given order."""
+    items = [v.strip() for v in seeds.split(",")] if isinstance(seeds, str) else [str(v).strip() for v in seeds]
+    for v in items:
+        grow = v[len("share+"):] if v.startswith("share+") else ""
+        if v not in ("share", "cluster") and not (grow.isdigit() and int(grow) >= 1):
+            raise ValueError(f"unknown region seed {v!r}: use share, share+N (N >= 1 token cells) or cluster")
+    if len(set(items)) != len(items):
+        raise ValueError(f"region seeds repeat: {items}")
+    return tuple(items)
+
+
+def region_masks(kind: str, labels: np.ndarray, tokens: Sequence[int], grid_hw: tuple[int, int]) -> np.ndarray:
+    """(P, grid_h, grid_w) bool: for each prompt token, the region of the token grid (raster, `labels` one per
+    token, -1 noise) that its seed covers besides its click: "share" its share of its cluster (the members nearest
+    to it among the cluster's prompts, as `region_radii` counts them), "share+N" that share grown by N cells (a
+    (2N + 1)-square dilation), "cluster" its whole cluster; nothing for a token HDBSCAN left as noise. Drawn into
+    the click seed (`PromptEncoder.click_seeds`), a region asks a model that follows its seeds (the micro model)
+    for a mask of the region's shape rather than of a disk's."""
+    kind = parse_region_seeds([kind])[0]
+    labels = np.asarray(labels)
+    tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    out = np.zeros((tokens.size, gh * gw), dtype=bool)
+    for idx, members, nearest in _shares(labels, tokens, gw):
+        for j, i in enumerate(idx):
+            out[i, members if kind == "cluster" else members[nearest == j]] = True
+    out = out.reshape(tokens.size, gh, gw)
+    if kind.startswith("share+") and out.size:
+        n = int(kind[len("share+"):])
+        grown = F.max_pool2d(torch.from_numpy(out).float()[:, None], 2 * n + 1, stride=1, padding=n)
+        out = grown[:, 0].numpy() > 0
+    return out
 
 
 def tokens_to_points(tokens, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:

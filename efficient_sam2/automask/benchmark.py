@@ -95,8 +95,9 @@ CEILING = "grid 32x32, every candidate (ceiling)"
 
 def ablation_methods() -> dict[str, dict]:
     """Table 3: grid 32 x 32 or attention (low_latency) prompts x box NMS, mask NMS or union-find merging (the
-    model's default outputs and prompts per attention prompt), attention without region radii, without spread
-    prompts, from the cluster medoids only, the
+    model's default outputs and prompts per attention prompt), attention with disk seeds of region radii instead
+    of region seeds, with click seeds alone, with three region seeds, without spread prompts, from the cluster
+    medoids only, the
     thesis's attention exactly (medoids, the best output per prompt, union-find), and the ceiling of the grid's
     candidates (`CEILING`)."""
     return {
@@ -105,8 +106,12 @@ def ablation_methods() -> dict[str, dict]:
         "grid 32x32 + union-find": dict(prompting="grid", points_per_side=32, merge="union-find"),
         "attention + NMS": dict(prompting="attention", preset="low_latency", merge="nms"),
         "attention + mask-NMS": dict(prompting="attention", preset="low_latency", merge="mask-nms"),
-        "attention, no region radii + mask-NMS": dict(prompting="attention", preset="low_latency",
-                                                      merge="mask-nms", region_radii=False),
+        "attention, disk seeds (region radii) + mask-NMS": dict(prompting="attention", preset="low_latency",
+                                                                merge="mask-nms", region_seeds=False),
+        "attention, click seeds only + mask-NMS": dict(prompting="attention", preset="low_latency",
+                                                       merge="mask-nms", region_seeds=False, region_radii=False),
+        "attention, 3 region seeds + mask-NMS": dict(prompting="attention", preset="low_latency", merge="mask-nms",
+                                                     region_seeds=("share", "share+1", "cluster")),
         "attention, no spread prompts + mask-NMS": dict(prompting="attention", preset="low_latency",
                                                         merge="mask-nms", cluster_spacing=0),
         "attention medoids only + mask-NMS": dict(prompting="attention", preset="low_latency", merge="mask-nms",
@@ -115,7 +120,7 @@ def ablation_methods() -> dict[str, dict]:
         "attention best-of-3 + union-find (thesis)": dict(prompting="attention", preset="low_latency",
                                                           merge="union-find", attention_masks="best",
                                                           noise_prompts=False, cluster_spacing=0,
-                                                          region_radii=False),
+                                                          region_radii=False, region_seeds=False),
         # every output of every grid prompt, nothing filtered or merged away: the coverage no threshold or merging
         # rule can exceed, so a row below it shows what the filters cost and a target above it needs a better model
         CEILING: dict(prompting="grid", points_per_side=32, pred_iou_thresh=0.0, stability_score_thresh=0.0,

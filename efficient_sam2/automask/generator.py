@@ -296,7 +296,13 @@ class AutomaticMaskGenerator:
         region_radii: attention prompting on models with click seeds: (low, high, scale): each prompt's seed is as
             large as its share of its cluster (`attention_prompts.region_radii`), so a prompt standing for a large
             region asks for a large mask; False: every prompt at the model's own radius. Default: the model's
-            (`MODEL_ATTENTION_DECODING`: (12, 48, 1.5) for micro), else off.
+            (`MODEL_ATTENTION_DECODING`: (12, 48, 1.5) for micro) where there are no region seeds, else off.
+        region_seeds: attention prompting on models with click seeds: each prompt decoded once per kind, its click
+            seed joined by a region of the token grid (`attention_prompts.region_masks`): "share" (its share of its
+            cluster), "share+N" (that share grown by N token cells), "cluster" (its whole cluster); a model that
+            follows its seeds answers with a mask of that shape. False: none. Default: the preset's
+            (`ClusteringPreset.seeds`: ("share",) for micro's low_latency, ("share", "share+1") for its
+            high_quality), unless seed_radii or region_radii are given.
         merge_thresh: union-find threshold on the intersection over the smaller mask (default 0.5), or the mask
             IoU above which mask NMS drops the lower-scored mask (default 0.6).
     """
@@ -334,6 +340,7 @@ class AutomaticMaskGenerator:
         cluster_spacing: float | None = None,
         seed_radii: Sequence[float] | None = None,
         region_radii: Sequence[float] | bool | None = None,
+        region_seeds: Sequence[str] | str | bool | None = None,
     ) -> None:
         if not isinstance(model, SAM2Model):
             inner = getattr(model, "model", None)
@@ -426,24 +433,6 @@ class AutomaticMaskGenerator:
                 raise ValueError(f"seed_radii needs a model with click seeds (SAM2Config.click_seed_radius > 0); "
                                  f"{model.cfg.name} has none")
         self.seed_radii = seed_radii or None  # () or None: one decode per point, at the model's own radius
-        if region_radii is None:
-            region_radii = default_region_radii(model) if prompting == "attention" and not self.seed_radii else False
-        if region_radii is False or region_radii == ():
-            region_radii = None
-        if region_radii is not None:
-            if isinstance(region_radii, bool):
-                raise ValueError("region_radii must be (low, high, scale), None (the model's) or False (off)")
-            region_radii = tuple(float(v) for v in region_radii)
-            if len(region_radii) != 3 or not 0 < region_radii[0] <= region_radii[1] or not region_radii[2] > 0:
-                raise ValueError(f"region_radii must be (low, high, scale) with 0 < low <= high and scale > 0, got "
-                                 f"{region_radii}")
-            if prompting != "attention":
-                raise ValueError("region_radii applies to attention prompting only")
-            if self.seed_radii is not None:
-                raise ValueError("region_radii and seed_radii both set a prompt's seed radius: choose one")
-            if not model.sam_prompt_encoder.click_seed_radius > 0:
-                raise ValueError(f"region_radii needs a model with click seeds; {model.cfg.name} has none")
-        self.region_radii = region_radii
         self.attention_chunk = int(attention_chunk)
         self.preset = preset
         self.block = self.head = None
@@ -467,9 +456,55 @@ class AutomaticMaskGenerator:
             self.head = d_head if head is None else head
             ap.check_attention_site(model, self.block, self.head)
             ap.require_hdbscan()  # fail now, not after the first image embedding
+        self.region_seeds = self._resolve_region_seeds(model, prompting, region_seeds, region_radii)
+        self.region_radii = self._resolve_region_radii(model, prompting, region_radii)
         self._predictor = ImagePredictor(model, mask_threshold=mask_threshold)
 
     # ------------------------------------------------------------------------------------------------------------
+
+    def _resolve_region_seeds(self, model, prompting: str, region_seeds, region_radii) -> tuple[str, ...]:
+        """The region seeds of attention prompts: None -> the preset's (with click seeds and no seed or region radii
+        given), False or () -> none; validated."""
+        seeded = model.sam_prompt_encoder.click_seed_radius > 0
+        if region_seeds is None:
+            if prompting != "attention" or not seeded or self.seed_radii or region_radii not in (None, False, ()):
+                return ()
+            region_seeds = ap.presets_for(model)[self.preset].seeds
+        if region_seeds is True:
+            raise ValueError("region_seeds must be kinds (share, share+N, cluster), None (the preset's) or False")
+        if region_seeds is False or (not isinstance(region_seeds, str) and len(region_seeds) == 0):
+            return ()
+        seeds = ap.parse_region_seeds(region_seeds)
+        if prompting != "attention":
+            raise ValueError("region_seeds applies to attention prompting only")
+        if not seeded:
+            raise ValueError(f"region_seeds needs a model with click seeds; {model.cfg.name} has none")
+        if self.seed_radii is not None or region_radii not in (None, False, ()):
+            raise ValueError("region_seeds sets each prompt's seed; seed_radii and region_radii set a disk's "
+                             "radius: choose one")
+        return seeds
+
+    def _resolve_region_radii(self, model, prompting: str, region_radii) -> tuple[float, float, float] | None:
+        """(low, high, scale) of attention prompts' seed radii: None -> the model's (when there are no region seeds
+        or seed radii), False or () -> off; validated."""
+        if region_radii is None:
+            fresh = prompting == "attention" and not self.seed_radii and not self.region_seeds
+            region_radii = default_region_radii(model) if fresh else None
+        if region_radii is None or region_radii is False or region_radii == ():
+            return None
+        if isinstance(region_radii, bool):
+            raise ValueError("region_radii must be (low, high, scale), None (the model's) or False (off)")
+        region_radii = tuple(float(v) for v in region_radii)
+        if len(region_radii) != 3 or not 0 < region_radii[0] <= region_radii[1] or not region_radii[2] > 0:
+            raise ValueError(f"region_radii must be (low, high, scale) with 0 < low <= high and scale > 0, got "
+                             f"{region_radii}")
+        if prompting != "attention":
+            raise ValueError("region_radii applies to attention prompting only")
+        if self.seed_radii is not None:
+            raise ValueError("region_radii and seed_radii both set a prompt's seed radius: choose one")
+        if not model.sam_prompt_encoder.click_seed_radius > 0:
+            raise ValueError(f"region_radii needs a model with click seeds; {model.cfg.name} has none")
+        return region_radii
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the output (written next to the results)."""
@@ -505,6 +540,8 @@ class AutomaticMaskGenerator:
             s["seed_radii"] = list(self.seed_radii)
         if self.region_radii is not None:
             s["region_radii"] = list(self.region_radii)
+        if self.region_seeds:
+            s["region_seeds"] = list(self.region_seeds)
         return s
 
     def generate(self, image) -> list[dict]:
@@ -584,12 +621,15 @@ class AutomaticMaskGenerator:
             if self.noise_prompts:
                 tokens = tokens + np.flatnonzero(labels < 0).tolist()
             points = ap.tokens_to_points(tokens, grid_hw, (ch, cw))
+            if self.region_seeds:  # every prompt once per kind, kind-major
+                regions = np.concatenate([ap.region_masks(k, labels, tokens, grid_hw) for k in self.region_seeds])
+                points = np.tile(points, (len(self.region_seeds), 1))
             if self.region_radii is not None:
                 region = ap.region_radii(labels, tokens, grid_hw[1], model.image_size / grid_hw[1], *self.region_radii)
             clock.t["clustering"] += clock.now() - t0
             info = {"crop_box": [int(v) for v in crop_box], "num_tokens": int(labels.size),
                     "num_clusters": num_clusters, "num_noise_tokens": int((labels < 0).sum()),
-                    "num_prompts": len(tokens)}
+                    "num_prompts": len(points)}
 
         t0 = clock.now()
         C = model.hidden_dim
@@ -604,8 +644,10 @@ class AutomaticMaskGenerator:
                 info["num_prompts"] = len(points)
         logits, ious = [], []
         for s in range(0, len(points), self.points_per_batch):
-            lr, iou = self._decode_batch(points[s:s + self.points_per_batch], image_embed, feats.high_res, (ch, cw),
-                                         None if radii is None else radii[s:s + self.points_per_batch])
+            e = s + self.points_per_batch
+            lr, iou = self._decode_batch(points[s:e], image_embed, feats.high_res, (ch, cw),
+                                         None if radii is None else radii[s:e],
+                                         regions[s:e] if self.region_seeds else None)
             logits.append(lr)
             ious.append(iou)
         M = 3 if self.multimask_output and (self.prompting == "grid" or self.attention_masks == "all") else 1
@@ -623,10 +665,11 @@ class AutomaticMaskGenerator:
         clock.t["decoding"] += clock.now() - t0
         return cands, len(points), info
 
-    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw, radii: np.ndarray | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder logits (B, M, 4E, 4E) and predicted IoUs (B, M) of B point prompts (crop pixels); attention
-        prompting with attention_masks "best" keeps the output with the best predicted IoU (M = 1)."""
+    def _decode_batch(self, points: np.ndarray, image_embed, high_res, crop_hw, radii: np.ndarray | None = None,
+                      regions: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits (B, M, 4E, 4E) and predicted IoUs (B, M) of B point prompts (crop pixels), with seed
+        radii `radii` (B,) and seed regions `regions` (B, grid_h, grid_w) bool where given; attention prompting
+        with attention_masks "best" keeps the output with the best predicted IoU (M = 1)."""
         model = self.model
         device = image_embed.device
         ch, cw = crop_hw
@@ -636,8 +679,9 @@ class AutomaticMaskGenerator:
                                  device=device).view(B, 1, 2)
         labels = torch.ones(B, 1, dtype=torch.int32, device=device)
         seed_radius = None if radii is None else torch.as_tensor(radii, device=device)
+        seed_regions = None if regions is None else torch.as_tensor(regions, device=device)
         sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None,
-                                                 seed_radius=seed_radius)
+                                                 seed_radius=seed_radius, seed_regions=seed_regions)
         out = model.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=model.sam_prompt_encoder.get_dense_pe(),

@@ -108,7 +108,12 @@ def register(subparsers) -> None:
     d.add_argument("--region-radii", type=_region, default=None, metavar="LOW,HIGH,SCALE",
                    help="attention prompting, models with click seeds (micro): each prompt's seed as large as its "
                         "share of its cluster x SCALE, within LOW..HIGH input pixels; 'off': the model's own radius "
-                        "(default: the model's: 12,48,1.5 for micro)")
+                        "(default: the model's where there are no region seeds: 12,48,1.5 for micro)")
+    d.add_argument("--region-seeds", type=_region_seeds, default=None, metavar="KINDS",
+                   help="attention prompting, models with click seeds (micro): decode each prompt once per kind, its "
+                        "click seed joined by a region of the token grid: share (its share of its cluster), share+N "
+                        "(grown by N token cells), cluster (its whole cluster); comma-separated, or 'off' "
+                        "(default: the preset's: share for micro's low_latency, share,share+1 for its high_quality)")
     d.add_argument("--merge-thresh", type=float, default=None, metavar="F",
                    help="threshold of the chosen merge: box IoU for nms (default 0.7), mask IoU for mask-nms "
                         "(default 0.6), intersection over the smaller mask for union-find (default 0.5)")
@@ -210,6 +215,18 @@ def _radii(text: str) -> tuple[float, ...]:
     return radii
 
 
+def _region_seeds(text: str):
+    """--region-seeds: 'off' or comma-separated kinds."""
+    from ..automask.attention_prompts import parse_region_seeds
+
+    if text.strip().lower() == "off":
+        return False
+    try:
+        return parse_region_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _region(text: str):
     """--region-radii: 'off' or LOW,HIGH,SCALE."""
     if text.strip().lower() == "off":
@@ -243,6 +260,7 @@ def _generator_kwargs(args, prompting: str, model=None) -> dict:
         cluster_spacing=args.cluster_spacing,
         seed_radii=args.seed_radii,
         region_radii=args.region_radii if prompting == "attention" else None,
+        region_seeds=args.region_seeds if prompting == "attention" else None,
         preset=args.preset,
         min_samples=args.min_samples,
         min_cluster_size=args.min_cluster_size,

@@ -180,16 +180,19 @@ class PromptEncoder(nn.Module):
         region |= self._disks(coords, labels == 1)
         return torch.where(region, SEED_LOGIT, -SEED_LOGIT).to(masks.dtype)
 
-    def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor, radius: float | torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def click_seeds(self, coords: torch.Tensor, labels: torch.Tensor, radius: float | torch.Tensor | None = None,
+                    regions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask prompt that click seeds give: (seeds (B, 1, 4E_h, 4E_w), has_seed (B,) bool).
 
         Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
         pixels (or `radius`, one or (B,): larger seeds ask for larger masks); with `box_seeds`, a row's box (its
         first label-2 corner and first label-3 corner) becomes the filled box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
-        A row with neither has no seed (has_seed False). The seed gives the decoder the prompt's place through the
-        dense prompt, which a model whose image features drown the prompt's position code (the micro model:
-        BENCHMARKS.md "Click seeds") needs; its training draws the same seeds.
+        A row with neither has no seed (has_seed False). `regions` (B, h, w) bool, where given, are drawn in too
+        (resized to the mask-prompt grid by nearest neighbour: a token grid's cell becomes its 4 x 4 cells), a seed
+        shaped like the region the prompt stands for (automatic masks: `attention_prompts.region_masks`). The seed
+        gives the decoder the prompt's place through the dense prompt, which a model whose image features drown
+        the prompt's position code (the micro model: BENCHMARKS.md "Click seeds") needs; its training draws the
+        same seeds.
         """
         mh, mw = self.mask_input_size
         h, w = self.input_image_size
@@ -215,6 +218,10 @@ class PromptEncoder(nn.Module):
                        & (ys[None, :, None] >= y0[:, None, None]) & (ys[None, :, None] <= y1[:, None, None]))
                 inside |= (box & has_box[:, None, None])[:, None]
                 has_seed = has_seed | has_box
+        if regions is not None and self.click_seed_radius > 0:
+            drawn = F.interpolate(regions[:, None].float(), size=(mh, mw), mode="nearest") > 0
+            inside |= drawn
+            has_seed = has_seed | drawn.flatten(1).any(dim=1)
         seeds = torch.where(inside, SEED_LOGIT, -SEED_LOGIT)
         return seeds, has_seed
 
@@ -250,6 +257,7 @@ class PromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
         seed_radius: float | torch.Tensor | None = None,
+        seed_regions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the prompts of a batch.
 
@@ -259,6 +267,8 @@ class PromptEncoder(nn.Module):
             masks: (B, 1, h, w) mask logits, or None.
             seed_radius: the click seeds' radius in input pixels instead of `click_seed_radius`, one for the batch
                 or (B,) one per row (only where click seeds are on).
+            seed_regions: (B, h, w) bool regions drawn into the click seeds too (`click_seeds`; only where click
+                seeds are on).
 
         Returns:
             sparse: (B, N', embed_dim) tokens, points first (+1 padding token when boxes is None) then 2 box corners.
@@ -289,7 +299,7 @@ class PromptEncoder(nn.Module):
         eh, ew = self.image_embedding_size
         dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, eh, ew)
         if (self.click_seed_radius > 0 or self.box_seeds) and points is not None:
-            seeds, has_seed = self.click_seeds(points[0], points[1], seed_radius)
+            seeds, has_seed = self.click_seeds(points[0], points[1], seed_radius, seed_regions)
             if bool(has_seed.all()):
                 dense = self.embed_masks_sparse(seeds, -SEED_LOGIT)
             elif bool(has_seed.any()):
