@@ -117,7 +117,8 @@ MODEL_ATTENTION_DECODING: dict[str, dict] = {
     # Region radii (BENCHMARKS.md "Seed radii"): each attention prompt's click seed as large as its share of the
     # cluster (x 1.5, 12-48 px) instead of the model's 12 px: low_latency 45.1 / 64.1 / 41.0 -> 47.6 / 66.4 / 48.4
     # mIoU at the same prompts (x 1, 12-36 px: 47.6 / 65.6 / 43.5; x 2, 12-64 px: 45.4 / 67.6 / 51.5), high_quality
-    # 46.6 / 64.6 / 40.7 -> 48.9 / 65.4 / 48.9.
+    # 46.6 / 64.6 / 40.7 -> 48.9 / 65.4 / 48.9. Since the presets' region seeds (attention_prompts.MODEL_ATTENTION,
+    # BENCHMARKS.md "Region seeds") they apply only where region seeds are off.
     "sam2.1_hiera_micro": {"merge": "mask-nms", "masks": "all", "noise": True, "region_radii": (12.0, 48.0, 1.5)},
 }
 """Per model (config name), how attention prompting decodes and de-duplicates where measurement chose otherwise
