@@ -300,6 +300,25 @@ def test_region_seeds_reach_the_decoder_and_are_validated(micro, images, monkeyp
         AutomaticMaskGenerator(seedless, "attention", region_seeds=["share"])
 
 
+def test_region_seeds_from_the_command_line(images, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    src = sorted((images / "JPEGImages" / "instances").iterdir())[0]
+    (one / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "o"
+    assert main(["automask", str(one), "--model", "micro", "--prompting", "attention", "--output", str(out),
+                 "--no-progress", "--no-overlay", "--region-seeds", "share+2,cluster"]) == 0
+    settings = json.loads((out / "summary.json").read_text())["methods"]["attention"]["settings"]
+    assert settings["region_seeds"] == ["share+2", "cluster"] and "region_radii" not in settings
+    assert main(["automask", str(one), "--model", "micro", "--prompting", "attention", "--output", str(out),
+                 "--no-progress", "--no-overlay", "--overwrite", "--region-seeds", "off"]) == 0
+    settings = json.loads((out / "summary.json").read_text())["methods"]["attention"]["settings"]
+    assert "region_seeds" not in settings and settings["region_radii"] == [12.0, 48.0, 1.5]
+    with pytest.raises(SystemExit):
+        main(["automask", str(one), "--model", "micro", "--output", str(out), "--region-seeds", "disk"])
+    assert "unknown region seed 'disk'" in capsys.readouterr().err
+
+
 def test_benchmark_report(micro, images, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["automask", str(images), "--benchmark", "--model", "micro", "--output", str(out),
