@@ -153,6 +153,28 @@ def test_mixed_batch_searches_only_rows_with_a_positive_click():
     assert torch.allclose(in_training.multimask_logits, plain_training.multimask_logits, atol=1e-6)
 
 
+def test_batched_rows_equal_rows_decoded_alone():
+    """Several objects searched in one batch (each image row serving its own candidates) give what each gives
+    alone, for first clicks and for corrections with a mask prompt."""
+    model = _model()
+    embed, high = _features(model, 3, seed=7)
+    coords = torch.tensor([[[40.0, 60.0], [0.0, 0.0]], [[200.0, 120.0], [90.0, 90.0]], [[128.0, 30.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1, -1], [1, 0], [1, -1]], dtype=torch.int32)
+    prev = torch.randn(3, 1, 64, 64) * 4
+    with torch.no_grad():
+        for mask in (None, prev):
+            for multimask in (True, False):
+                together = model.decode(embed, high, points=PointPrompt(coords, labels), mask_input=mask,
+                                        multimask=multimask)
+                for row in range(3):
+                    alone = model.decode(embed[row:row + 1], [h[row:row + 1] for h in high],
+                                         points=PointPrompt(coords[row:row + 1], labels[row:row + 1]),
+                                         mask_input=None if mask is None else mask[row:row + 1], multimask=multimask)
+                    assert torch.allclose(together.multimask_logits[row], alone.multimask_logits[0], atol=1e-4)
+                    assert torch.allclose(together.low_res[row], alone.low_res[0], atol=1e-4)
+                    assert torch.allclose(together.obj_ptr[row], alone.obj_ptr[0], atol=1e-4)
+
+
 def test_bundled_micro_correction_click_improves_the_mask(held_out_images):
     """docs/click_iou.py's correction protocol on the 40 instances of two held-out images per subset: with click
     candidates a correction click raises the mean IoU of the first click's mask (measured 0.422 -> 0.507;
