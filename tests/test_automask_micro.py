@@ -230,7 +230,8 @@ def test_region_masks_by_hand():
     assert np.flatnonzero(share[2]).tolist() == [2, 3, 6, 7, 10, 11, 14]
     assert not share[3].any()
     cluster = ap.region_masks("cluster", labels, tokens, (4, 4)).reshape(4, 16)
-    assert np.flatnonzero(cluster[0]).tolist() == np.flatnonzero(cluster[1]).tolist() == np.flatnonzero(labels == 0).tolist()
+    members = np.flatnonzero(labels == 0).tolist()
+    assert np.flatnonzero(cluster[0]).tolist() == np.flatnonzero(cluster[1]).tolist() == members
     grown = ap.region_masks("share+1", labels, tokens, (4, 4))
     assert np.flatnonzero(grown[0].reshape(-1)).tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]  # the 2 x 2 block + 1 cell
     assert not grown[3].any()

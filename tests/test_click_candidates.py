@@ -23,7 +23,8 @@ def _features(model, batch: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     E, C = model.cfg.embed_size, model.cfg.d_model
     embed = torch.randn(batch, C, E, E, generator=g)
-    high = [torch.randn(batch, C // 8, 4 * E, 4 * E, generator=g), torch.randn(batch, C // 4, 2 * E, 2 * E, generator=g)]
+    high = [torch.randn(batch, C // 8, 4 * E, 4 * E, generator=g),
+            torch.randn(batch, C // 4, 2 * E, 2 * E, generator=g)]
     return embed, high
 
 
@@ -54,6 +55,20 @@ def test_config_on_for_micro_off_for_meta_and_checked():
     assert get_config("micro", click_seed_radii=[10, 20]).click_seed_radii == (10.0, 20.0)
     with pytest.raises(ValueError, match="click_seed_radii"):
         get_config("micro", click_seed_radii=(12.0, -1.0))
+
+
+def test_agreement_by_hand():
+    """Mask 0 covers the left half of a 256 px input, mask 1 the right half; a positive click on the left and a
+    negative one on the right agree with mask 0 twice and with mask 1 never; padding clicks never count."""
+    from efficient_sam2.modeling.click_candidates import agreement
+
+    logits = torch.full((1, 2, 64, 64), -5.0)
+    logits[0, 0, :, :32] = 5.0
+    logits[0, 1, :, 32:] = 5.0
+    coords = torch.tensor([[[20.0, 100.0], [220.0, 30.0], [20.0, 20.0]]])
+    labels = torch.tensor([[1, 0, -1]])
+    assert agreement(logits, coords, labels, 256).tolist() == [[2, 0]]
+    assert agreement(logits, coords, torch.tensor([[0, 1, -1]]), 256).tolist() == [[0, 2]]
 
 
 def test_one_radius_gives_the_plain_outputs_and_the_best_by_clicks_then_iou():

@@ -186,7 +186,8 @@ class PromptEncoder(nn.Module):
 
         Every positive click (label 1) at (x, y) input pixels becomes a disk of radius `click_seed_radius` input
         pixels (or `radius`, one or (B,): larger seeds ask for larger masks); with `box_seeds`, a row's box (its
-        first label-2 corner and first label-3 corner) becomes the filled box. Logits SEED_LOGIT inside disks and box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
+        first label-2 corner and first label-3 corner) becomes the filled box. Logits SEED_LOGIT inside disks and
+        box, -SEED_LOGIT elsewhere, on the mask-prompt grid (cell centres).
         A row with neither has no seed (has_seed False). `regions` (B, h, w) bool, where given, are drawn in too
         (resized to the mask-prompt grid by nearest neighbour: a token grid's cell becomes its 4 x 4 cells), a seed
         shaped like the region the prompt stands for (automatic masks: `attention_prompts.region_masks`). The seed

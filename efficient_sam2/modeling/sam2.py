@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import SAM2Config
+from . import click_candidates
 from .common import MLP
 from .hiera import Hiera
 from .mask_decoder import MaskDecoder, MaskDecoderOutput
@@ -277,7 +278,8 @@ class SAM2Model(nn.Module):
         points: (coords (B, N, 2) in input pixels, labels (B, N)) as in `PointPrompt`, or None (no sparse
         tokens); mask_prompt (B, 1, 4E, 4E) logits or None; image_embed and high_res of batch B (or 1 with B = 1).
         With `cfg.click_seed_radii` (at inference, `search_clicks`) the rows that hold a positive click are
-        decoded as candidates (`_click_candidates`) and the output's `best` names the output their clicks select.
+        decoded as candidates (`click_candidates.search`) and the output's `best` names the output their clicks
+        select.
         """
         search = None
         if self.cfg.click_seed_radii and search_clicks and not self.training and points is not None:
@@ -285,8 +287,8 @@ class SAM2Model(nn.Module):
             if not bool(search.any()):
                 search = None
         if search is not None and bool(search.all()):
-            return self._click_candidates(image_embed, high_res, points, mask_prompt, multimask, return_attention,
-                                          sparse_token_mask)
+            return click_candidates.search(self, image_embed, high_res, points, mask_prompt, multimask,
+                                           return_attention, sparse_token_mask)
         sparse, dense = self.sam_prompt_encoder(points=points, boxes=None, masks=mask_prompt)
         prompted = None if points is None else (points[1] >= 0).any(dim=1)
         out = self.sam_mask_decoder(
@@ -301,8 +303,8 @@ class SAM2Model(nn.Module):
         idx = search.nonzero()[:, 0]
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
         per_row = lambda t: t if t.shape[0] == 1 else t[idx]  # noqa: E731
-        found = self._click_candidates(
-            per_row(image_embed), [per_row(h) for h in high_res], (points[0][idx], points[1][idx]),
+        found = click_candidates.search(
+            self, per_row(image_embed), [per_row(h) for h in high_res], (points[0][idx], points[1][idx]),
             pick(mask_prompt), multimask, return_attention, pick(sparse_token_mask))
         merged = [t.clone() for t in (out.masks, out.ious, out.tokens, out.object_score_logits)]
         for t, f in zip(merged, (found.masks, found.ious, found.tokens, found.object_score_logits)):
@@ -314,74 +316,6 @@ class SAM2Model(nn.Module):
         best = out.ious.argmax(dim=-1)
         best[idx] = found.best
         return MaskDecoderOutput(*merged, saliency=saliency, best=best)
-
-    def _click_candidates(
-        self,
-        image_embed: torch.Tensor,
-        high_res: list[torch.Tensor],
-        points: tuple[torch.Tensor, torch.Tensor],
-        mask_prompt: torch.Tensor | None,
-        multimask: bool,
-        return_attention: bool,
-        sparse_token_mask: torch.Tensor | None,
-    ) -> MaskDecoderOutput:
-        """Decode B click prompts (each with a positive click) as V candidate prompts of three outputs each.
-
-        Candidates: the prompt with its click seeds at each radius of `cfg.click_seed_radii` (one decode when a
-        mask prompt is given: its seeded form does not depend on the radius) and, for a mask prompt or negative
-        clicks, the positive clicks and box alone (no mask prompt) at each radius: a decoder that reads negative
-        clicks and previous masks poorly still offers the right mask among those (BENCHMARKS.md "Click
-        candidates"). Each output is scored by how many of the clicks it agrees with (positive inside, negative
-        outside, read from its logits at the click) and then by its predicted IoU; output k of the result is the
-        best-scored candidate of output token k, `best` the best-scored of those. With `multimask` False the best
-        alone is returned.
-        """
-        coords, labels = points
-        B, N = labels.shape
-        radii = self.cfg.click_seed_radii
-        variants: list[tuple[torch.Tensor, torch.Tensor | None, float | None]] = []
-        if mask_prompt is None:
-            variants += [(labels, None, r) for r in radii]
-        else:
-            variants.append((labels, mask_prompt, None))
-        if mask_prompt is not None or bool((labels == 0).any()):
-            variants += [(labels.masked_fill(labels == 0, -1), None, r) for r in radii]
-        V = len(variants)
-        encoded = [self.sam_prompt_encoder(points=(coords, lab), boxes=None, masks=m, seed_radius=r)
-                   for lab, m, r in variants]
-        # row-major (B, V): each image row serves its V consecutive candidates
-        sparse = torch.stack([e[0] for e in encoded], 1).flatten(0, 1)
-        dense = torch.stack([e[1] for e in encoded], 1).flatten(0, 1)
-        token_mask = None if sparse_token_mask is None else sparse_token_mask.repeat_interleave(V, 0)
-        out = self.sam_mask_decoder(
-            image_embeddings=image_embed, image_pe=self.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-            repeat_image=True, high_res_features=high_res, return_attention=return_attention,
-            sparse_token_mask=token_mask,
-        )
-        h, w = out.masks.shape[-2:]
-        masks = out.masks.reshape(B, V, 3, h, w)
-        ious = out.ious.reshape(B, V, 3)
-        # the logits at each click, as the upsampled mask reads them there (bilinear, half-pixel centres)
-        grid = (coords.float() / self.image_size * 2 - 1).reshape(B, 1, N, 2)
-        at = F.grid_sample(masks.float().flatten(1, 2), grid, mode="bilinear", padding_mode="border",
-                           align_corners=False)[:, :, 0]  # (B, V * 3, N)
-        agree = torch.where(labels[:, None] == 1, at > 0, torch.where(labels[:, None] == 0, at <= 0, False))
-        score = agree.sum(-1).reshape(B, V, 3).float() * 2 + ious.float().clamp(0, 1)  # IoU only breaks ties
-        choice = score.argmax(dim=1)  # (B, 3): the best candidate of each output token
-        rows = torch.arange(B, device=labels.device)[:, None]
-        tokens3 = torch.arange(3, device=labels.device)[None]
-        masks, ious = masks[rows, choice, tokens3], ious[rows, choice, tokens3]
-        tokens = out.tokens.reshape(B, V, 3, -1)[rows, choice, tokens3]
-        best = score.gather(1, choice[:, None]).squeeze(1).argmax(dim=-1)  # (B,)
-        variant = choice[rows[:, 0], best]
-        obj_scores = out.object_score_logits.reshape(B, V, 1)[rows[:, 0], variant]
-        saliency = None if out.saliency is None else out.saliency.reshape(B, V, -1)[rows[:, 0], variant]
-        if not multimask:
-            one = rows[:, 0], best
-            return MaskDecoderOutput(masks[one].unsqueeze(1), ious[one].unsqueeze(1), tokens[one].unsqueeze(1),
-                                     obj_scores, saliency, torch.zeros_like(best))
-        return MaskDecoderOutput(masks, ious, tokens, obj_scores, saliency, best)
 
     def mask_as_output(
         self, raw_feat: torch.Tensor, high_res: list[torch.Tensor], mask: torch.Tensor
