@@ -166,6 +166,55 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     assert not errors, errors
 
 
+def test_correction_click_in_chromium(browser_page, web, tmp_path):
+    """Click an object, then right-click (a negative click) inside its mask near its edge: the page marks the click
+    red, and the object's mask leaves that pixel and keeps the rest of the object."""
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    frames, ids = make_clip(n=3)
+    clip = write_video(str(tmp_path / "clip3.avi"), frames, "MJPG")
+    h, w = ids[0].shape
+    page.goto(f"{web}/?token={TOKEN}")
+    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
+    page.set_input_files("#file-input", clip)
+    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
+    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
+    box = page.locator("#canvas").bounding_box()
+
+    def to(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h
+
+    centre = object_point(ids[0], 1)
+    ys, xs = np.nonzero(ids[0] == 1)
+    edge = (int(xs.max()) - 8, int(ys[xs.argmax()]))  # inside the object, 8 px from its right end
+    side = (centre[0] - 12, centre[1])  # inside too, away from the click markers the page draws
+    assert ids[0][edge[1], edge[0]] == 1 and ids[0][side[1], side[0]] == 1
+    raw_side, raw_edge = _mean_rgb(page, *side, r=2), _mean_rgb(page, *edge, r=2)
+    drawn = _drawn(page)
+    page.mouse.click(*to(*centre))
+    _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
+    _wait_redraw(page, drawn)
+    assert np.abs(_mean_rgb(page, *edge, r=2) - raw_edge).sum() > 60  # the first mask covers the edge
+    assert np.abs(_mean_rgb(page, *side, r=2) - raw_side).sum() > 60
+    video_id = page.evaluate("() => app.video.video_id")
+    from efficient_sam2.serve.client import ApiClient
+
+    api = ApiClient(web, TOKEN)
+    assert (np.asarray(api.mask(video_id, 0)) == 1)[edge[1], edge[0]]
+    drawn = _drawn(page)
+    page.mouse.click(*to(*edge), button="right")
+    _wait_redraw(page, drawn)
+    _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
+    page.wait_for_timeout(200)
+    marker = _mean_rgb(page, *edge, r=1)
+    assert marker[0] > 180 and marker[1] < 120, marker  # the page shows a negative (red) click there
+    assert np.abs(_mean_rgb(page, *side, r=2) - raw_side).sum() > 60  # the object itself stays drawn
+    mask = np.asarray(api.mask(video_id, 0)) == 1
+    assert not mask[edge[1], edge[0]] and mask[centre[1], centre[0]]
+    assert not errors, errors
+
+
 def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
     page = browser_page
     errors: list[str] = []
