@@ -120,7 +120,7 @@ class SAM2Config:
     # Click seed radii (model-input pixels) a prompt with positive clicks is decoded at, at inference: every radius
     # (and, for a correction on a previous mask or with negative clicks, also the positive clicks alone) gives three
     # candidate masks, and the candidates that agree with most clicks (positive inside, negative outside) win, then
-    # the higher predicted IoU (see SAM2Model.run_sam_heads). () = one decode at click_seed_radius (SAM 2). For
+    # the higher predicted IoU (modeling/click_candidates.py). () = one decode at click_seed_radius (SAM 2). For
     # models whose masks follow the seed's size (the micro model) and whose decoder reads negative clicks poorly.
     # Emptied when click_seed_radius is 0.
     click_seed_radii: tuple[float, ...] = ()

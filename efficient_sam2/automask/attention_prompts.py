@@ -369,11 +369,6 @@ def region_radii(labels: np.ndarray, tokens: Sequence[int], grid_w: int, cell: f
     return radii
 
 
-REGION_SEEDS = ("share", "share+N", "cluster")
-"""Region seed kinds (`region_masks`): a prompt's share of its cluster, that share grown by N >= 1 token cells,
-its whole cluster."""
-
-
 def parse_region_seeds(seeds: Sequence[str] | str) -> tuple[str, ...]:
     """Validated region seed kinds (a sequence, or one comma-separated string) as a tuple, in the given order."""
     items = [v.strip() for v in seeds.split(",")] if isinstance(seeds, str) else [str(v).strip() for v in seeds]
