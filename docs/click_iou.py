@@ -104,6 +104,13 @@ def correction_results(predictor, data: str, images_per_subset: int = 8) -> dict
     return out
 
 
+def radii_overrides(text: str | None) -> dict:
+    """Builder overrides for a --click-seed-radii value: comma-separated radii, or 'off' (one decode per prompt)."""
+    if text is None:
+        return {}
+    return {"click_seed_radii": () if text == "off" else tuple(float(r) for r in text.split(","))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -126,9 +133,7 @@ def main() -> None:
         overrides["box_seeds"] = False
     if args.single_output_token:
         overrides["single_output_from_best"] = False
-    if args.click_seed_radii is not None:
-        off = args.click_seed_radii == "off"
-        overrides["click_seed_radii"] = () if off else tuple(float(r) for r in args.click_seed_radii.split(","))
+    overrides.update(radii_overrides(args.click_seed_radii))
     predictor = build_sam2_image_predictor(args.model, checkpoint=args.checkpoint, **overrides)
     for subset, rows in click_results(predictor, args.data, args.images_per_subset).items():
         best, top = [r[0] for r in rows], [r[1] for r in rows]

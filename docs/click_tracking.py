@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from click_iou import interior_pixel
+from click_iou import interior_pixel, radii_overrides
 from efficient_sam2 import build_sam2_video_predictor
 from efficient_sam2.evaluation.metrics import boundary_f_measure, region_similarity
 from efficient_sam2.io.masks import read_palette_mask
@@ -33,10 +33,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {}
-    if args.click_seed_radii is not None:
-        off = args.click_seed_radii == "off"
-        overrides["click_seed_radii"] = () if off else tuple(float(r) for r in args.click_seed_radii.split(","))
+    overrides = radii_overrides(args.click_seed_radii)
     res = sorted(os.listdir(os.path.join(args.data, "JPEGImages")))[0]  # the first resolution
     frames_root = os.path.join(args.data, "JPEGImages", res)
     videos = sorted(v for v in os.listdir(frames_root) if v.startswith(args.subset))[:args.videos]
