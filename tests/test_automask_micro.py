@@ -180,6 +180,18 @@ def test_spread_prompts_add_prompts_within_the_clusters(micro, images):
         AutomaticMaskGenerator(micro, "attention", cluster_spacing=-1)
 
 
+def _record_seeds(monkeypatch, encoder) -> list[dict]:
+    """Spy on the prompt encoder's forward: every call's seed_radius and seed_regions, in order."""
+    seen, forward = [], type(encoder).forward
+
+    def spy(self, points, boxes, masks, seed_radius=None, seed_regions=None):
+        seen.append({"seed_radius": seed_radius, "seed_regions": seed_regions})
+        return forward(self, points, boxes, masks, seed_radius=seed_radius, seed_regions=seed_regions)
+
+    monkeypatch.setattr(type(encoder), "forward", spy)
+    return seen
+
+
 def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeypatch):
     from PIL import Image
 
@@ -187,22 +199,15 @@ def test_region_radii_reach_the_decoder_and_are_validated(micro, images, monkeyp
     gen = AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_seeds=False)  # disks, not regions
     assert gen.region_radii == (12.0, 48.0, 1.5) and gen.settings()["region_radii"] == [12.0, 48.0, 1.5]
     assert AutomaticMaskGenerator(micro, "attention", preset="low_latency").region_radii is None  # region seeds
-    encoder, seen = micro.sam_prompt_encoder, []
-    forward = type(encoder).forward
-
-    def spy(self, points, boxes, masks, seed_radius=None, seed_regions=None):
-        seen.append(seed_radius)
-        return forward(self, points, boxes, masks, seed_radius=seed_radius, seed_regions=seed_regions)
-
-    monkeypatch.setattr(type(encoder), "forward", spy)
+    seen = _record_seeds(monkeypatch, micro.sam_prompt_encoder)
     res = gen.generate_result(rgb)
-    radii = torch.cat([r.reshape(-1) for r in seen])
+    radii = torch.cat([c["seed_radius"].reshape(-1) for c in seen])
     assert radii.numel() == res.num_prompts and 12.0 <= float(radii.min()) and float(radii.max()) <= 48.0
     assert float(radii.max()) > 12.0  # some prompt stands for more than a 12 px disk of its cluster
     seen.clear()
     AutomaticMaskGenerator(micro, "attention", preset="low_latency", region_radii=False,
                            region_seeds=False).generate_result(rgb)
-    assert all(r is None for r in seen)
+    assert all(c["seed_radius"] is None for c in seen)
     monkeypatch.undo()
     assert AutomaticMaskGenerator(micro, "grid").region_radii is None
     assert AutomaticMaskGenerator(micro, "attention", seed_radii=[12, 24]).region_radii is None
@@ -270,16 +275,9 @@ def test_region_seeds_reach_the_decoder_and_are_validated(micro, images, monkeyp
     high = AutomaticMaskGenerator(micro, "attention", preset="high_quality")
     assert low.region_seeds == ("share",) and high.region_seeds == ("share", "share+1")
     assert low.settings()["region_seeds"] == ["share"]
-    encoder, seen = micro.sam_prompt_encoder, []
-    forward = type(encoder).forward
-
-    def spy(self, points, boxes, masks, seed_radius=None, seed_regions=None):
-        seen.append(seed_regions)
-        return forward(self, points, boxes, masks, seed_radius=seed_radius, seed_regions=seed_regions)
-
-    monkeypatch.setattr(type(encoder), "forward", spy)
+    seen = _record_seeds(monkeypatch, micro.sam_prompt_encoder)
     res = high.generate_result(rgb)
-    regions = torch.cat(seen)
+    regions = torch.cat([c["seed_regions"] for c in seen])
     info = res.attention["crops"][0]
     assert regions.shape == (res.num_prompts, 16, 16) and res.num_prompts == info["num_prompts"]
     half = res.num_prompts // 2  # kind-major: every prompt token with its share, then with the grown share

@@ -91,6 +91,22 @@ def _wait_redraw(page, before: int) -> None:
     _wait(page, f"Number(document.getElementById('canvas').dataset.drawn || 0) > {before}")
 
 
+def _open_clip(page, web: str, clip: str) -> None:
+    """Open the page with the token URL and upload `clip`; return once its first frame is drawn."""
+    page.goto(f"{web}/?token={TOKEN}")
+    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
+    assert TOKEN not in page.url  # the token leaves the address bar (the page keeps it, and the cookie)
+    page.set_input_files("#file-input", clip)
+    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
+    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
+
+
+def _screen(page, w: int, h: int):
+    """Video pixel (x, y) -> the page coordinates of its centre on the canvas showing a w x h video."""
+    box = page.locator("#canvas").bounding_box()
+    return lambda x, y: (box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+
+
 def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     page = browser_page
     errors: list[str] = []
@@ -100,14 +116,7 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     clip = write_video(str(tmp_path / "clip.avi"), frames, "MJPG")
     h, w = ids[0].shape
 
-    page.goto(f"{web}/?token={TOKEN}")
-    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
-    assert TOKEN not in page.url  # the token leaves the address bar (the page keeps it, and the cookie)
-
-    # upload
-    page.set_input_files("#file-input", clip)
-    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
-    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
+    _open_clip(page, web, clip)
     assert page.inner_text("#video-info").startswith(f"{w} × {h}, 6 frames")
 
     # click object 1: its mask is drawn at once (pixels change where it was clicked, not far outside; the shipped
@@ -118,9 +127,8 @@ def test_click_track_scrub_export_in_chromium(browser_page, web, tmp_path):
     outside = (12, h - 12)
     assert ids[0][outside[1], outside[0]] == 0
     before_in, before_out = _mean_rgb(page, *inside), _mean_rgb(page, *outside)
-    box = page.locator("#canvas").bounding_box()
     drawn = _drawn(page)
-    page.mouse.click(box["x"] + (click[0] + 0.5) * box["width"] / w, box["y"] + (click[1] + 0.5) * box["height"] / h)
+    page.mouse.click(*_screen(page, w, h)(*click))
     _wait(page, "document.getElementById('status').textContent.includes('mask in')", 30)
     _wait_redraw(page, drawn)
     after_in, after_out = _mean_rgb(page, *inside), _mean_rgb(page, *outside)
@@ -175,16 +183,8 @@ def test_correction_click_in_chromium(browser_page, web, tmp_path):
     frames, ids = make_clip(n=3)
     clip = write_video(str(tmp_path / "clip3.avi"), frames, "MJPG")
     h, w = ids[0].shape
-    page.goto(f"{web}/?token={TOKEN}")
-    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
-    page.set_input_files("#file-input", clip)
-    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
-    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
-    box = page.locator("#canvas").bounding_box()
-
-    def to(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h
-
+    _open_clip(page, web, clip)
+    to = _screen(page, w, h)
     centre = object_point(ids[0], 1)
     ys, xs = np.nonzero(ids[0] == 1)
     edge = (int(xs.max()) - 8, int(ys[xs.argmax()]))  # inside the object, 8 px from its right end
@@ -222,21 +222,13 @@ def test_box_cancel_and_remove_in_chromium(browser_page, web, tmp_path):
     frames, ids = make_clip(n=40)
     clip = write_video(str(tmp_path / "clip40.avi"), frames, "MJPG")
     h, w = ids[0].shape
-    page.goto(f"{web}/?token={TOKEN}")
-    _wait(page, "document.getElementById('status').textContent.startsWith('Ready')", 30)
-    page.set_input_files("#file-input", clip)
-    _wait(page, "document.getElementById('status').textContent.includes('Click an object')", 60)
-    _wait(page, "Number(document.getElementById('canvas').dataset.drawn || 0) >= 1", 30)
+    _open_clip(page, web, clip)
 
     # drag a box around object 1: its mask is drawn
     ys, xs = np.nonzero(ids[0] == 1)
     inside = object_point(ids[0], 1)
     before = _mean_rgb(page, *inside, r=2)
-    box = page.locator("#canvas").bounding_box()
-
-    def to(x: float, y: float) -> tuple[float, float]:
-        return box["x"] + x * box["width"] / w, box["y"] + y * box["height"] / h
-
+    to = _screen(page, w, h)
     drawn = _drawn(page)
     page.mouse.move(*to(xs.min() - 2, ys.min() - 2))
     page.mouse.down()

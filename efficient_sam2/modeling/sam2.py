@@ -284,38 +284,45 @@ class SAM2Model(nn.Module):
         search = None
         if self.cfg.click_seed_radii and search_clicks and not self.training and points is not None:
             search = (points[1] == 1).any(dim=1)
-            if not bool(search.any()):
-                search = None
-        if search is not None and bool(search.all()):
+        if search is None or not bool(search.any()):
+            return self._plain_heads(image_embed, high_res, points, mask_prompt, multimask, return_attention,
+                                     sparse_token_mask)
+        if bool(search.all()):
             return click_candidates.search(self, image_embed, high_res, points, mask_prompt, multimask,
                                            return_attention, sparse_token_mask)
+        # a mixed batch (rows are objects, image rows included): each part decoded its own way, then merged
+        searched, plain = search.nonzero()[:, 0], (~search).nonzero()[:, 0]
+        take = lambda t, rows: None if t is None else t[rows]  # noqa: E731
+
+        def part(rows: torch.Tensor) -> tuple:
+            return (image_embed[rows], [h[rows] for h in high_res], (points[0][rows], points[1][rows]),
+                    take(mask_prompt, rows), multimask, return_attention, take(sparse_token_mask, rows))
+
+        found = click_candidates.search(self, *part(searched))
+        rest = self._plain_heads(*part(plain))
+
+        def merge(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            if a is None:
+                return None
+            out = a.new_empty((search.shape[0],) + tuple(a.shape[1:]))
+            out[searched], out[plain] = a, b.to(a.dtype)
+            return out
+
+        return MaskDecoderOutput(
+            merge(found.masks, rest.masks), merge(found.ious, rest.ious), merge(found.tokens, rest.tokens),
+            merge(found.object_score_logits, rest.object_score_logits), merge(found.saliency, rest.saliency),
+            merge(found.best, rest.ious.argmax(dim=-1)))
+
+    def _plain_heads(self, image_embed, high_res, points, mask_prompt, multimask, return_attention,
+                     sparse_token_mask) -> MaskDecoderOutput:
+        """One decode of each prompt set (SAM 2's way); arguments as in `run_sam_heads`."""
         sparse, dense = self.sam_prompt_encoder(points=points, boxes=None, masks=mask_prompt)
-        prompted = None if points is None else (points[1] >= 0).any(dim=1)
-        out = self.sam_mask_decoder(
+        return self.sam_mask_decoder(
             image_embeddings=image_embed, image_pe=self.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
             repeat_image=False, high_res_features=high_res, return_attention=return_attention,
-            sparse_token_mask=sparse_token_mask, prompted=prompted,
+            sparse_token_mask=sparse_token_mask, prompted=None if points is None else (points[1] >= 0).any(dim=1),
         )
-        if search is None:
-            return out
-        # some rows searched, the others decoded as they are
-        idx = search.nonzero()[:, 0]
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
-        per_row = lambda t: t if t.shape[0] == 1 else t[idx]  # noqa: E731
-        found = click_candidates.search(
-            self, per_row(image_embed), [per_row(h) for h in high_res], (points[0][idx], points[1][idx]),
-            pick(mask_prompt), multimask, return_attention, pick(sparse_token_mask))
-        merged = [t.clone() for t in (out.masks, out.ious, out.tokens, out.object_score_logits)]
-        for t, f in zip(merged, (found.masks, found.ious, found.tokens, found.object_score_logits)):
-            t[idx] = f.to(t.dtype)
-        saliency = out.saliency
-        if saliency is not None:
-            saliency = saliency.clone()
-            saliency[idx] = found.saliency.to(saliency.dtype)
-        best = out.ious.argmax(dim=-1)
-        best[idx] = found.best
-        return MaskDecoderOutput(*merged, saliency=saliency, best=best)
 
     def mask_as_output(
         self, raw_feat: torch.Tensor, high_res: list[torch.Tensor], mask: torch.Tensor
